@@ -1,0 +1,131 @@
+"""The engine: reverse-mode accumulation over the tape, in an iterative topological order.
+
+Each recorded op is a ``Context`` node whose ``inputs`` are Tensors. ``backward`` orders the nodes
+reachable from the output (depth-first, without recursion, so a chain of 10,000 ops is fine),
+then visits them output-first: it calls each op's ``backward``, sums broadcast axes down to the
+input's shape (the only place that does this), checks the shape, and hands the gradient to the
+producing node or, for a leaf, accumulates it into ``.grad``.
+"""
+from __future__ import annotations
+
+from .function import _FREED
+from .grad_mode import no_grad
+
+__all__ = ["backward", "unbroadcast"]
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting added or stretched so it has ``shape``."""
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra < 0:
+        return grad  # cannot be a broadcast; the shape check below reports it
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, n in enumerate(shape) if n == 1 and grad.shape[extra + i] != 1)
+    if axes:
+        grad = grad.sum(axis=axes, keepdims=True)
+    return grad.reshape(shape) if extra else grad
+
+
+def _topological_order(root):
+    """Nodes reachable from ``root``, each before every node that produced one of its inputs.
+
+    Depth-first post-order with an explicit stack; a node is marked when it is expanded (not
+    when pushed), so it finishes only after everything it depends on.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        if finished:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if node.inputs is None:
+            raise RuntimeError(_FREED.format(node.name()))
+        stack.append((node, True))
+        for t in node.inputs:
+            parent = t.grad_fn if t is not None else None
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
+    order.reverse()
+    return order
+
+
+def _accumulate_leaf(leaf, grad):
+    from ..tensor import Tensor
+    if leaf.grad is None:
+        # a copy: ops may hand the same array to several inputs (add) or return views
+        leaf.grad = Tensor(grad.copy())
+    else:
+        leaf.grad = Tensor(leaf.grad.data + grad)
+
+
+def backward(output, gradient=None, retain_graph=False):
+    """Accumulate d(output)/d(leaf) into every leaf's ``.grad`` that requires grad."""
+    from ..tensor import Tensor
+
+    if not output.requires_grad:
+        raise RuntimeError("backward: this tensor does not require grad and has no grad_fn; "
+                           "call requires_grad_() on an input before computing it")
+    xp = output.xp
+    if gradient is None:
+        if output.data.size != 1:
+            raise RuntimeError(f"backward: grad can be implicitly created only for a scalar output; this "
+                               f"output has shape {output.shape}, pass gradient= of that shape")
+        grad = xp.ones_like(output.data)
+    else:
+        grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=output.dtype)
+        if tuple(grad.shape) != output.shape:
+            raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)}, expected the output's "
+                               f"shape {output.shape}")
+        grad = grad.astype(output.dtype, copy=False)
+
+    if output.grad_fn is None:
+        _accumulate_leaf(output, grad)
+        return
+
+    root = output.grad_fn
+    pending = {id(root): [None] * root.num_outputs}
+    pending[id(root)][output._out_index] = grad
+    with no_grad():
+        for node in _topological_order(root):
+            out_grads = pending.pop(id(node), None)
+            if out_grads is None:
+                continue  # no gradient flows through this node
+            if node._freed:
+                raise RuntimeError(_FREED.format(node.name()))
+            if node.num_outputs > 1:  # outputs that got no gradient contribute zeros
+                out_grads = [xp.zeros(s, d) if g is None else g
+                             for g, (s, d) in zip(out_grads, node.output_meta)]
+            in_grads = node.fn.backward(node, *out_grads)
+            if not isinstance(in_grads, tuple):
+                in_grads = (in_grads,)
+            if len(in_grads) < len(node.inputs):  # trailing non-tensor arguments need no None
+                missing = node.inputs[len(in_grads):]
+                if any(t is not None and t.requires_grad for t in missing) or len(in_grads) == 0:
+                    raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
+                                       f"{len(node.inputs)} inputs")
+            elif len(in_grads) > len(node.inputs):
+                raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
+                                   f"{len(node.inputs)} inputs")
+            for i, (inp, g) in enumerate(zip(node.inputs, in_grads)):
+                if inp is None or g is None or not inp.requires_grad:
+                    continue
+                g = unbroadcast(g, inp.shape)
+                if tuple(g.shape) != inp.shape:
+                    raise RuntimeError(f"{node.name()} returned a gradient of shape {tuple(g.shape)} for "
+                                       f"input {i} of shape {inp.shape}")
+                if g.dtype != inp.dtype:
+                    g = g.astype(inp.dtype)
+                if inp.grad_fn is None:
+                    _accumulate_leaf(inp, g)
+                else:
+                    slots = pending.setdefault(id(inp.grad_fn), [None] * inp.grad_fn.num_outputs)
+                    k = inp._out_index
+                    slots[k] = g if slots[k] is None else slots[k] + g
+            if not retain_graph:
+                node.release()

@@ -1,0 +1,104 @@
+"""Devices and array modules: the one place that knows NumPy from CuPy.
+
+Every op asks `array_module(array)` for the module that owns its inputs (``numpy`` on the CPU,
+``cupy`` on CUDA) and calls it; no op ever tests ``device == "cuda"`` itself.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["Device", "device", "array_module", "device_of", "to_device", "cuda_available"]
+
+
+class Device:
+    """A device name, parsed once: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu"):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device: expected a string such as 'cpu' or 'cuda:0', got {type(spec).__name__}")
+        kind, _, idx = spec.partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {spec!r}")
+        if kind == "cpu" and idx:
+            raise ValueError(f"device: 'cpu' takes no index, got {spec!r}")
+        if idx and not idx.isdigit():
+            raise ValueError(f"device: the index in {spec!r} must be a non-negative integer")
+        self.type = kind
+        self.index = int(idx) if idx else (0 if kind == "cuda" else None)
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            other = Device(other)
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device(type='{self.type}'" + ("" if self.index is None else f", index={self.index}") + ")"
+
+
+device = Device
+CPU = Device("cpu")
+
+
+def _cupy():
+    """Import CuPy or explain what to install."""
+    try:
+        import cupy
+    except ImportError as e:  # pragma: no cover - depends on the machine
+        raise RuntimeError(
+            "device 'cuda' needs CuPy and numba-cuda: pip install 'minifuse[cuda]' "
+            "(on a machine with an NVIDIA GPU and driver)") from e
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError
+    except Exception as e:  # pragma: no cover
+        raise RuntimeError("device 'cuda' requested but no NVIDIA GPU is visible to CuPy") from e
+    return cupy
+
+
+def cuda_available() -> bool:
+    """True when CuPy imports and sees at least one GPU."""
+    try:
+        _cupy()
+        return True
+    except RuntimeError:
+        return False
+
+
+def array_module(array):
+    """``numpy`` for NumPy arrays (and scalars), ``cupy`` for CuPy arrays."""
+    if isinstance(array, (np.ndarray, np.generic)):
+        return np
+    mod = type(array).__module__
+    if mod.startswith("cupy"):
+        import cupy
+        return cupy
+    return np
+
+
+def device_of(array) -> Device:
+    if array_module(array) is np:
+        return CPU
+    return Device(f"cuda:{array.device.id}")
+
+
+def to_device(array, dev: Device):
+    """Copy ``array`` to ``dev`` (no copy when it is already there)."""
+    dev = Device(dev)
+    if device_of(array) == dev:
+        return array
+    if dev.type == "cpu":
+        return array.get()
+    cupy = _cupy()
+    with cupy.cuda.Device(dev.index):
+        return cupy.asarray(array)

@@ -1,0 +1,2 @@
+"""minifuse.nn: layers and the functions they are made of."""
+from . import functional

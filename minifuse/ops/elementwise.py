@@ -1,0 +1,398 @@
+"""Elementwise primitive ops. Each is one class: forward on arrays, backward beside it.
+
+Gradients may be returned in the broadcast (output) shape; the engine sums them down.
+"""
+import math
+
+from ..autograd.function import Function
+from ._util import as_operand, check_broadcast, shape_of
+from .special import erf
+
+
+class _Binary(Function):
+    """Base for ops of two broadcastable operands: checks the shapes once, in apply."""
+
+    @classmethod
+    def apply(cls, input, other):
+        from ..tensor import Tensor
+        if not isinstance(input, Tensor):
+            input = as_operand(input, other)
+        else:
+            other = as_operand(other, input)
+        check_broadcast(cls.op_name(), shape_of(input), shape_of(other))
+        return super().apply(input, other)
+
+
+class Add(_Binary):
+    """out = input + other"""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, other):
+        return input + other
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g
+
+
+class Sub(_Binary):
+    """out = input - other"""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, other):
+        return input - other
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, -g
+
+
+class Mul(_Binary):
+    """out = input * other"""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, other):
+        ctx.save_for_backward(input, other)
+        return input * other
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (g * b if na else None), (g * a if nb else None)
+
+
+class Div(_Binary):
+    """out = input / other"""
+
+    @staticmethod
+    def forward(ctx, input, other):
+        ctx.save_for_backward(input, other)
+        return input / other
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (g / b if na else None), (-g * a / (b * b) if nb else None)
+
+
+class Pow(_Binary):
+    """out = input ** exponent; d/d input = exponent * input^(exponent-1), d/d exponent = out * log(input)"""
+
+    @staticmethod
+    def forward(ctx, input, exponent):
+        out = input ** exponent
+        ctx.save_for_backward(input, exponent, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        a, p, out = ctx.saved_tensors
+        na, np_ = ctx.needs_input_grad
+        ga = g * p * a ** (p - 1) if na else None
+        gp = g * out * ctx.xp.log(a) if np_ else None
+        return ga, gp
+
+
+class Maximum(_Binary):
+    """Elementwise max; where both are equal the gradient is split evenly (as PyTorch)."""
+
+    @staticmethod
+    def forward(ctx, input, other):
+        ctx.save_for_backward(input, other)
+        return ctx.xp.maximum(input, other)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        w = (a > b) + 0.5 * (a == b)
+        return g * w.astype(g.dtype), g * (1 - w).astype(g.dtype)
+
+
+class Minimum(_Binary):
+    """Elementwise min; ties split the gradient evenly."""
+
+    @staticmethod
+    def forward(ctx, input, other):
+        ctx.save_for_backward(input, other)
+        return ctx.xp.minimum(input, other)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        w = (a < b) + 0.5 * (a == b)
+        return g * w.astype(g.dtype), g * (1 - w).astype(g.dtype)
+
+
+class Neg(Function):
+    """out = -input"""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input):
+        return -input
+
+    @staticmethod
+    def backward(ctx, g):
+        return -g
+
+
+class Exp(Function):
+    """out = e^input; d/dx = out"""
+
+    @staticmethod
+    def forward(ctx, input):
+        out = ctx.xp.exp(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * out
+
+
+class Log(Function):
+    """out = ln(input); d/dx = 1/input"""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return ctx.xp.log(input)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g / x
+
+
+class Sqrt(Function):
+    """out = sqrt(input); d/dx = 1 / (2 out)"""
+
+    @staticmethod
+    def forward(ctx, input):
+        out = ctx.xp.sqrt(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g / (2 * out)
+
+
+class Tanh(Function):
+    """out = tanh(input); d/dx = 1 - out^2"""
+
+    @staticmethod
+    def forward(ctx, input):
+        out = ctx.xp.tanh(input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * (1 - out * out)
+
+
+def sigmoid_array(xp, x):
+    """1 / (1 + e^-x) without overflow: e^-|x| never exceeds 1."""
+    z = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
+
+
+class Sigmoid(Function):
+    """out = 1 / (1 + e^-input); d/dx = out (1 - out)"""
+
+    @staticmethod
+    def forward(ctx, input):
+        out = sigmoid_array(ctx.xp, input)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g * out * (1 - out)
+
+
+class Relu(Function):
+    """out = max(input, 0) (NaN stays NaN); d/dx = 1 where input > 0, else 0"""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return ctx.xp.maximum(input, 0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * (x > 0)
+
+
+class Abs(Function):
+    """out = |input|; d/dx = sign(input) (0 at 0)"""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return ctx.xp.abs(input)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ctx.xp.sign(x)
+
+
+class Clamp(Function):
+    """out = min(max(input, min), max); the gradient passes where min <= input <= max."""
+
+    @staticmethod
+    def forward(ctx, input, min=None, max=None):
+        ctx.save_for_backward(input)
+        ctx.bounds = (min, max)
+        return ctx.xp.clip(input, min, max)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        keep = ctx.xp.ones(x.shape, dtype=bool)
+        if lo is not None:
+            keep &= x >= lo
+        if hi is not None:
+            keep &= x <= hi
+        return g * keep
+
+
+SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # 0.7978845608028654
+GELU_TANH_C = 0.044715
+
+
+class Gelu(Function):
+    """GELU. approximate='none': x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) (exact, BERT's);
+    approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2's, Megatron's)."""
+
+    @staticmethod
+    def forward(ctx, input, approximate="none"):
+        ctx.save_for_backward(input)
+        ctx.approximate = approximate
+        x = input
+        if approximate == "tanh":
+            return 0.5 * x * (1 + ctx.xp.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)))
+        return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2.0))))
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        xp = ctx.xp
+        if ctx.approximate == "tanh":
+            t = xp.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x))
+            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
+        else:
+            cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2.0))))
+            pdf = xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+            d = cdf + x * pdf
+        return g * d.astype(g.dtype, copy=False)
+
+
+class Silu(Function):
+    """SiLU (swish): out = x * sigmoid(x); d/dx = s (1 + x (1 - s))"""
+
+    @staticmethod
+    def forward(ctx, input):
+        ctx.save_for_backward(input)
+        return input * sigmoid_array(ctx.xp, input)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = sigmoid_array(ctx.xp, x)
+        return g * (s * (1 + x * (1 - s)))
+
+
+class Where(Function):
+    """out = input where condition else other (condition is a non-differentiable bool array)."""
+    float_only = False
+
+    @classmethod
+    def apply(cls, condition, input, other):
+        from ..tensor import Tensor
+        like = input if isinstance(input, Tensor) else other
+        if not isinstance(like, Tensor):
+            raise TypeError("where: 'input' or 'other' must be a Tensor")
+        input, other = as_operand(input, like), as_operand(other, like)
+        cshape = shape_of(condition)
+        shape = check_broadcast("where", shape_of(input), shape_of(other))
+        check_broadcast("where", cshape, shape, names=("condition", "input"))
+        cond = condition.data if isinstance(condition, Tensor) else like.xp.asarray(condition)
+        if cond.dtype != bool:
+            raise TypeError(f"where: 'condition' must be a bool tensor, got {cond.dtype}")
+        return super().apply(cond, input, other)
+
+    @staticmethod
+    def forward(ctx, condition, input, other):
+        ctx.save_for_backward(condition)
+        return ctx.xp.where(condition, input, other)
+
+    @staticmethod
+    def backward(ctx, g):
+        (c,) = ctx.saved_tensors
+        zero = g.dtype.type(0)
+        return None, ctx.xp.where(c, g, zero), ctx.xp.where(c, zero, g)
+
+
+class Compare(Function):
+    """Comparisons (<, <=, >, >=, ==, !=): bool results, no gradient."""
+    float_only = False
+    same_dtype = False
+    _ops = {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+            "eq": "equal", "ne": "not_equal"}
+
+    @classmethod
+    def apply(cls, input, other, op):
+        from ..tensor import Tensor
+        if not isinstance(input, Tensor):
+            input = as_operand(input, other)
+        else:
+            other = as_operand(other, input)
+        check_broadcast(op, shape_of(input), shape_of(other))
+        a = input.data if isinstance(input, Tensor) else input
+        b = other.data if isinstance(other, Tensor) else other
+        xp = (input if isinstance(input, Tensor) else other).xp
+        return Tensor(getattr(xp, cls._ops[op])(a, b))
+
+
+class Cast(Function):
+    """out = input converted to ``dtype``; the gradient is converted back."""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, dtype):
+        ctx.dtype = input.dtype
+        return input.astype(dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.astype(ctx.dtype)
+
+
+class ToDevice(Function):
+    """out = input copied to ``device``; the gradient is copied back."""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, device):
+        from ..device import device_of, to_device
+        ctx.source = device_of(input)
+        return to_device(input, device)
+
+    @staticmethod
+    def backward(ctx, g):
+        from ..device import to_device
+        return to_device(g, ctx.source)

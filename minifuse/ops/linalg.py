@@ -1,0 +1,57 @@
+"""Matrix multiplication: batched, broadcasting, with NumPy's rules for 1-D operands."""
+from ..autograd.function import Function
+from ._util import check_broadcast
+
+
+def check_matmul(op, a_shape, b_shape, names=("input", "other")):
+    if len(a_shape) == 0 or len(b_shape) == 0:
+        raise ValueError(f"{op}: both arguments must have at least 1 dimension, got '{names[0]}' "
+                         f"{tuple(a_shape)} and '{names[1]}' {tuple(b_shape)}")
+    k_a = a_shape[-1]
+    k_b = b_shape[0] if len(b_shape) == 1 else b_shape[-2]
+    if k_a != k_b:
+        raise ValueError(f"{op}: inner dimensions differ: '{names[0]}' {tuple(a_shape)} @ '{names[1]}' "
+                         f"{tuple(b_shape)} ({k_a} != {k_b})")
+    if len(a_shape) > 2 or len(b_shape) > 2:
+        check_broadcast(op, a_shape[:-2], b_shape[:-2], names)
+
+
+class MatMul(Function):
+    """out = input @ other; d input = g @ other^T, d other = input^T @ g (summed over batch)."""
+
+    @classmethod
+    def apply(cls, input, other):
+        check_matmul("matmul", input.shape, other.shape)
+        return super().apply(input, other)
+
+    @staticmethod
+    def forward(ctx, input, other):
+        ctx.save_for_backward(input, other)
+        return ctx.xp.matmul(input, other)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        xp = ctx.xp
+        need_a, need_b = ctx.needs_input_grad
+        # promote 1-D operands to matrices so that one rule covers every case
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if need_a:
+            ga = xp.matmul(g, xp.swapaxes(b2, -1, -2))
+            if a.ndim == 1:
+                ga = ga.reshape(ga.shape[:-2] + (ga.shape[-1],))
+        if need_b:
+            if b2.ndim == 2 and a2.ndim > 2:
+                # weight shared across a batch: one GEMM over the flattened rows, no (batch, K, N) temp
+                gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+            else:
+                gb = xp.matmul(xp.swapaxes(a2, -1, -2), g)
+            if b.ndim == 1:
+                gb = gb[..., 0]
+        return ga, gb

@@ -1,0 +1,78 @@
+"""Primitive ops of neural networks whose backward is much cheaper as one formula than as a
+chain of elementwise ops: softmax, log-softmax and layer norm."""
+from ..autograd.function import Function
+
+
+class Softmax(Function):
+    """out = e^(x - max) / sum e^(x - max) along dim; d/dx = out * (g - sum(g * out))"""
+
+    @staticmethod
+    def forward(ctx, input, dim=-1):
+        xp = ctx.xp
+        z = input - input.max(axis=dim, keepdims=True) if input.size else input
+        e = xp.exp(z)
+        out = e / e.sum(axis=dim, keepdims=True)
+        ctx.save_for_backward(out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return out * (g - (g * out).sum(axis=ctx.dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    """out = x - max - log(sum e^(x - max)); d/dx = g - softmax * sum(g)"""
+
+    @staticmethod
+    def forward(ctx, input, dim=-1):
+        xp = ctx.xp
+        z = input - input.max(axis=dim, keepdims=True) if input.size else input
+        out = z - xp.log(xp.exp(z).sum(axis=dim, keepdims=True))
+        ctx.save_for_backward(out)
+        ctx.dim = dim
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_tensors
+        return g - ctx.xp.exp(out) * g.sum(axis=ctx.dim, keepdims=True)
+
+
+class LayerNorm(Function):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias over the last ``ndim`` dims
+    (biased variance, as PyTorch).
+
+    With xhat = (x - mean) * rstd and gh = g * weight, over the N normalised elements:
+      dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)),  dweight = sum(g * xhat),  dbias = sum(g)
+    """
+
+    @staticmethod
+    def forward(ctx, input, weight=None, bias=None, ndim=1, eps=1e-5):
+        axes = tuple(range(input.ndim - ndim, input.ndim))
+        mean = input.mean(axis=axes, keepdims=True)
+        centered = input - mean
+        var = (centered * centered).mean(axis=axes, keepdims=True)
+        rstd = 1 / ctx.xp.sqrt(var + eps)
+        xhat = centered * rstd
+        ctx.save_for_backward(xhat, rstd, weight)
+        ctx.axes = axes
+        out = xhat
+        if weight is not None:
+            out = out * weight
+        if bias is not None:
+            out = out + bias
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        xhat, rstd, weight = ctx.saved_tensors
+        axes = ctx.axes
+        lead = tuple(range(g.ndim - len(axes)))
+        gh = g * weight if weight is not None else g
+        dx = rstd * (gh - gh.mean(axis=axes, keepdims=True)
+                     - xhat * (gh * xhat).mean(axis=axes, keepdims=True))
+        dw = (g * xhat).sum(axis=lead) if weight is not None and ctx.needs_input_grad[1] else None
+        db = g.sum(axis=lead) if ctx.needs_input_grad[2] else None
+        return dx, dw, db

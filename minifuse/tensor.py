@@ -137,7 +137,7 @@ class Tensor:
 
     def backward(self, gradient=None, retain_graph=False):
         """Accumulate gradients of this tensor into the ``.grad`` of every leaf it depends on."""
-        engine.backward(self, gradient, retain_graph)
+        engine.backward([self], [gradient], retain_graph)
 
     # ---- conversions -----------------------------------------------------------------------
     def to(self, *args, dtype=None, device=None):

@@ -28,14 +28,14 @@ def unbroadcast(grad, shape):
     return grad.reshape(shape) if extra else grad
 
 
-def _topological_order(root):
+def _topological_order(roots):
     """Nodes reachable from ``root``, each before every node that produced one of its inputs.
 
     Depth-first post-order with an explicit stack; a node is marked when it is expanded (not
     when pushed), so it finishes only after everything it depends on.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(root, False) for root in reversed(roots)]
     while stack:
         node, finished = stack.pop()
         if finished:
@@ -64,42 +64,55 @@ def _accumulate_leaf(leaf, grad):
         leaf.grad = Tensor(leaf.grad.data + grad)
 
 
-def backward(output, gradient=None, retain_graph=False):
-    """Accumulate d(output)/d(leaf) into every leaf's ``.grad`` that requires grad."""
+def _initial_grad(output, gradient):
     from ..tensor import Tensor
-
     if not output.requires_grad:
         raise RuntimeError("backward: this tensor does not require grad and has no grad_fn; "
                            "call requires_grad_() on an input before computing it")
-    xp = output.xp
     if gradient is None:
         if output.data.size != 1:
             raise RuntimeError(f"backward: grad can be implicitly created only for a scalar output; this "
                                f"output has shape {output.shape}, pass gradient= of that shape")
-        grad = xp.ones_like(output.data)
-    else:
-        grad = gradient.data if isinstance(gradient, Tensor) else xp.asarray(gradient, dtype=output.dtype)
-        if tuple(grad.shape) != output.shape:
-            raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)}, expected the output's "
-                               f"shape {output.shape}")
-        grad = grad.astype(output.dtype, copy=False)
+        return output.xp.ones_like(output.data)
+    grad = gradient.data if isinstance(gradient, Tensor) else output.xp.asarray(gradient, dtype=output.dtype)
+    if tuple(grad.shape) != output.shape:
+        raise RuntimeError(f"backward: gradient has shape {tuple(grad.shape)}, expected the output's "
+                           f"shape {output.shape}")
+    return grad.astype(output.dtype, copy=False)
 
-    if output.grad_fn is None:
-        _accumulate_leaf(output, grad)
+
+def backward(tensors, grad_tensors=None, retain_graph=False):
+    """Accumulate the gradients of ``tensors`` (weighted by ``grad_tensors``) into the ``.grad``
+    of every leaf they depend on. ``Tensor.backward`` is this with one tensor."""
+    from ..tensor import Tensor
+    if isinstance(tensors, Tensor):
+        tensors, grad_tensors = [tensors], [grad_tensors]
+    tensors = list(tensors)
+    grad_tensors = [None] * len(tensors) if grad_tensors is None else list(grad_tensors)
+    pending, roots = {}, []
+    for output, gradient in zip(tensors, grad_tensors):
+        grad = _initial_grad(output, gradient)
+        node = output.grad_fn
+        if node is None:
+            _accumulate_leaf(output, grad)
+            continue
+        if node.inputs is None:
+            raise RuntimeError(_FREED.format(node.name()))
+        slots = pending.setdefault(id(node), [None] * node.num_outputs)
+        k = output._out_index
+        slots[k] = grad if slots[k] is None else slots[k] + grad
+        roots.append(node)
+    if not roots:
         return
-
-    root = output.grad_fn
-    pending = {id(root): [None] * root.num_outputs}
-    pending[id(root)][output._out_index] = grad
     with no_grad():
-        for node in _topological_order(root):
+        for node in _topological_order(roots):
             out_grads = pending.pop(id(node), None)
             if out_grads is None:
                 continue  # no gradient flows through this node
             if node._freed:
                 raise RuntimeError(_FREED.format(node.name()))
             if node.num_outputs > 1:  # outputs that got no gradient contribute zeros
-                out_grads = [xp.zeros(s, d) if g is None else g
+                out_grads = [node.xp.zeros(s, d) if g is None else g
                              for g, (s, d) in zip(out_grads, node.output_meta)]
             in_grads = node.fn.backward(node, *out_grads)
             if not isinstance(in_grads, tuple):

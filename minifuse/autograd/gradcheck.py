@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import float64
+from .engine import backward
 from .grad_mode import enable_grad, no_grad
 
 __all__ = ["gradcheck", "GradcheckError"]
@@ -39,9 +40,9 @@ def _vjp(fn, args, wrt, out_grads):
         args[i].grad = None
     with enable_grad():
         outs = _outputs(fn, args)
-    for o, g in zip(outs, out_grads):
-        if o.requires_grad:
-            o.backward(g)
+    pairs = [(o, g) for o, g in zip(outs, out_grads) if o.requires_grad]
+    if pairs:
+        backward([o for o, _ in pairs], [g for _, g in pairs])
     return [np.zeros(args[i].shape) if args[i].grad is None else np.array(args[i].grad.data, dtype=np.float64)
             for i in wrt]
 

@@ -1,2 +1,13 @@
-"""minifuse.nn: layers and the functions they are made of."""
-from . import functional
+"""minifuse.nn: layers, the functions they are made of (``functional``) and initialisers (``init``)."""
+from . import functional, init
+from .activation import GELU, ReLU, Sigmoid, SiLU, Tanh
+from .attention import MultiHeadAttention
+from .containers import Identity, ModuleDict, ModuleList, Sequential
+from .dropout import Dropout
+from .linear import FusedLinear, Linear
+from .loss import CrossEntropyLoss, MSELoss
+from .mlp import MLP
+from .module import Module, Parameter
+from .normalization import LayerNorm
+from .sparse import Embedding
+from .transformer import TransformerEncoder, TransformerLayer

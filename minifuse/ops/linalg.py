@@ -37,10 +37,10 @@ class MatMul(Function):
         # promote 1-D operands to matrices so that one rule covers every case
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            g = xp.expand_dims(g, -2)
         if b.ndim == 1:
             g = xp.expand_dims(g, -1)
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
         ga = gb = None
         if need_a:
             ga = xp.matmul(g, xp.swapaxes(b2, -1, -2))

@@ -20,11 +20,18 @@ argument's type with `lit` so float32 code never silently widens to float64.
 NaN propagates through every function and +-inf map to the limits of the exact function.
 """
 import math
+import warnings
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
+from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
+
+# Inlining these overloads at the Numba IR level (needed: LLVM alone does not inline tanh_, and
+# the loop then stays scalar, 15x slower) trips a pedantic SSA self-check that Numba itself
+# calls harmless ("internal pedantic check"). Silence only that warning, only from numba's ssa.
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"numba\.core\.ssa")
 
 
 @intrinsic
@@ -78,7 +85,7 @@ def _exp(x):
         one = lit(x, 1.0)
         xc = lit(x, hi) if x > hi else x           # clamp, NaN passes through both tests
         xc = lit(x, lo) if xc < lo else xc
-        nf = math.floor(xc * lit(x, 1.4426950408889634) + lit(x, 0.5))
+        nf = np.floor(xc * lit(x, 1.4426950408889634) + lit(x, 0.5))   # math.floor gives int64
         nf = nf if nf == nf else x - x            # NaN: keep the integer conversion defined
         r = xc - nf * lit(x, ln2_hi) - nf * lit(x, ln2_lo)
         p = lit(x, 0.0)

@@ -1,0 +1,67 @@
+"""Multi-head self-attention with one fused QKV projection (BERT's layout).
+
+    [Q | K | V] = x Wqkv^T + bqkv          Wqkv: (3d, d), rows [Wq; Wk; Wv]
+    head h uses columns h*Dh:(h+1)*Dh of each of Q, K, V (Dh = d / num_heads)
+    A_h = softmax(Q_h K_h^T / sqrt(Dh) + mask_bias) ;  y = concat_h(A_h V_h) Wout^T + bout
+mask_bias is 0 for kept keys and ``finfo(dtype).min`` for padded ones (Hugging Face BERT's
+convention, which the fused kernel follows too): a padded key gets weight 0 (exactly, after
+the exp underflows) and a row whose keys are all padded stays finite.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..tensor import Tensor
+from . import functional as F
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module, check_input
+
+__all__ = ["MultiHeadAttention", "mask_bias"]
+
+
+def mask_bias(attention_mask, batch, seq, dtype, device):
+    """(B, S) mask, 1 = keep, 0 = padding  ->  additive bias of shape (B, 1, 1, S) for the scores."""
+    m = attention_mask.__array__() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    if m.shape != (batch, seq):
+        raise ValueError(f"attention: 'attention_mask' must have shape (batch, seq) = {(batch, seq)}, got "
+                         f"{m.shape}")
+    bias = np.where(m == 0, np.finfo(dtype).min, 0.0).astype(dtype)
+    return Tensor(bias.reshape(batch, 1, 1, seq)).to(device)
+
+
+class MultiHeadAttention(Module):
+    """Self-attention over x of shape (B, S, d_model) with ``num_heads`` heads.
+
+    qkv: Linear(d, 3d), out: Linear(d, d), both with Linear's init; ``dropout`` acts on the
+    attention probabilities (as BERT's attention_probs_dropout).
+    """
+
+    def __init__(self, d_model, num_heads, bias=True, dropout=0.0, device=None, dtype=None):
+        super().__init__()
+        if d_model % num_heads:
+            raise ValueError(f"MultiHeadAttention: d_model={d_model} must be divisible by num_heads={num_heads}")
+        self.d_model, self.num_heads, self.head_dim = d_model, num_heads, d_model // num_heads
+        self.qkv = Linear(d_model, 3 * d_model, bias, device, dtype)
+        self.out = Linear(d_model, d_model, bias, device, dtype)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, x, attention_mask=None):
+        check_input("MultiHeadAttention", x, self.d_model, self.qkv.weight.dtype)
+        if x.ndim != 3:
+            raise ValueError(f"MultiHeadAttention: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
+        B, S, d = x.shape
+        H, Dh = self.num_heads, self.head_dim
+        # (B, S, 3d) -> three (B, H, S, Dh)
+        q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in self.qkv(x).split(d, dim=-1))
+        scores = q.matmul(k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))
+        if attention_mask is not None:
+            scores = scores + mask_bias(attention_mask, B, S, x.dtype, x.device)
+        probs = self.dropout(F.softmax(scores, dim=-1))
+        context = probs.matmul(v).permute(0, 2, 1, 3).reshape(B, S, d)
+        return self.out(context)
+
+    def extra_repr(self):
+        return f"d_model={self.d_model}, num_heads={self.num_heads}"

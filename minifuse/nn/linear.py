@@ -1,0 +1,74 @@
+"""Linear layers: y = x W^T + b, and the same followed by an activation (FusedLinear)."""
+from __future__ import annotations
+
+import math
+
+from .. import creation
+from . import functional as F, init
+from .module import Module, Parameter, check_input
+
+__all__ = ["Linear", "FusedLinear"]
+
+
+class Linear(Module):
+    """y = x W^T + b, for x of shape (*, in_features).
+
+    weight: (out_features, in_features), init U(-1/sqrt(in), 1/sqrt(in)) by PyTorch's
+    ``kaiming_uniform_(a=sqrt(5))``; bias: (out_features,), init U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.weight = Parameter(creation.empty(out_features, in_features, dtype=dtype, device=device))
+        self.register_parameter(
+            "bias", Parameter(creation.empty(out_features, dtype=dtype, device=device)) if bias else None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        check_input(type(self).__name__, x, self.in_features, self.weight.dtype)
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class FusedLinear(Linear):
+    """y = act(x W^T + b) with act one of 'relu', 'gelu', 'silu' (seed: lucid's FusedLinear).
+
+    'gelu' is the tanh approximation by default, as in lucid: 0.5 z (1 + tanh(sqrt(2/pi) (z +
+    0.044715 z^3))); ``approximate='none'`` gives the exact x Phi(x). Unlike lucid, the layer computes
+    this one function on every path, with or without bias. Parameters and init as ``Linear``.
+    Today ``forward`` is the taped path (linear, then the activation); a fused inference
+    kernel must reproduce it exactly.
+    """
+
+    ACTIVATIONS = ("relu", "gelu", "silu")
+
+    def __init__(self, in_features, out_features, activation="relu", bias=True, approximate="tanh",
+                 device=None, dtype=None):
+        if activation not in self.ACTIVATIONS:
+            raise ValueError(f"FusedLinear: unknown activation {activation!r}; valid: "
+                             f"{', '.join(self.ACTIVATIONS)}")
+        if approximate not in ("tanh", "none"):
+            raise ValueError(f"FusedLinear: approximate must be 'tanh' or 'none', got {approximate!r}")
+        super().__init__(in_features, out_features, bias, device, dtype)
+        self.activation, self.approximate = activation, approximate
+
+    def _act(self, z):
+        if self.activation == "gelu":
+            return F.gelu(z, self.approximate)
+        return F.relu(z) if self.activation == "relu" else F.silu(z)
+
+    def forward(self, x):
+        return self._act(super().forward(x))
+
+    def extra_repr(self):
+        gelu = f", approximate='{self.approximate}'" if self.activation == "gelu" else ""
+        return super().extra_repr() + f", activation='{self.activation}'" + gelu

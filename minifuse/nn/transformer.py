@@ -1,0 +1,75 @@
+"""BERT's post-LayerNorm transformer layer and a stack of them.
+
+    h   = LN1(x + Dropout(Attn(x, mask)))
+    out = LN2(h + Dropout(fc2(act(fc1(h)))))        act = GELU with the exact erf by default
+Submodule names (attn.qkv, attn.out, ln1, fc1, fc2, ln2) are what the BERT loader and the graph
+fusion pass map onto: keep them.
+"""
+from __future__ import annotations
+
+import copy
+
+from . import functional as F
+from .attention import MultiHeadAttention
+from .containers import ModuleList
+from .dropout import Dropout
+from .linear import Linear
+from .module import Module
+from .normalization import LayerNorm
+
+__all__ = ["TransformerLayer", "TransformerEncoder"]
+
+_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+
+
+class TransformerLayer(Module):
+    """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), 1 = keep, 0 = padding."""
+
+    def __init__(self, d_model, num_heads, intermediate_size, activation="gelu", layer_norm_eps=1e-12,
+                 dropout=0.0, bias=True, device=None, dtype=None):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"TransformerLayer: unknown activation {activation!r}; valid: "
+                             f"{', '.join(_ACTIVATIONS)} ('gelu' is the exact erf form, as BERT)")
+        self.activation = activation
+        self.attn = MultiHeadAttention(d_model, num_heads, bias, dropout, device, dtype)
+        self.ln1 = LayerNorm(d_model, eps=layer_norm_eps, device=device, dtype=dtype)
+        self.fc1 = Linear(d_model, intermediate_size, bias, device, dtype)
+        self.fc2 = Linear(intermediate_size, d_model, bias, device, dtype)
+        self.ln2 = LayerNorm(d_model, eps=layer_norm_eps, device=device, dtype=dtype)
+        self.dropout = Dropout(dropout)
+        self._act = F.activation(activation)
+
+    def forward(self, x, attention_mask=None):
+        h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
+        return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
+
+    def extra_repr(self):
+        return f"activation='{self.activation}'"
+
+
+class TransformerEncoder(Module):
+    """``num_layers`` layers applied in order (``layers``, a ModuleList).
+
+    ``layer`` is one of: a factory called once per layer (``lambda: TransformerLayer(...)``), a dict of
+    TransformerLayer arguments, or a TransformerLayer to copy (as PyTorch; the copies start from
+    the same weights).
+    """
+
+    def __init__(self, layer, num_layers):
+        super().__init__()
+        if isinstance(layer, dict):
+            make = lambda: TransformerLayer(**layer)  # noqa: E731
+        elif isinstance(layer, Module):
+            make = lambda: copy.deepcopy(layer)  # noqa: E731
+        elif callable(layer):
+            make = layer
+        else:
+            raise TypeError(f"TransformerEncoder: 'layer' must be a factory, a dict of TransformerLayer "
+                            f"arguments or a Module, got {type(layer).__name__}")
+        self.layers = ModuleList(make() for _ in range(num_layers))
+
+    def forward(self, x, attention_mask=None):
+        for layer in self.layers:
+            x = layer(x, attention_mask)
+        return x

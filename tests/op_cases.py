@@ -1,0 +1,173 @@
+"""One declaration per op: how to call it, a plain NumPy reference, and the shapes to try.
+
+``tests/test_ops.py`` turns every case into forward tests (float32 and float64 against the
+float64 NumPy reference) and a float64 gradcheck. Add an op here and it is tested everywhere.
+"""
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy.special import erf
+
+import minifuse as mf
+import minifuse.nn.functional as F
+
+
+@dataclass
+class OpCase:
+    name: str
+    fn: Callable             # (*tensors) -> Tensor, the minifuse op under test
+    ref: Callable            # (*float64 arrays) -> array, written independently with NumPy
+    shapes: list             # list of tuples of input shapes
+    domain: str = "any"      # 'any', 'positive' (log, sqrt, pow base), 'unit' (in (0.1, 1))
+    extra: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        return self.name
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _layer_norm(x, w, b, eps=1e-5):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / np.sqrt(var + eps) * w + b
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+BINARY = [(3, 4), (3, 4)], [(3, 4), (4,)], [(2, 1, 4), (3, 1)], [(), (2, 3)], [(1,), (5,)]
+UNARY = [(3, 4)], [(2, 3, 5)], [()], [(1,)]
+
+CASES = [
+    OpCase("add", lambda a, b: a + b, np.add, BINARY),
+    OpCase("sub", lambda a, b: a - b, np.subtract, BINARY),
+    OpCase("mul", lambda a, b: a * b, np.multiply, BINARY),
+    OpCase("div", lambda a, b: a / b, np.divide, BINARY, domain="positive"),
+    OpCase("pow_tensor", lambda a, b: a ** b, np.power, BINARY, domain="positive"),
+    OpCase("pow_scalar", lambda a: a ** 3, lambda a: a ** 3, UNARY),
+    OpCase("rsub_scalar", lambda a: 2.0 - a, lambda a: 2.0 - a, UNARY),
+    OpCase("rdiv_scalar", lambda a: 2.0 / a, lambda a: 2.0 / a, UNARY, domain="positive"),
+    OpCase("neg", lambda a: -a, np.negative, UNARY),
+    OpCase("exp", mf.exp, np.exp, UNARY),
+    OpCase("log", mf.log, np.log, UNARY, domain="positive"),
+    OpCase("sqrt", mf.sqrt, np.sqrt, UNARY, domain="positive"),
+    OpCase("tanh", mf.tanh, np.tanh, UNARY),
+    OpCase("sigmoid", mf.sigmoid, _sigmoid, UNARY),
+    OpCase("relu", mf.relu, lambda a: np.maximum(a, 0), UNARY),
+    OpCase("abs", mf.abs, np.abs, UNARY),
+    OpCase("maximum", mf.maximum, np.maximum, BINARY),
+    OpCase("minimum", mf.minimum, np.minimum, BINARY),
+    OpCase("clamp", lambda a: a.clamp(-0.5, 0.7), lambda a: np.clip(a, -0.5, 0.7), UNARY),
+    OpCase("clamp_min", lambda a: a.clamp(min=0.1), lambda a: np.maximum(a, 0.1), UNARY),
+    OpCase("matmul_2d", mf.matmul, np.matmul, [[(3, 4), (4, 5)], [(1, 1), (1, 1)]]),
+    OpCase("matmul_batched", mf.matmul, np.matmul, [[(2, 3, 4), (2, 4, 5)], [(2, 1, 3, 4), (3, 4, 2)],
+                                                  [(2, 3, 4), (4, 5)], [(3, 4), (2, 4, 5)]]),
+    OpCase("matmul_vector", mf.matmul, np.matmul, [[(4,), (4,)], [(3, 4), (4,)], [(4,), (4, 3)],
+                                                 [(2, 3, 4), (4,)]]),
+    OpCase("sum_all", lambda a: a.sum(), lambda a: a.sum(), UNARY),
+    OpCase("sum_dim", lambda a: a.sum(1), lambda a: a.sum(1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("sum_dims_keep", lambda a: a.sum((0, -1), keepdim=True),
+           lambda a: a.sum((0, -1), keepdims=True), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("mean", lambda a: a.mean(-1), lambda a: a.mean(-1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("mean_all", lambda a: a.mean(), lambda a: a.mean(), UNARY),
+    OpCase("var", lambda a: a.var(1), lambda a: a.var(1, ddof=1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("var_biased_keep", lambda a: a.var((0, 1), keepdim=True, correction=0),
+           lambda a: a.var((0, 1), keepdims=True), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("max_all", lambda a: a.max(), lambda a: a.max(), UNARY),
+    OpCase("max_dim", lambda a: a.max(1).values, lambda a: a.max(1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("min_dim_keep", lambda a: a.min(0, keepdim=True).values, lambda a: a.min(0, keepdims=True),
+           [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("amax_tuple", lambda a: a.amax((0, 2)), lambda a: a.max((0, 2)), [[(2, 3, 5)]]),
+    OpCase("reshape", lambda a: a.reshape(-1, 2), lambda a: a.reshape(-1, 2), [[(3, 4)], [(2, 3, 2)]]),
+    OpCase("view", lambda a: a.view(a.numel()), lambda a: a.reshape(-1), UNARY),
+    OpCase("flatten", lambda a: a.flatten(1), lambda a: a.reshape(a.shape[0], -1), [[(2, 3, 5)]]),
+    OpCase("transpose", lambda a: a.transpose(0, -1), lambda a: np.swapaxes(a, 0, -1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("T", lambda a: a.T, lambda a: a.T, [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("permute", lambda a: a.permute(2, 0, 1), lambda a: a.transpose(2, 0, 1), [[(2, 3, 5)]]),
+    OpCase("expand", lambda a: a.expand(2, 3, 4), lambda a: np.broadcast_to(a, (2, 3, 4)),
+           [[(3, 1)], [(1, 4)], [(4,)]]),
+    OpCase("squeeze", lambda a: a.squeeze(1), lambda a: a.squeeze(1), [[(3, 1, 4)]]),
+    OpCase("unsqueeze", lambda a: a.unsqueeze(-1), lambda a: a[..., None], UNARY),
+    OpCase("index_slice", lambda a: a[1:, ::2], lambda a: a[1:, ::2], [[(3, 4)], [(4, 5, 2)]]),
+    OpCase("index_int_repeat", lambda a: a[np.array([0, 2, 0, 0])], lambda a: a[[0, 2, 0, 0]],
+           [[(3, 4)], [(3,)]]),
+    OpCase("index_tensor_pair", lambda a: a[mf.tensor([0, 1, 1]), mf.tensor([2, 0, 2])],
+           lambda a: a[[0, 1, 1], [2, 0, 2]], [[(3, 4)]]),
+    OpCase("index_bool", lambda a: a[a.detach() > 0], lambda a: a[a > 0], [[(3, 4)]]),
+    OpCase("cat", lambda a, b: mf.cat([a, b], dim=1), lambda a, b: np.concatenate([a, b], 1),
+           [[(3, 4), (3, 2)], [(2, 1, 3), (2, 4, 3)]]),
+    OpCase("stack", lambda a, b: mf.stack([a, b], dim=-1), lambda a, b: np.stack([a, b], -1),
+           [[(3, 4), (3, 4)]]),
+    OpCase("split", lambda a: a.split(2, dim=1)[1], lambda a: a[:, 2:4], [[(3, 5)]]),
+    OpCase("split_sections", lambda a: a.split([1, 4], dim=1)[1] * 2, lambda a: a[:, 1:] * 2, [[(3, 5)]]),
+    OpCase("chunk_last", lambda a: a.chunk(3, dim=0)[-1], lambda a: a[4:], [[(5, 2)]]),
+    OpCase("where", lambda a, b: mf.where(a.detach() > b.detach(), a, b),
+           lambda a, b: np.where(a > b, a, b), [[(3, 4), (3, 4)], [(3, 4), (4,)]]),
+    OpCase("masked_fill", lambda a: a.masked_fill(a.detach() < 0, 0.5), lambda a: np.where(a < 0, 0.5, a), UNARY),
+    # nn.functional
+    OpCase("linear", F.linear, lambda x, w, b: x @ w.T + b, [[(3, 4), (5, 4), (5,)], [(2, 3, 4), (2, 4), (2,)]]),
+    OpCase("linear_nobias", F.linear, lambda x, w: x @ w.T, [[(3, 4), (5, 4)]]),
+    OpCase("F.relu", F.relu, lambda a: np.maximum(a, 0), UNARY),
+    OpCase("gelu", F.gelu, lambda x: 0.5 * x * (1 + erf(x / np.sqrt(2))), UNARY),
+    OpCase("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"),
+           lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))), UNARY),
+    OpCase("silu", F.silu, lambda x: x * _sigmoid(x), UNARY),
+    OpCase("F.tanh", F.tanh, np.tanh, UNARY),
+    OpCase("glu", F.glu, lambda x: _sigmoid(x[..., :x.shape[-1] // 2]) * x[..., x.shape[-1] // 2:],
+           [[(3, 4)], [(2, 3, 6)]]),
+    OpCase("swiglu", F.swiglu,
+           lambda x: x[..., :x.shape[-1] // 2] * _sigmoid(x[..., :x.shape[-1] // 2]) * x[..., x.shape[-1] // 2:],
+           [[(3, 4)], [(2, 3, 6)]]),
+    OpCase("softmax", lambda x: F.softmax(x, dim=-1), _softmax, [[(3, 4)], [(2, 3, 5)], [(1, 1)]]),
+    OpCase("softmax_dim0", lambda x: F.softmax(x, dim=0), lambda x: _softmax(x, 0), [[(3, 4)]]),
+    OpCase("log_softmax", lambda x: F.log_softmax(x, dim=1), lambda x: np.log(_softmax(x, 1)),
+           [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("layer_norm", lambda x, w, b: F.layer_norm(x, x.shape[-1], w, b), _layer_norm,
+           [[(3, 4), (4,), (4,)], [(2, 3, 5), (5,), (5,)]]),
+    OpCase("layer_norm_plain", lambda x: F.layer_norm(x, (x.shape[-1],), eps=1e-12),
+           lambda x: _layer_norm(x, 1.0, 0.0, 1e-12), [[(3, 4)], [(1, 7)]]),
+    OpCase("mse_loss", F.mse_loss, lambda a, b: ((a - b) ** 2).mean(), [[(3, 4), (3, 4)]]),
+    OpCase("sdpa", F.scaled_dot_product_attention,
+           lambda q, k, v: _softmax(q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1])) @ v,
+           [[(2, 3, 4), (2, 5, 4), (2, 5, 3)], [(1, 2, 3, 4), (1, 2, 3, 4), (1, 2, 3, 4)]]),
+    OpCase("sdpa_causal", lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+           lambda q, k, v: _softmax(np.where(np.tril(np.ones((q.shape[-2], k.shape[-2]), bool)),
+                                             q @ np.swapaxes(k, -1, -2) / np.sqrt(q.shape[-1]), -np.inf)) @ v,
+           [[(2, 3, 4), (2, 3, 4), (2, 3, 2)]]),
+    OpCase("sdpa_float_mask_scale",
+           lambda q, k, v: F.scaled_dot_product_attention(
+               q, k, v, attn_mask=mf.tensor(np.array([0.0, -1.0, 0.5, -1e9]), dtype=q.dtype), scale=0.3),
+           lambda q, k, v: _softmax(q @ np.swapaxes(k, -1, -2) * 0.3 + np.array([0.0, -1.0, 0.5, -1e9])) @ v,
+           [[(2, 3, 4), (2, 4, 4), (2, 4, 3)]]),
+]
+
+
+def _ce_ref(x, t, ignore=-100, smoothing=0.0):
+    logp = np.log(_softmax(x, -1))
+    valid = t != ignore
+    tt = np.where(valid, t, 0)
+    nll = -logp[np.arange(len(t)), tt]
+    loss = (1 - smoothing) * nll - smoothing * logp.mean(-1)
+    return (loss * valid).sum() / valid.sum()
+
+
+_T = np.array([0, 3, 1, -100, 2])
+_IDX = np.array([[0, 2, 2], [4, 1, 0]])
+
+CASES += [
+    OpCase("cross_entropy", lambda x: F.cross_entropy(x, mf.tensor(_T)), lambda x: _ce_ref(x, _T), [[(5, 4)]]),
+    OpCase("cross_entropy_smooth", lambda x: F.cross_entropy(x, mf.tensor(_T), label_smoothing=0.2),
+           lambda x: _ce_ref(x, _T, smoothing=0.2), [[(5, 4)]]),
+    OpCase("cross_entropy_spatial",
+           lambda x: F.cross_entropy(x, mf.tensor(_IDX[:, :2] % 3), reduction="sum"),
+           lambda x: -(np.log(_softmax(x, 1)) * np.eye(3)[_IDX[:, :2] % 3].transpose(0, 2, 1)).sum(),
+           [[(2, 3, 2)]]),
+    OpCase("embedding", lambda w: F.embedding(mf.tensor(_IDX), w), lambda w: w[_IDX], [[(5, 3)]]),
+    OpCase("dropout_eval", lambda x: F.dropout(x, 0.5, training=False), lambda x: x, UNARY),
+]

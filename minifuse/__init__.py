@@ -15,6 +15,7 @@ from .dtypes import (bool_, float16, float32, float64, get_default_dtype, int32,
                      set_default_dtype)
 from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, ...)
 from .random import manual_seed
+from .serialization import load, save
 from .tensor import Tensor
 
 __version__ = "0.1.0"

@@ -57,6 +57,8 @@ class Tensor:
 
     @classmethod
     def _from_op(cls, array, grad_fn, index):
+        if isinstance(array, np.generic):  # NumPy turns 0-d results into scalars; keep arrays
+            array = np.asarray(array)
         t = cls.__new__(cls)
         t.data, t.grad, t.grad_fn, t._out_index = array, None, grad_fn, index
         t.requires_grad = grad_fn is not None
@@ -99,7 +101,7 @@ class Tensor:
         return self.data if self.xp is np else self.data.get()
 
     def __array__(self, dtype=None, copy=None):
-        arr = self.data if self.xp is np else self.data.get()
+        arr = np.asarray(self.data) if self.xp is np else self.data.get()
         return arr if dtype is None else arr.astype(dtype)
 
     def tolist(self):

@@ -43,13 +43,13 @@ def _vjp(fn, args, wrt, out_grads):
     pairs = [(o, g) for o, g in zip(outs, out_grads) if o.requires_grad]
     if pairs:
         backward([o for o, _ in pairs], [g for _, g in pairs])
-    return [np.zeros(args[i].shape) if args[i].grad is None else np.array(args[i].grad.data, dtype=np.float64)
+    return [np.zeros(args[i].shape) if args[i].grad is None else np.asarray(args[i].grad, dtype=np.float64)
             for i in wrt]
 
 
 def _eval(fn, args):
     with no_grad():
-        return [np.array(o.data, dtype=np.float64) for o in _outputs(fn, args)]
+        return [np.asarray(o, dtype=np.float64) for o in _outputs(fn, args)]
 
 
 def _fail(msg, raise_exception):
@@ -70,7 +70,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, raise
     from ..tensor import Tensor
     given = _as_tuple(inputs)
     # private leaf copies, so the user's tensors and their .grad are left alone
-    args = [Tensor(np.array(a.data), requires_grad=a.requires_grad) if isinstance(a, Tensor) else a
+    args = [Tensor(a.data.copy(), requires_grad=a.requires_grad) if isinstance(a, Tensor) else a
             for a in given]
     wrt = [i for i, a in enumerate(args) if isinstance(a, Tensor) and a.requires_grad]
     if not wrt:
@@ -84,10 +84,15 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, raise
     rng = np.random.default_rng(seed)
     out_shapes = [b.shape for b in base]
     dt = args[wrt[0]].dtype
+    xp = args[wrt[0]].xp  # perturbations and incoming gradients live on the inputs' device
+
+    def dev(array):
+        return Tensor(xp.asarray(array.astype(dt)))
 
     def numerical_directional(i, u):
         x = args[i].data
         orig = x.copy()
+        u = xp.asarray(u)
         x[...] = orig + eps * u
         plus = _eval(fn, args)
         x[...] = orig - eps * u
@@ -97,9 +102,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, raise
 
     # ---- backward must be linear in the incoming gradient and deterministic ----
     v = [rng.standard_normal(s) for s in out_shapes]
-    g1 = _vjp(fn, args, wrt, [Tensor(x.astype(dt)) for x in v])
-    g2 = _vjp(fn, args, wrt, [Tensor(x.astype(dt)) for x in v])
-    g3 = _vjp(fn, args, wrt, [Tensor((2.5 * x).astype(dt)) for x in v])
+    g1 = _vjp(fn, args, wrt, [dev(x) for x in v])
+    g2 = _vjp(fn, args, wrt, [dev(x) for x in v])
+    g3 = _vjp(fn, args, wrt, [dev(2.5 * x) for x in v])
     for k, i in enumerate(wrt):
         if not np.allclose(g1[k], g2[k], rtol=0, atol=0, equal_nan=True):
             return _fail(f"gradcheck: backward is not deterministic for inputs[{i}]: two identical "
@@ -131,7 +136,7 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=False, raise
             for r in range(n_out):
                 onehot = [np.zeros(s) for s in out_shapes]
                 onehot[o].flat[r] = 1.0
-                ana[r] = _vjp(fn, args, [i], [Tensor(x.astype(dt)) for x in onehot])[0].ravel()
+                ana[r] = _vjp(fn, args, [i], [dev(x) for x in onehot])[0].ravel()
             err = np.abs(ana - num) - (atol + rtol * np.abs(num))
             bad = ~(err <= 0)  # NaN counts as a failure
             if bad.any():

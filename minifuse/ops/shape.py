@@ -2,6 +2,7 @@
 import numpy as np
 
 from ..autograd.function import Function
+from .special import index_add
 
 
 def _shape_arg(shape):
@@ -87,7 +88,7 @@ class Index(Function):
     def backward(ctx, g):
         grad = ctx.xp.zeros(ctx.shape, dtype=g.dtype)
         if _is_advanced(ctx.key):
-            ctx.xp.add.at(grad, ctx.key, g)
+            index_add(grad, ctx.key, g)
         else:
             grad[ctx.key] = g
         return grad

@@ -1,10 +1,24 @@
-"""erf for NumPy and CuPy arrays: the one place that picks scipy.special or cupyx."""
+"""Array functions whose NumPy and CuPy spellings differ: the one place that picks."""
 import numpy as np
 
 
+def _is_numpy(x):
+    return isinstance(x, np.ndarray) or np.isscalar(x)
+
+
 def erf(x):
-    if isinstance(x, np.ndarray) or np.isscalar(x):
+    """The error function, elementwise (scipy.special on the CPU, cupyx.scipy.special on CUDA)."""
+    if _is_numpy(x):
         from scipy.special import erf as _erf
         return _erf(x)
     from cupyx.scipy.special import erf as _erf  # pragma: no cover - CUDA only
     return _erf(x)
+
+
+def index_add(target, key, values):
+    """target[key] += values, adding where an index repeats (np.add.at / cupyx.scatter_add)."""
+    if _is_numpy(target):
+        np.add.at(target, key, values)
+    else:  # pragma: no cover - CUDA only
+        import cupyx
+        cupyx.scatter_add(target, key, values)

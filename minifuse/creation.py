@@ -24,7 +24,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
     Python floats become float32 (the default dtype), Python ints int64."""
     if isinstance(data, Tensor):
         data = data.data
-    arr = Tensor(data).data
+    arr = Tensor(data, dtype=dtype).data  # dtype now: Python floats must not pass through float32
     arr = arr.copy() if arr is data or getattr(arr, "base", None) is not None else arr
     return _finish(arr, dtype, device, requires_grad)
 

@@ -56,7 +56,7 @@ def test_reductions(op, sd, keepdim, seed):
     fn, ref = REDUCTIONS[op]
     axes = dims if isinstance(dims, tuple) else (dims,)
     if op == "var" and np.prod([shape[d] for d in axes]) < 2:
-        dims = None  # the unbiased variance of one element is undefined
+        return  # the unbiased variance of one element is NaN: tested in test_var_of_one_element
     x_np = np.random.default_rng(seed).standard_normal(shape)
     x = mf.tensor(x_np, requires_grad=True)
     out = fn(x, dims, keepdim)
@@ -77,3 +77,11 @@ def test_matmul_shapes(shapes, seed, dtype):
     if dtype == np.float64:
         assert gradcheck(mf.matmul, (mf.tensor(a_np, requires_grad=True), mf.tensor(b_np, requires_grad=True)),
                          fast_mode=True)
+
+
+def test_var_of_one_element_is_nan():
+    x = mf.tensor([[1.5]], requires_grad=True)
+    v = x.var(1)
+    assert np.isnan(v.detach().numpy()).all()
+    v.sum().backward()
+    assert np.isnan(x.grad.numpy()).all()

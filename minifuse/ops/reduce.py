@@ -54,14 +54,16 @@ class Var(Function):
             n *= input.shape[d]
         centered = input - input.mean(axis=dims, keepdims=True)
         ctx.save_for_backward(centered)
-        ctx.dims, ctx.keepdim, ctx.denom = dims, keepdim, max(n - correction, 0)
-        return ctx.xp.asarray((centered * centered).sum(axis=dims, keepdims=keepdim) / ctx.denom)
+        # n <= correction: undefined, NaN as in PyTorch (not a ZeroDivisionError)
+        ctx.dims, ctx.keepdim = dims, keepdim
+        ctx.scale = 1.0 / (n - correction) if n > correction else float("nan")
+        return ctx.xp.asarray((centered * centered).sum(axis=dims, keepdims=keepdim) * ctx.scale)
 
     @staticmethod
     def backward(ctx, g):
         (c,) = ctx.saved_tensors
         g = _expand_back(ctx.xp, g, c.shape, ctx.dims, ctx.keepdim)
-        return g * c * (2 / ctx.denom)
+        return g * c * (2 * ctx.scale)
 
 
 class _Extreme(Function):

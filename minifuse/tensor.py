@@ -213,7 +213,7 @@ class Tensor:
     def __invert__(self):
         if self.dtype != dtypes.bool_:
             raise TypeError(f"~: expected a bool tensor, got {self.dtype}")
-        return Tensor(~self.data)
+        return E.Compare.apply(self, False, "eq")
 
     def __and__(self, other): return Tensor(self.data & getattr(other, "data", other))
     def __or__(self, other): return Tensor(self.data | getattr(other, "data", other))
@@ -326,6 +326,11 @@ class Tensor:
         return self.reshape(self.shape[:dim] + (1,) + self.shape[dim:])
 
     def __getitem__(self, key):
+        if isinstance(key, Tensor) and not dtypes.is_floating(key.dtype) and key.dtype != dtypes.bool_:
+            if key.numel() and (int(key.data.min()) < -self.shape[0] or int(key.data.max()) >= self.shape[0]):
+                raise IndexError(f"index: indices in [{int(key.data.min())}, {int(key.data.max())}] are out "
+                                 f"of range for dim 0 of size {self.shape[0]}")
+            return S.IndexSelect.apply(self, key)
         return S.Index.apply(self, _index_key(key))
 
     def __iter__(self):

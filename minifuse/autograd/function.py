@@ -8,6 +8,7 @@ input requires grad, records the ``ctx`` as the output's ``grad_fn``: one node o
 from __future__ import annotations
 
 import inspect
+import threading
 
 import numpy as np
 
@@ -16,6 +17,21 @@ from ..dtypes import is_floating
 from .grad_mode import is_grad_enabled
 
 __all__ = ["Function", "Context"]
+
+# A graph tracer (minifuse.graph.trace) listens to every op call through this thread-local slot:
+# the graph is recorded by the same op layer that the tape uses, not by a second implementation.
+_tracing = threading.local()
+
+
+def active_tracer():
+    return getattr(_tracing, "tracer", None)
+
+
+def set_tracer(tracer):
+    """Install ``tracer`` (an object with ``record(fn, args, kwargs, outputs)``); returns the old one."""
+    old = active_tracer()
+    _tracing.tracer = tracer
+    return old
 
 
 class Context:
@@ -81,6 +97,7 @@ class Function:
     Class attributes that the engine checks for every op, in one place:
       float_only   every Tensor argument must have a floating dtype (default True)
       same_dtype   all floating Tensor arguments must share one dtype (default True)
+      differentiable  False for ops whose output never has a gradient (comparisons)
       name         the op's name in error messages (default: the class name, lower case)
     ``backward`` returns one gradient per forward argument (None where there is none; trailing
     non-tensor arguments such as ``dim`` may be left out); a
@@ -89,6 +106,7 @@ class Function:
 
     float_only = True
     same_dtype = True
+    differentiable = True
     name = None
 
     @staticmethod
@@ -110,7 +128,7 @@ class Function:
         tensors = [(i, a) for i, a in enumerate(args) if isinstance(a, Tensor)]
         xp = cls._check_inputs(tensors)
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        record = any(needs) and is_grad_enabled()
+        record = cls.differentiable and any(needs) and is_grad_enabled()
         ctx = Context(cls, needs, xp)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw, **kwargs)
@@ -121,8 +139,13 @@ class Function:
         if isinstance(out, tuple):
             ctx.num_outputs = len(out)
             ctx.output_meta = [(o.shape, o.dtype) for o in out]
-            return tuple(Tensor._from_op(o, ctx if record else None, i) for i, o in enumerate(out))
-        return Tensor._from_op(out, ctx if record else None, 0)
+            result = tuple(Tensor._from_op(o, ctx if record else None, i) for i, o in enumerate(out))
+        else:
+            result = Tensor._from_op(out, ctx if record else None, 0)
+        tracer = active_tracer()
+        if tracer is not None:
+            tracer.record(cls, args, kwargs, result)
+        return result
 
     @classmethod
     def _check_inputs(cls, tensors):

@@ -23,13 +23,14 @@ __all__ = ["MultiHeadAttention", "mask_bias"]
 
 
 def mask_bias(attention_mask, batch, seq, dtype, device):
-    """(B, S) mask, 1 = keep, 0 = padding  ->  additive bias of shape (B, 1, 1, S) for the scores."""
-    m = attention_mask.__array__() if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    """(B, S) mask, 1 = keep, 0 = padding  ->  additive bias (1 - mask) * finfo.min of shape
+    (B, 1, 1, S), built from ops so that a traced graph keeps the mask as an input."""
+    m = attention_mask if isinstance(attention_mask, Tensor) else Tensor(np.asarray(attention_mask))
     if m.shape != (batch, seq):
         raise ValueError(f"attention: 'attention_mask' must have shape (batch, seq) = {(batch, seq)}, got "
                          f"{m.shape}")
-    bias = np.where(m == 0, np.finfo(dtype).min, 0.0).astype(dtype)
-    return Tensor(bias.reshape(batch, 1, 1, seq)).to(device)
+    m = m.to(device=device, dtype=dtype)
+    return ((1.0 - m) * float(np.finfo(dtype).min)).reshape(batch, 1, 1, seq)
 
 
 class MultiHeadAttention(Module):

@@ -4,7 +4,7 @@
                Gelu Silu Where Compare Cast ToDevice
   reduce       Sum Mean Var Amax Amin
   linalg       MatMul
-  shape        Reshape Permute Expand Index Cat
+  shape        Reshape Permute Expand Index IndexSelect Cat
   nn           Softmax LogSoftmax LayerNorm
 
 Everything else (linear, glu, cross_entropy, attention, ...) is composed from them and gets

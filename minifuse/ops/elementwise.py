@@ -330,10 +330,11 @@ class Where(Function):
         cshape = shape_of(condition)
         shape = check_broadcast("where", shape_of(input), shape_of(other))
         check_broadcast("where", cshape, shape, names=("condition", "input"))
-        cond = condition.data if isinstance(condition, Tensor) else like.xp.asarray(condition)
-        if cond.dtype != bool:
-            raise TypeError(f"where: 'condition' must be a bool tensor, got {cond.dtype}")
-        return super().apply(cond, input, other)
+        if not isinstance(condition, Tensor):
+            condition = Tensor(like.xp.asarray(condition))
+        if condition.dtype != bool:
+            raise TypeError(f"where: 'condition' must be a bool tensor, got {condition.dtype}")
+        return super().apply(condition, input, other)
 
     @staticmethod
     def forward(ctx, condition, input, other):
@@ -348,11 +349,12 @@ class Where(Function):
 
 
 class Compare(Function):
-    """Comparisons (<, <=, >, >=, ==, !=): bool results, no gradient."""
+    """Comparisons (<, <=, >, >=, ==, !=): bool results, never differentiable."""
     float_only = False
     same_dtype = False
-    _ops = {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
-            "eq": "equal", "ne": "not_equal"}
+    differentiable = False
+    _ufuncs = {"lt": "less", "le": "less_equal", "gt": "greater", "ge": "greater_equal",
+               "eq": "equal", "ne": "not_equal"}
 
     @classmethod
     def apply(cls, input, other, op):
@@ -362,10 +364,11 @@ class Compare(Function):
         else:
             other = as_operand(other, input)
         check_broadcast(op, shape_of(input), shape_of(other))
-        a = input.data if isinstance(input, Tensor) else input
-        b = other.data if isinstance(other, Tensor) else other
-        xp = (input if isinstance(input, Tensor) else other).xp
-        return Tensor(getattr(xp, cls._ops[op])(a, b))
+        return super().apply(input, other, op)
+
+    @staticmethod
+    def forward(ctx, input, other, op):
+        return getattr(ctx.xp, Compare._ufuncs[op])(input, other)
 
 
 class Cast(Function):

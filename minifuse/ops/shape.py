@@ -109,3 +109,23 @@ class Cat(Function):
     def backward(ctx, g):
         bounds = np.cumsum(ctx.sizes)[:-1]
         return tuple(ctx.xp.split(g, bounds, axis=ctx.dim))
+
+
+class IndexSelect(Function):
+    """out = input[index] along dim 0 for an integer tensor ``index`` of any shape (embedding
+    lookup); the gradient is scattered back with index_add. ``index`` is a tensor argument, so a
+    traced graph sees it as an input rather than a constant."""
+    float_only = False
+
+    @staticmethod
+    def forward(ctx, input, index):
+        ctx.shape = input.shape
+        ctx.save_for_backward(index)
+        return input[index]
+
+    @staticmethod
+    def backward(ctx, g):
+        (index,) = ctx.saved_tensors
+        grad = ctx.xp.zeros(ctx.shape, dtype=g.dtype)
+        index_add(grad, index, g)
+        return grad, None

@@ -1,0 +1,17 @@
+"""Fused training functions (Megatron-LM ``core.fusions`` style): each is one ``Function``, so one
+node on the tape, whose forward and backward are one Numba kernel each (GEMMs through BLAS
+alongside), and which saves only what its backward needs. See docs/fused-training.md.
+
+    bias_gelu(y, bias, approximate='tanh')         gelu(y + bias)
+    swiglu(y), bias_swiglu(y, bias)                silu(a) * b, [a | b] = y (+ bias)
+    weighted_swiglu(y, weights)                    swiglu(y) * weights, one weight per row
+    fused_linear_act(x, weight, bias, activation, save='preact'|'recompute')
+    residual_layer_norm(x, residual, gamma, beta, eps)
+
+``input_store_dtype=float16`` (every function) keeps the saved activations in half precision.
+"""
+from .activation import bias_gelu, bias_swiglu, swiglu, weighted_swiglu
+from .layer_norm import residual_layer_norm
+from .linear import fused_linear_act
+
+__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "residual_layer_norm"]

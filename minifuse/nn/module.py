@@ -65,22 +65,23 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning "
                                  f"attributes")
-        for registry in (self._parameters, self._buffers, self._modules):
-            registry.pop(name, None)
-        self.__dict__.pop(name, None)
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
+        was_param, was_buffer = name in self._parameters, name in self._buffers
+        if was_param and not (value is None or isinstance(value, Parameter)):
+            raise TypeError(f"{type(self).__name__}: cannot assign a {type(value).__name__} to parameter "
+                            f"'{name}' (a Parameter or None is expected)")
+        self._forget(name)
+        if isinstance(value, Parameter) or (value is None and was_param):
+            self._parameters[name] = value  # None: an absent optional weight, e.g. bias=False
         elif isinstance(value, Module):
             self._modules[name] = value
-        elif name in self._buffers_declared():
+        elif was_buffer:
             self._buffers[name] = value
-        elif value is None and name in getattr(self, "_optional", ()):
-            self._parameters[name] = None  # e.g. bias=False: the name exists, the tensor does not
         else:
             object.__setattr__(self, name, value)
 
-    def _buffers_declared(self):
-        return self.__dict__.get("_buffer_names", ())
+    def _forget(self, name):
+        for registry in (self._parameters, self._buffers, self._modules, self.__dict__):
+            registry.pop(name, None)
 
     def __getattr__(self, name):  # only called when normal lookup fails
         for registry in ("_parameters", "_buffers", "_modules"):
@@ -97,20 +98,22 @@ class Module:
         object.__delattr__(self, name)
 
     def register_parameter(self, name, param):
-        """Register ``param`` (a Parameter or None, for an absent optional weight)."""
+        """Register ``param`` (a Parameter, or None for an absent optional weight)."""
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"register_parameter: '{name}' must be a Parameter or None, got "
                             f"{type(param).__name__}")
-        self.__dict__.setdefault("_optional", set()).add(name)
-        setattr(self, name, param)
+        self._forget(name)
+        self._parameters[name] = param
 
     def register_buffer(self, name, tensor, persistent=True):
         """A tensor that is part of the state (moved by ``to``, saved unless not persistent) but
         is not trained, e.g. BERT's position ids."""
-        self.__dict__.setdefault("_buffer_names", set()).add(name)
+        if tensor is not None and not isinstance(tensor, Tensor):
+            raise TypeError(f"register_buffer: '{name}' must be a Tensor or None, got {type(tensor).__name__}")
+        self._forget(name)
+        self._buffers[name] = tensor
         if not persistent:
             self._non_persistent.add(name)
-        setattr(self, name, tensor)
 
     # ---- walking the tree ----------------------------------------------------------------------
     def named_modules(self, prefix=""):

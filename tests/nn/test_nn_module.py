@@ -130,3 +130,14 @@ def test_module_without_super_init_is_a_clear_error():
 
     with pytest.raises(AttributeError, match="super\\(\\).__init__"):
         Bad()
+
+
+def test_assigning_a_plain_tensor_to_a_parameter_is_an_error_and_none_keeps_the_slot():
+    m = nn.Linear(2, 2)
+    with pytest.raises(TypeError, match="parameter 'weight'"):
+        m.weight = mf.zeros(2, 2)
+    m.bias = None
+    assert m.bias is None and "bias" in m._parameters and m(mf.randn(1, 2)).shape == (1, 2)
+    net = Net()
+    net.steps = mf.ones(1, dtype=mf.int64)  # still a buffer after reassignment
+    assert net.state_dict()["steps"].item() == 1

@@ -1,6 +1,7 @@
 """MultiHeadAttention, TransformerLayer (BERT post-LN) and TransformerEncoder."""
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 import minifuse as mf
 import minifuse.nn as nn
@@ -31,6 +32,18 @@ def test_attention_matches_numpy(mask):
     x = np.random.default_rng(0).standard_normal((2, 4, 6))
     got = m(mf.tensor(x), None if mask is None else mf.tensor(mask)).detach().numpy()
     np.testing.assert_allclose(got, ref.attention(x, ref.params_np(m), 3, mask), rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=10, deadline=None)
+@given(B=st.integers(1, 3), S=st.integers(1, 5), heads=st.sampled_from([1, 2, 4]), dh=st.integers(1, 3),
+       data=st.data())
+def test_attention_any_shape_and_mask_matches_numpy(B, S, heads, dh, data):
+    mask = np.array(data.draw(st.lists(st.lists(st.integers(0, 1), min_size=S, max_size=S), min_size=B, max_size=B)))
+    mask[:, 0] = 1  # at least one kept key per row (an all-padding row is a documented special case)
+    m = nn.MultiHeadAttention(heads * dh, heads, dtype=mf.float64)
+    x = np.random.default_rng(0).standard_normal((B, S, heads * dh))
+    got = m(mf.tensor(x), mf.tensor(mask)).detach().numpy()
+    np.testing.assert_allclose(got, ref.attention(x, ref.params_np(m), heads, mask), rtol=1e-10, atol=1e-12)
 
 
 def test_attention_gradcheck_with_padding_mask():

@@ -11,3 +11,4 @@ from .module import Module, Parameter
 from .normalization import LayerNorm
 from .sparse import Embedding
 from .transformer import TransformerEncoder, TransformerLayer
+from .dispatch import fusion, fusion_enabled, set_fusion_enabled, use_fused

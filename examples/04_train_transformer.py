@@ -6,7 +6,8 @@ can attend to every digit and count how many are smaller than each: a task an ML
 could not do. Model: token embedding + learned position embedding -> TransformerEncoder (post-LN,
 BERT-style layers) -> Linear head to 10 logits per position.
 Target: at least 95% of whole test sequences sorted exactly right (asserted at the end); measured:
-100% after 600 steps, about 25 s on 2 idle CPU cores (81 s while the cores were shared).
+100% after 600 steps in 25-30 s on 2 CPU cores. On a busy machine run it with OPENBLAS_NUM_THREADS=1:
+for matrices this small, BLAS threads fighting other processes cost more than they give (81 s vs 30 s).
 Run: python examples/04_train_transformer.py
 """
 import time

@@ -77,3 +77,74 @@ def _attention(q, k, v, mask_add, has_mask, scale, out):
             for r in range(nr):
                 for d in range(dh):
                     out[b, h, i0 + r, d] = acc[r, d] / total[r]
+
+
+def _mask_add(fn, key_mask, batch, keys, dtype):
+    """key_mask (B, Sk), 1/True keep, 0 pad -> additive (B, Sk) of 0 / finfo(dtype).min."""
+    if key_mask is None:
+        return np.zeros((batch, 0), dtype)   # never read: has_mask is False
+    if not isinstance(key_mask, np.ndarray):
+        raise TypeError(f"{fn}: 'key_mask' must be a numpy.ndarray or None, got {type(key_mask).__name__}")
+    if key_mask.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: 'key_mask' must be bool, integer or float, got {key_mask.dtype}")
+    checks.shape(fn, "key_mask", key_mask, (batch, keys), "(B, Sk)")
+    return np.where(key_mask == 0, np.finfo(dtype).min, 0).astype(dtype)
+
+
+def _scale(fn, scale, dtype):
+    if not np.isscalar(scale) or not np.isreal(scale):
+        raise TypeError(f"{fn}: 'scale' must be a real number, got {scale!r}")
+    return dtype.type(scale)
+
+
+def attention(q, k, v, key_mask, scale, out=None):
+    """softmax((q @ k^T) * scale + mask) @ v per (batch, head).
+
+    q (B, H, Sq, D), k, v (B, H, Sk, D), key_mask (B, Sk) (1/True keep, 0 padding) or None;
+    padded keys get finfo(dtype).min added to their scores. Returns (B, H, Sq, D).
+    """
+    fn = "attention"
+    checks.float_array(fn, "q", q, ndim=4)
+    dt = ("q", q.dtype)
+    nb, nh, sq, dh = q.shape
+    checks.float_array(fn, "k", k, ndim=4, dtype=dt)
+    sk = k.shape[2]
+    checks.shape(fn, "k", k, (nb, nh, sk, dh), "(B, H, Sk, D)")
+    checks.float_array(fn, "v", v, ndim=4, dtype=dt)
+    checks.shape(fn, "v", v, (nb, nh, sk, dh), "(B, H, Sk, D) like 'k'")
+    madd = _mask_add(fn, key_mask, nb, sk, q.dtype)
+    scale = _scale(fn, scale, q.dtype)
+    out = checks.output(fn, out, q.shape, dt, [("q", q), ("k", k), ("v", v)])
+    _attention(q, k, v, madd, key_mask is not None, scale, out)
+    return out
+
+
+def split_heads(a, offset, width, num_heads):
+    """(B, S, *) columns offset:offset+width as a (B, H, S, Dh) strided view (no copy)."""
+    nb, s = a.shape[:2]
+    return a[:, :, offset:offset + width].reshape(nb, s, num_heads, width // num_heads).transpose(0, 2, 1, 3)
+
+
+def attention_packed(qkv, key_mask, num_heads, scale, out=None):
+    """Attention on the output of one fused QKV projection, result in merged-heads layout.
+
+    qkv (B, S, 3d) = x @ Wqkv.T + b with Wqkv rows [Q; K; V], d = num_heads * Dh, head h in
+    columns h*Dh:(h+1)*Dh of each block. Returns context (B, S, d), ready for the output
+    projection without any transpose. Same semantics as `attention`.
+    """
+    fn = "attention_packed"
+    checks.float_array(fn, "qkv", qkv, ndim=3)
+    dt = ("qkv", qkv.dtype)
+    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
+        raise ValueError(f"{fn}: 'num_heads' must be a positive int, got {num_heads!r}")
+    nb, s, width = qkv.shape
+    if width % (3 * num_heads):
+        raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
+                         f"got shape {qkv.shape}")
+    d = width // 3
+    madd = _mask_add(fn, key_mask, nb, s, qkv.dtype)
+    scale = _scale(fn, scale, qkv.dtype)
+    out = checks.output(fn, out, (nb, s, d), dt, [("qkv", qkv)])
+    q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
+    _attention(q, k, v, madd, key_mask is not None, scale, split_heads(out, 0, d, num_heads))
+    return out

@@ -49,7 +49,7 @@ def _bias_act(y, bias, has_bias, code):
 def apply_bias_act(y, bias, code):
     """Checked-arguments entry shared by the callers in this package: y (N, M) C-contiguous,
     bias (M,) contiguous or None, same dtype."""
-    _bias_act(y, y[0, :0] if bias is None else bias, bias is not None, code)
+    _bias_act(y, y.reshape(-1)[:0] if bias is None else bias, bias is not None, code)
 
 
 def bias_act_(y, bias, activation):

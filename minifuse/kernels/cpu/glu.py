@@ -30,7 +30,7 @@ def _bias_glu(y, bias, has_bias, gate, out):
 
 def apply_bias_glu(y2, bias, gate_code, out2):
     """Checked-arguments entry: y2 (N, 2H) and out2 (N, H) C-contiguous, bias (2H,) or None."""
-    _bias_glu(y2, y2[0, :0] if bias is None else bias, bias is not None, gate_code, out2)
+    _bias_glu(y2, y2.reshape(-1)[:0] if bias is None else bias, bias is not None, gate_code, out2)
 
 
 def bias_glu(y, bias, gate, out=None):

@@ -156,7 +156,8 @@ def _tanh(x):
         e = exp_(lit(x, -2.0) * ax)               # in (0, 1]: no overflow for any x
         big = (one - e) / (one + e)
         x2 = x * x                                # odd series where 1 - e would cancel
-        small = x + x * x2 * (lit(x, -1.0 / 3.0) + x2 * (lit(x, 2.0 / 15.0) + x2 * lit(x, -17.0 / 315.0)))
+        # x * (1 + ...) rather than x + x * (...): keeps tanh(-0) == -0.
+        small = x * (one + x2 * (lit(x, -1.0 / 3.0) + x2 * (lit(x, 2.0 / 15.0) + x2 * lit(x, -17.0 / 315.0))))
         return small if ax < 0.125 else math.copysign(big, x) if ax == ax else x
     return impl
 
@@ -164,7 +165,7 @@ def _tanh(x):
 # Activations. One formula each; tests/kernels/reference.py restates them in plain NumPy.
 @njit(cache=True, inline="always")
 def relu(x):
-    return x - x if x < 0 else x                  # like np.maximum(x, 0): NaN stays NaN
+    return lit(x, 0.0) if x < 0 else x           # like np.maximum(x, 0): NaN stays NaN
 
 
 @njit(cache=True, inline="always")

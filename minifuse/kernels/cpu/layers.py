@@ -1,0 +1,118 @@
+"""Whole-layer forwards composed from the fused kernels: BERT post-LN transformer layer and MLP.
+
+Each GEMM writes straight into its buffer (`np.matmul(..., out=)`), every elementwise step rides
+on a kernel that already sweeps that buffer, and buffers are reused where lifetimes allow:
+the transformer layer allocates qkv (N, 3d), context (N, d), one projection buffer (N, d) used
+twice, h (N, d), the FFN hidden (N, 4d) and the result. Nothing else: no scores matrix, no
+bias-added copy, no activation temporary, no transposed heads.
+"""
+import math
+
+import numpy as np
+
+from . import checks
+from .attention import _attention, _mask_add, split_heads
+from .epilogue import ACTIVATIONS, apply_bias_act
+from .glu import GATES, apply_bias_glu
+from .layernorm import apply_residual_layer_norm
+from .linear import check_weight, gemm
+
+MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
+_GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}
+
+
+def _layer_arrays(fn, x, weights, dt):
+    """Check (name, array, expected shape or None-for-optional-vector) triples."""
+    for name, a, shape, meaning in weights:
+        if a is None and meaning.startswith("bias"):
+            continue
+        checks.float_array(fn, name, a, dtype=dt)
+        checks.shape(fn, name, a, shape, meaning)
+
+
+def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b,
+                      ln2_g, ln2_b, key_mask, num_heads, eps, activation="gelu"):
+    """BERT post-LN encoder layer forward (eval: no dropout).
+
+        qkv = x @ qkv_w.T + qkv_b                  (rows of qkv_w: [Q; K; V])
+        ctx = attention_packed(qkv, key_mask, num_heads, 1/sqrt(d/num_heads))
+        h   = LayerNorm1(x + ctx @ out_w.T + out_b)
+        out = LayerNorm2(h + act(h @ fc1_w.T + fc1_b) @ fc2_w.T + fc2_b)
+
+    x (B, S, d); qkv_w (3d, d); out_w (d, d); fc1_w (F, d); fc2_w (d, F); biases may be None;
+    LayerNorm params (d,); key_mask (B, S) 1 keep / 0 pad or None; activation 'gelu' = exact erf.
+    """
+    fn = "transformer_layer"
+    checks.float_array(fn, "x", x, ndim=3)
+    dt = ("x", x.dtype)
+    nb, s, d = x.shape
+    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or d % num_heads:
+        raise ValueError(f"{fn}: 'num_heads' must be a positive int dividing d = {d}, got {num_heads!r}")
+    checks.float_array(fn, "fc1_w", fc1_w, ndim=2, dtype=dt)
+    f = fc1_w.shape[0]
+    _layer_arrays(fn, x, [
+        ("qkv_w", qkv_w, (3 * d, d), "(3d, d)"), ("qkv_b", qkv_b, (3 * d,), "bias (3d,)"),
+        ("out_w", out_w, (d, d), "(d, d)"), ("out_b", out_b, (d,), "bias (d,)"),
+        ("ln1_g", ln1_g, (d,), "(d,)"), ("ln1_b", ln1_b, (d,), "(d,)"),
+        ("fc1_w", fc1_w, (f, d), "(F, d)"), ("fc1_b", fc1_b, (f,), "bias (F,)"),
+        ("fc2_w", fc2_w, (d, f), "(d, F)"), ("fc2_b", fc2_b, (d,), "bias (d,)"),
+        ("ln2_g", ln2_g, (d,), "(d,)"), ("ln2_b", ln2_b, (d,), "(d,)")], dt)
+    code = checks.choice(fn, "activation", activation, ACTIVATIONS)
+    madd = _mask_add(fn, key_mask, nb, s, x.dtype)
+    vec = np.ascontiguousarray
+    qkv_b, out_b, fc1_b, fc2_b = (None if b is None else vec(b) for b in (qkv_b, out_b, fc1_b, fc2_b))
+    ln1_g, ln1_b, ln2_g, ln2_b = (vec(a) for a in (ln1_g, ln1_b, ln2_g, ln2_b))
+
+    n = nb * s
+    x2 = checks.rows(x, d)
+    qkv = gemm(x2, qkv_w, np.empty((n, 3 * d), x.dtype))
+    apply_bias_act(qkv, qkv_b, 0)
+    ctx = np.empty((nb, s, d), x.dtype)
+    qkv3 = qkv.reshape(nb, s, 3 * d)
+    q, k, v = (split_heads(qkv3, i * d, d, num_heads) for i in range(3))
+    scale = x.dtype.type(1.0 / math.sqrt(d // num_heads))
+    _attention(q, k, v, madd, key_mask is not None, scale, split_heads(ctx, 0, d, num_heads))
+    proj = gemm(ctx.reshape(n, d), out_w, np.empty((n, d), x.dtype))
+    h = np.empty((n, d), x.dtype)
+    apply_residual_layer_norm(x2, proj, out_b, ln1_g, ln1_b, eps, h)      # out_b folded in here
+    hidden = gemm(h, fc1_w, np.empty((n, f), x.dtype))
+    apply_bias_act(hidden, fc1_b, code)
+    gemm(hidden, fc2_w, proj)                                             # proj buffer reused
+    out = np.empty((nb, s, d), x.dtype)
+    apply_residual_layer_norm(h, proj, fc2_b, ln2_g, ln2_b, eps, out.reshape(n, d))
+    return out
+
+
+def mlp(x, w1, b1, w2, b2, activation):
+    """layer2(act(layer1(x))): x (..., C), w1 (H or 2H, C), w2 (Cout, H), biases or None.
+
+    activation: relu, gelu (exact erf), gelu_tanh, silu, or gated glu / swiglu, where layer1
+    gives 2H features and out = layer2(gate(a) * b) with a = the FIRST half (the gate).
+    """
+    fn = "mlp"
+    checks.float_array(fn, "x", x, min_ndim=1)
+    dt = ("x", x.dtype)
+    if activation not in MLP_ACTIVATIONS:
+        raise ValueError(f"{fn}: 'activation' must be one of {list(MLP_ACTIVATIONS)}, got {activation!r}")
+    c = x.shape[-1]
+    width = check_weight(fn, "w1", w1, c, dt)
+    b1 = checks.vector(fn, "b1", b1, width, "(w1.shape[0],)", dt)
+    gated = activation in _GATE_OF
+    if gated and width % 2:
+        raise ValueError(f"{fn}: gated '{activation}' needs an even w1.shape[0] (2H), got {w1.shape}")
+    hid = width // 2 if gated else width
+    cout = check_weight(fn, "w2", w2, hid, dt)
+    b2 = checks.vector(fn, "b2", b2, cout, "(Cout,)", dt)
+
+    x2 = checks.rows(x, c)
+    y = gemm(x2, w1, np.empty((x2.shape[0], width), x.dtype))
+    if gated:
+        hidden = np.empty((x2.shape[0], hid), x.dtype)
+        apply_bias_glu(y, b1, GATES[_GATE_OF[activation]], hidden)
+    else:
+        hidden = y
+        apply_bias_act(y, b1, ACTIVATIONS[activation])
+    out = np.empty(x.shape[:-1] + (cout,), x.dtype)
+    out2 = gemm(hidden, w2, out.reshape(-1, cout))
+    apply_bias_act(out2, b2, 0)
+    return out

@@ -1,0 +1,69 @@
+"""The CUDA runtime glue that every kernel module here goes through: importing numba.cuda,
+choosing the array module, converting arrays and launching kernels on CuPy's stream.
+
+NumPy >= 2.5 removed ``np.row_stack``; numba-cuda 0.30.x still names it in its NumPy typing
+tables and fails to compile ANY kernel ("module 'numpy' has no attribute 'row_stack'"). The
+alias below (row_stack was always an alias of vstack) is the one workaround in minifuse; it is
+set only where NumPy lacks the name, before numba.cuda is imported or compiles anything.
+
+Under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU, no CuPy) the same kernels
+run on NumPy arrays: `array_module` returns numpy, `launch` calls the kernel without a stream.
+"""
+import numpy as np
+
+if not hasattr(np, "row_stack"):  # NumPy >= 2.5 (see the module docstring)
+    np.row_stack = np.vstack
+
+from numba import config as _config  # noqa: E402
+from numba import cuda  # noqa: E402
+
+SIMULATOR = bool(_config.ENABLE_CUDASIM)
+
+__all__ = ["cuda", "SIMULATOR", "xp_for", "device_array", "stream", "launch", "blocks"]
+
+
+def xp_for(fn, name, a):
+    """The array module that owns ``a``: cupy for CuPy arrays; numpy only under the simulator.
+    Anything else is a TypeError naming the function and the argument."""
+    mod = type(a).__module__
+    if mod.startswith("cupy"):
+        import cupy
+        return cupy
+    if SIMULATOR and isinstance(a, np.ndarray):
+        return np
+    want = "a cupy.ndarray (or a numpy.ndarray under NUMBA_ENABLE_CUDASIM=1)"
+    raise TypeError(f"{fn}: '{name}' must be {want}, got {type(a).__name__}")
+
+
+def device_array(a):
+    """``a`` as numba sees it, converted once per call. CuPy arrays are wrapped without the
+    stream synchronisation that CUDA Array Interface consumers do by default (that sync would
+    cost time and is illegal while a CUDA graph is being captured); NumPy arrays pass through
+    to the simulator."""
+    if isinstance(a, np.ndarray) or a is None or np.isscalar(a):
+        return a
+    return cuda.as_cuda_array(a, sync=False)
+
+
+def stream():
+    """numba's view of CuPy's current stream, so numba launches queue behind CuPy's GEMMs
+    (and are captured with them into a CUDA graph); None under the simulator."""
+    if SIMULATOR:
+        return None
+    import cupy
+    return cuda.external_stream(cupy.cuda.get_current_stream().ptr)
+
+
+def launch(kernel, grid, block, *args):
+    """``kernel[grid, block, stream](*args)`` with every array converted once."""
+    args = tuple(device_array(a) for a in args)
+    s = stream()
+    if s is None:
+        kernel[grid, block](*args)
+    else:
+        kernel[grid, block, s](*args)
+
+
+def blocks(n, threads):
+    """Blocks of ``threads`` threads that cover ``n`` items (at least one)."""
+    return max(1, -(-int(n) // threads))

@@ -1,0 +1,81 @@
+"""Accuracy of the vectorizable exp / erf / tanh against math.* over a dense grid and special values."""
+import math
+
+import numpy as np
+import pytest
+from numba import njit
+
+from minifuse.kernels.cpu import mathfn
+
+SPECIAL = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-30, -1e-30, 1e30, -1e30, 3.999, 4.0, 4.001, -4.0,
+           0.125, -0.125, 0.12499, 88.7, 88.73, -103.9, -104.0, 709.7, 709.8, -745.2]
+
+
+def _vectorized(fn):
+    @njit(error_model="numpy", fastmath={"contract"})
+    def apply(x, y):
+        for i in range(x.size):
+            y[i] = fn(x[i])
+    return apply
+
+
+KERNELS = {"exp": _vectorized(mathfn.exp_), "erf": _vectorized(mathfn.erf_), "tanh": _vectorized(mathfn.tanh_)}
+REF = {"exp": math.exp, "erf": math.erf, "tanh": math.tanh}
+GRID = {"exp": 120.0, "erf": 10.0, "tanh": 20.0}
+
+
+def _ref(name, x, dtype):
+    """math.* in float64; exp rounded to `dtype` so that float32 overflow happens at the same x."""
+    def one(v):
+        try:
+            return REF[name](v)
+        except OverflowError:
+            return math.inf
+    r = np.array([one(float(v)) for v in x])
+    with np.errstate(over="ignore"):
+        return r.astype(dtype).astype(np.float64) if name == "exp" else r
+
+
+def _run(name, dtype):
+    x = np.concatenate([np.linspace(-GRID[name], GRID[name], 200_001), SPECIAL,
+                        np.geomspace(1e-8, 1.0, 2000), -np.geomspace(1e-8, 1.0, 2000)]).astype(dtype)
+    y = np.empty_like(x)
+    KERNELS[name](x, y)
+    return x, y, _ref(name, x, dtype)
+
+
+@pytest.mark.parametrize("name", ["erf", "tanh"])
+def test_float32_abs_error_below_1e7(name):
+    x, y, r = _run(name, np.float32)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    np.testing.assert_array_equal(y[np.isinf(x)], r[np.isinf(x)])
+    err = np.abs(y.astype(np.float64) - r)[~np.isnan(x)]
+    assert err.max() <= 1.0e-7, (name, err.max(), x[~np.isnan(x)][err.argmax()])
+
+
+def test_signed_zero_and_exact_limits():
+    for dtype in (np.float32, np.float64):
+        for name in ("erf", "tanh"):
+            x = np.array([-0.0, 0.0, 50.0, -50.0], dtype)
+            y = np.empty_like(x)
+            KERNELS[name](x, y)
+            assert np.signbit(y[0]) and not np.signbit(y[1]), (name, dtype, y)
+            assert y[2] == 1 and y[3] == -1, (name, dtype, y)   # gelu(-inf) is NaN only if erf(-inf) == -1
+
+
+@pytest.mark.parametrize("dtype, rel", [(np.float32, 2.5e-7), (np.float64, 5e-16)])
+def test_exp_relative_error(dtype, rel):
+    x, y, r = _run("exp", dtype)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(x))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(r))
+    normal = np.isfinite(r) & (r > np.finfo(dtype).tiny)     # denormal results lose bits by design
+    err = np.abs(y[normal].astype(np.float64) - r[normal]) / r[normal]
+    assert err.max() <= rel, (err.max(), x[normal][err.argmax()])
+    tiny = np.isfinite(r) & ~normal
+    assert np.all(np.abs(y[tiny]) <= 2 * np.finfo(dtype).tiny)
+
+
+@pytest.mark.parametrize("name", ["erf", "tanh"])
+def test_float64_uses_libm_exactly(name):
+    x, y, r = _run(name, np.float64)
+    np.testing.assert_array_equal(y, r)

@@ -97,7 +97,7 @@ CASES = [
     OpCase("index_slice", lambda a: a[1:, ::2], lambda a: a[1:, ::2], [[(3, 4)], [(4, 5, 2)]]),
     OpCase("index_int_repeat", lambda a: a[np.array([0, 2, 0, 0])], lambda a: a[[0, 2, 0, 0]],
            [[(3, 4)], [(3,)]]),
-    OpCase("index_tensor_pair", lambda a: a[mf.tensor([0, 1, 1]), mf.tensor([2, 0, 2])],
+    OpCase("index_tensor_pair", lambda a: a[mf.tensor([0, 1, 1], device=a.device), mf.tensor([2, 0, 2], device=a.device)],
            lambda a: a[[0, 1, 1], [2, 0, 2]], [[(3, 4)]]),
     OpCase("index_bool", lambda a: a[a.detach() > 0], lambda a: a[a > 0], [[(3, 4)]]),
     OpCase("cat", lambda a, b: mf.cat([a, b], dim=1), lambda a, b: np.concatenate([a, b], 1),
@@ -142,7 +142,7 @@ CASES = [
            [[(2, 3, 4), (2, 3, 4), (2, 3, 2)]]),
     OpCase("sdpa_float_mask_scale",
            lambda q, k, v: F.scaled_dot_product_attention(
-               q, k, v, attn_mask=mf.tensor(np.array([0.0, -1.0, 0.5, -1e9]), dtype=q.dtype), scale=0.3),
+               q, k, v, attn_mask=mf.tensor(np.array([0.0, -1.0, 0.5, -1e9]), dtype=q.dtype, device=q.device), scale=0.3),
            lambda q, k, v: _softmax(q @ np.swapaxes(k, -1, -2) * 0.3 + np.array([0.0, -1.0, 0.5, -1e9])) @ v,
            [[(2, 3, 4), (2, 4, 4), (2, 4, 3)]]),
 ]
@@ -161,13 +161,13 @@ _T = np.array([0, 3, 1, -100, 2])
 _IDX = np.array([[0, 2, 2], [4, 1, 0]])
 
 CASES += [
-    OpCase("cross_entropy", lambda x: F.cross_entropy(x, mf.tensor(_T)), lambda x: _ce_ref(x, _T), [[(5, 4)]]),
-    OpCase("cross_entropy_smooth", lambda x: F.cross_entropy(x, mf.tensor(_T), label_smoothing=0.2),
+    OpCase("cross_entropy", lambda x: F.cross_entropy(x, mf.tensor(_T, device=x.device)), lambda x: _ce_ref(x, _T), [[(5, 4)]]),
+    OpCase("cross_entropy_smooth", lambda x: F.cross_entropy(x, mf.tensor(_T, device=x.device), label_smoothing=0.2),
            lambda x: _ce_ref(x, _T, smoothing=0.2), [[(5, 4)]]),
     OpCase("cross_entropy_spatial",
-           lambda x: F.cross_entropy(x, mf.tensor(_IDX[:, :2] % 3), reduction="sum"),
+           lambda x: F.cross_entropy(x, mf.tensor(_IDX[:, :2] % 3, device=x.device), reduction="sum"),
            lambda x: -(np.log(_softmax(x, 1)) * np.eye(3)[_IDX[:, :2] % 3].transpose(0, 2, 1)).sum(),
            [[(2, 3, 2)]]),
-    OpCase("embedding", lambda w: F.embedding(mf.tensor(_IDX), w), lambda w: w[_IDX], [[(5, 3)]]),
+    OpCase("embedding", lambda w: F.embedding(mf.tensor(_IDX, device=w.device), w), lambda w: w[_IDX], [[(5, 3)]]),
     OpCase("dropout_eval", lambda x: F.dropout(x, 0.5, training=False), lambda x: x, UNARY),
 ]

@@ -6,6 +6,8 @@ from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 import minifuse as mf
 from minifuse.autograd import gradcheck
 
+from testdevice import DEVICE
+
 BINARY_OPS = {
     "add": (lambda a, b: a + b, np.add),
     "sub": (lambda a, b: a - b, np.subtract),
@@ -22,10 +24,10 @@ def test_binary_broadcasting(op, shapes, seed):
     fn, ref = BINARY_OPS[op]
     rng = np.random.default_rng(seed)
     a_np, b_np = (rng.standard_normal(s) for s in shapes.input_shapes)
-    a, b = mf.tensor(a_np, requires_grad=True), mf.tensor(b_np, requires_grad=True)
+    a, b = mf.tensor(a_np, requires_grad=True, device=DEVICE), mf.tensor(b_np, requires_grad=True, device=DEVICE)
     out = fn(a, b)
     assert out.shape == shapes.result_shape
-    np.testing.assert_allclose(out.detach().numpy(), ref(a_np, b_np), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(out.detach()), ref(a_np, b_np), rtol=1e-12, atol=1e-12)
     assert gradcheck(fn, (a, b), fast_mode=True)
     out.sum().backward()
     assert a.grad.shape == a.shape and b.grad.shape == b.shape
@@ -58,10 +60,10 @@ def test_reductions(op, sd, keepdim, seed):
     if op == "var" and np.prod([shape[d] for d in axes]) < 2:
         return  # the unbiased variance of one element is NaN: tested in test_var_of_one_element
     x_np = np.random.default_rng(seed).standard_normal(shape)
-    x = mf.tensor(x_np, requires_grad=True)
+    x = mf.tensor(x_np, requires_grad=True, device=DEVICE)
     out = fn(x, dims, keepdim)
     expected = ref(x_np, None if dims is None else (dims if isinstance(dims, tuple) else dims), keepdim)
-    np.testing.assert_allclose(out.detach().numpy(), expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(out.detach()), expected, rtol=1e-12, atol=1e-12)
     assert gradcheck(lambda t: fn(t, dims, keepdim), x, fast_mode=True)
 
 
@@ -71,17 +73,17 @@ def test_reductions(op, sd, keepdim, seed):
 def test_matmul_shapes(shapes, seed, dtype):
     rng = np.random.default_rng(seed)
     a_np, b_np = (rng.standard_normal(s).astype(dtype) for s in shapes)
-    out = mf.tensor(a_np) @ mf.tensor(b_np)
+    out = mf.tensor(a_np, device=DEVICE) @ mf.tensor(b_np, device=DEVICE)
     tol = 1e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out.numpy(), a_np.astype(np.float64) @ b_np.astype(np.float64), rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.asarray(out), a_np.astype(np.float64) @ b_np.astype(np.float64), rtol=tol, atol=tol)
     if dtype == np.float64:
-        assert gradcheck(mf.matmul, (mf.tensor(a_np, requires_grad=True), mf.tensor(b_np, requires_grad=True)),
+        assert gradcheck(mf.matmul, (mf.tensor(a_np, requires_grad=True, device=DEVICE), mf.tensor(b_np, requires_grad=True, device=DEVICE)),
                          fast_mode=True)
 
 
 def test_var_of_one_element_is_nan():
-    x = mf.tensor([[1.5]], requires_grad=True)
+    x = mf.tensor([[1.5]], requires_grad=True, device=DEVICE)
     v = x.var(1)
-    assert np.isnan(v.detach().numpy()).all()
+    assert np.isnan(np.asarray(v.detach())).all()
     v.sum().backward()
-    assert np.isnan(x.grad.numpy()).all()
+    assert np.isnan(np.asarray(x.grad)).all()

@@ -1,4 +1,5 @@
-"""Every op in op_cases.CASES: forward against NumPy in float32 and float64, gradcheck in float64."""
+"""Every op in op_cases.CASES: forward against NumPy in float32 and float64, gradcheck in float64,
+on the device named by MINIFUSE_TEST_DEVICE (tests/testdevice.py)."""
 import numpy as np
 import pytest
 
@@ -6,6 +7,7 @@ import minifuse as mf
 from minifuse.autograd import gradcheck
 
 from op_cases import CASES
+from testdevice import DEVICE
 
 PARAMS = [pytest.param(case, shapes, id=f"{case.name}-{'x'.join(map(str, shapes))}")
           for case in CASES for shapes in case.shapes]
@@ -26,24 +28,24 @@ def make_inputs(case, shapes, seed=0):
 @pytest.mark.parametrize("case,shapes", PARAMS)
 def test_forward_matches_numpy(case, shapes, dtype):
     arrays = make_inputs(case, shapes)
-    inputs = [mf.tensor(a.astype(dtype)) for a in arrays]
+    inputs = [mf.tensor(a.astype(dtype), device=DEVICE) for a in arrays]
     out = case.fn(*inputs)
     expected = case.ref(*[a.astype(dtype).astype(np.float64) for a in arrays])
     assert out.dtype == dtype, f"{case.name} changed dtype to {out.dtype}"
     assert out.shape == np.shape(expected)
     tol = 2e-5 if dtype == np.float32 else 1e-12
-    np.testing.assert_allclose(out.numpy(), expected, rtol=tol, atol=tol)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("case,shapes", PARAMS)
 def test_gradcheck(case, shapes):
-    inputs = [mf.tensor(a, requires_grad=True) for a in make_inputs(case, shapes, seed=1)]
+    inputs = [mf.tensor(a, requires_grad=True, device=DEVICE) for a in make_inputs(case, shapes, seed=1)]
     assert gradcheck(case.fn, tuple(inputs))
 
 
 @pytest.mark.parametrize("case,shapes", PARAMS[:12])
 def test_gradients_flow_to_every_input(case, shapes):
-    inputs = [mf.tensor(a, requires_grad=True) for a in make_inputs(case, shapes, seed=2)]
+    inputs = [mf.tensor(a, requires_grad=True, device=DEVICE) for a in make_inputs(case, shapes, seed=2)]
     case.fn(*inputs).sum().backward()
     for t in inputs:
         assert t.grad is not None and t.grad.shape == t.shape and t.grad.dtype == t.dtype

@@ -16,9 +16,10 @@ def erf(x):
 
 
 def index_add(target, key, values):
-    """target[key] += values, adding where an index repeats (np.add.at / cupyx.scatter_add)."""
+    """target[key] += values, adding where an index repeats (``add.at``; CuPy deprecated
+    ``cupyx.scatter_add`` in its favour)."""
     if _is_numpy(target):
         np.add.at(target, key, values)
     else:  # pragma: no cover - CUDA only
-        import cupyx
-        cupyx.scatter_add(target, key, values)
+        import cupy
+        cupy.add.at(target, key, values)

@@ -15,6 +15,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from . import functional as F
+from .dispatch import data, fused_kernels, inactive, wrap
 from .dropout import Dropout
 from .linear import Linear
 from .module import Module, check_input
@@ -31,6 +32,17 @@ def mask_bias(attention_mask, batch, seq, dtype, device):
                          f"{m.shape}")
     m = m.to(device=device, dtype=dtype)
     return ((1.0 - m) * float(np.finfo(dtype).min)).reshape(batch, 1, 1, seq)
+
+
+def _mask_array(attention_mask, batch, seq):
+    """The (B, S) key mask as an array for a kernel (checked here, so the error names the layer)."""
+    if attention_mask is None:
+        return None
+    m = attention_mask.data if isinstance(attention_mask, Tensor) else np.asarray(attention_mask)
+    if tuple(m.shape) != (batch, seq):
+        raise ValueError(f"attention: 'attention_mask' must have shape (batch, seq) = {(batch, seq)}, got "
+                         f"{tuple(m.shape)}")
+    return m
 
 
 class MultiHeadAttention(Module):
@@ -55,6 +67,12 @@ class MultiHeadAttention(Module):
             raise ValueError(f"MultiHeadAttention: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
         B, S, d = x.shape
         H, Dh = self.num_heads, self.head_dim
+        qkv, out = self.qkv, self.out
+        k = fused_kernels(x, qkv.weight, qkv.bias, out.weight, out.bias) if inactive(self.dropout) else None
+        if k is not None:  # inference: QKV GEMM + bias, blocked attention on the packed heads, out GEMM
+            packed = k.linear_act(x.data, qkv.weight.data, data(qkv.bias), "none")
+            context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh))
+            return wrap(k.linear_act(context, out.weight.data, data(out.bias), "none"))
         # (B, S, 3d) -> three (B, H, S, Dh)
         q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in self.qkv(x).split(d, dim=-1))
         scores = q.matmul(k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))

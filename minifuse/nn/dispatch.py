@@ -12,9 +12,11 @@ from __future__ import annotations
 import os
 import threading
 
+import numpy as np
+
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
 
-__all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused"]
+__all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels"]
 
 _state = threading.local()
 
@@ -58,3 +60,41 @@ def use_fused(*tensors) -> bool:
     if not is_grad_enabled():
         return True
     return not any(t is not None and t.requires_grad for t in tensors)
+
+
+def fused_kernels(*tensors):
+    """The kernel module for these tensors (``minifuse.kernels.cpu`` for NumPy arrays,
+    ``minifuse.kernels.cuda`` for CuPy arrays) when the fused path applies, else None.
+
+    ``tensors[0]`` is the layer input; the rest are its parameters (None allowed). The kernels
+    take float32 and float64; other dtypes run unfused.
+    """
+    if not use_fused(*tensors):
+        return None
+    x = tensors[0]
+    if x.dtype not in (np.float32, np.float64) or x.ndim == 0:
+        return None
+    if x.xp is np:
+        from ..kernels import cpu
+        return cpu
+    try:  # pragma: no cover - CUDA only
+        from ..kernels import cuda
+    except ImportError:
+        return None
+    return cuda
+
+
+def inactive(dropout):
+    """True when a dropout module does nothing now (eval mode, p = 0, or Identity)."""
+    return not dropout.training or getattr(dropout, "p", 0.0) == 0.0
+
+
+def data(t):
+    """The array behind an optional tensor."""
+    return None if t is None else t.data
+
+
+def wrap(array):
+    """A kernel's output as a Tensor with no history (fused paths never record)."""
+    from ..tensor import Tensor
+    return Tensor._from_op(array, None, 0)

@@ -5,6 +5,7 @@ import math
 
 from .. import creation
 from . import functional as F, init
+from .dispatch import data, fused_kernels, wrap
 from .module import Module, Parameter, check_input
 
 __all__ = ["Linear", "FusedLinear"]
@@ -31,9 +32,17 @@ class Linear(Module):
             bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
             init.uniform_(self.bias, -bound, bound)
 
+    kernel_activation = "none"  # the name of this layer's activation in the kernels
+
     def forward(self, x):
         check_input(type(self).__name__, x, self.in_features, self.weight.dtype)
-        return F.linear(x, self.weight, self.bias)
+        k = fused_kernels(x, self.weight, self.bias)
+        if k is not None:  # inference: GEMM, then bias + activation in one sweep over the output
+            return wrap(k.linear_act(x.data, self.weight.data, data(self.bias), self.kernel_activation))
+        return self._act(F.linear(x, self.weight, self.bias))
+
+    def _act(self, z):
+        return z
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -45,8 +54,8 @@ class FusedLinear(Linear):
     'gelu' is the tanh approximation by default, as in lucid: 0.5 z (1 + tanh(sqrt(2/pi) (z +
     0.044715 z^3))); ``approximate='none'`` gives the exact x Phi(x). Unlike lucid, the layer computes
     this one function on every path, with or without bias. Parameters and init as ``Linear``.
-    Today ``forward`` is the taped path (linear, then the activation); a fused inference
-    kernel must reproduce it exactly.
+    Without recorded gradients ``forward`` runs the fused kernel (GEMM + bias + activation in one
+    sweep over the output), with them the taped path (linear, then the activation).
     """
 
     ACTIVATIONS = ("relu", "gelu", "silu")
@@ -60,14 +69,12 @@ class FusedLinear(Linear):
             raise ValueError(f"FusedLinear: approximate must be 'tanh' or 'none', got {approximate!r}")
         super().__init__(in_features, out_features, bias, device, dtype)
         self.activation, self.approximate = activation, approximate
+        self.kernel_activation = "gelu_tanh" if activation == "gelu" and approximate == "tanh" else activation
 
     def _act(self, z):
         if self.activation == "gelu":
             return F.gelu(z, self.approximate)
         return F.relu(z) if self.activation == "relu" else F.silu(z)
-
-    def forward(self, x):
-        return self._act(super().forward(x))
 
     def extra_repr(self):
         gelu = f", approximate='{self.approximate}'" if self.activation == "gelu" else ""

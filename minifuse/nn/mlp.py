@@ -13,6 +13,7 @@ from . import functional as F, init
 from .containers import Identity
 from .dropout import Dropout
 from .linear import Linear
+from .dispatch import data, fused_kernels, inactive, wrap
 from .module import Module, check_input
 
 __all__ = ["MLP"]
@@ -31,7 +32,7 @@ class MLP(Module):
         dropout: a probability (-> ``Dropout(p)``, ``Identity`` for 0) or a Module.
         expansion_factor: H = floor(expansion_factor * C).
         bias: biases in layer1 and layer2 (zero-initialised).
-        backend: 'auto' (fused kernels where they apply; the taped path today), 'unfused'
+        backend: 'auto' (fused inference kernels when no gradient is recorded), 'unfused'
             (always taped primitives) or 'fused' (fused autograd functions; not available yet).
         init_method_in / init_method_out: curried initialisers, ``init_method_in(out_features)(weight)``;
             None keeps Linear's default (Kaiming uniform).
@@ -67,6 +68,12 @@ class MLP(Module):
 
     def forward(self, x):
         check_input("MLP", x, self.dim, self.layer1.weight.dtype)
+        l1, l2 = self.layer1, self.layer2
+        k = fused_kernels(x, l1.weight, l1.bias, l2.weight, l2.bias) \
+            if self.backend != "unfused" and inactive(self.dropout) else None
+        if k is not None:  # inference: GEMM, fused bias+act (or gate), GEMM, fused bias
+            return wrap(k.mlp(x.data, l1.weight.data, data(l1.bias), l2.weight.data, data(l2.bias),
+                              self.activation))
         return self.layer2(self.dropout(self._act(self.layer1(x))))
 
     def flop_count(self, num_tokens):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 
 from . import functional as F
-from .attention import MultiHeadAttention
+from .attention import MultiHeadAttention, _mask_array
+from .dispatch import data, fused_kernels, inactive, wrap
 from .containers import ModuleList
 from .dropout import Dropout
 from .linear import Linear
@@ -41,8 +42,23 @@ class TransformerLayer(Module):
         self._act = F.activation(activation)
 
     def forward(self, x, attention_mask=None):
+        k = self._kernels(x)
+        if k is not None:  # inference: the whole layer in one call of fused kernels
+            a = self.attn
+            B, S = x.shape[:2]
+            return wrap(k.transformer_layer(
+                x.data, a.qkv.weight.data, data(a.qkv.bias), a.out.weight.data, data(a.out.bias),
+                self.ln1.weight.data, self.ln1.bias.data, self.fc1.weight.data, data(self.fc1.bias),
+                self.fc2.weight.data, data(self.fc2.bias), self.ln2.weight.data, self.ln2.bias.data,
+                _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation))
         h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
         return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
+
+    def _kernels(self, x):
+        if not (inactive(self.dropout) and inactive(self.attn.dropout)) or self.ln1.eps != self.ln2.eps \
+                or x.ndim != 3 or x.shape[-1] != self.attn.d_model:
+            return None
+        return fused_kernels(x, *self.parameters())
 
     def extra_repr(self):
         return f"activation='{self.activation}'"

@@ -1,0 +1,182 @@
+"""Layers take the fused kernels exactly when no gradient is recorded, and both paths compute the
+same function (issue 4's tolerances) on random shapes, odd sizes, empty batches, non-contiguous
+inputs, float32 and float64, with NaN/Inf propagating."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import minifuse as mf
+import minifuse.nn as nn
+from minifuse.kernels import cpu
+
+TOL = {np.float32: 1e-5, np.float64: 1e-10}
+
+
+def both_paths(layer, *inputs):
+    with mf.no_grad():
+        fused = layer(*inputs)
+        with nn.fusion(False):
+            unfused = layer(*inputs)
+    return fused.numpy(), unfused.numpy()
+
+
+def assert_close(a, b, rtol, scale_atol=True):
+    atol = rtol * max(1.0, float(np.nanmax(np.abs(b)))) if b.size and scale_atol else rtol
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts calls into the CPU kernels, to prove which path ran."""
+    calls = []
+    for name in ("linear_act", "mlp", "residual_layer_norm", "attention_packed", "transformer_layer"):
+        real = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+    return calls
+
+
+def test_dispatch_rule(spy, monkeypatch):
+    layer = nn.FusedLinear(4, 3, "gelu")
+    x = mf.randn(2, 4)
+    y = layer(x)                      # parameters require grad and grad mode is on: taped
+    assert y.grad_fn is not None and spy == []
+    with mf.no_grad():
+        y = layer(x)
+    assert y.grad_fn is None and spy == ["linear_act"]
+    layer.requires_grad_(False) if hasattr(layer, "requires_grad_") else [p.requires_grad_(False) for p in layer.parameters()]
+    spy.clear()
+    layer(x)                          # grad mode on, but nothing requires grad: fused
+    assert spy == ["linear_act"]
+    spy.clear()
+    layer(mf.randn(2, 4, requires_grad=True))  # an input that requires grad: taped
+    assert spy == []
+    monkeypatch.setenv("MINIFUSE_DISABLE_FUSION", "1")
+    with mf.no_grad():
+        layer(x)
+    assert spy == []
+    monkeypatch.delenv("MINIFUSE_DISABLE_FUSION")
+    nn.set_fusion_enabled(False)
+    try:
+        with mf.no_grad():
+            layer(x)
+        assert spy == []
+    finally:
+        nn.set_fusion_enabled(None)
+
+
+def test_each_layer_takes_its_kernel(spy):
+    x3, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
+    with mf.no_grad():
+        nn.Linear(8, 4, bias=False)(x3)
+        nn.LayerNorm(8)(x3)
+        nn.MLP(8, "swiglu")(x3)
+        nn.MultiHeadAttention(8, 2)(x3, mask)
+        nn.TransformerLayer(8, 2, 16)(x3, mask)
+    assert spy == ["linear_act", "residual_layer_norm", "mlp", "linear_act", "attention_packed", "linear_act",
+                   "transformer_layer"]
+
+
+def test_training_mode_dropout_is_never_fused(spy):
+    layer = nn.TransformerLayer(8, 2, 16, dropout=0.1)
+    with mf.no_grad():
+        layer(mf.randn(1, 2, 8))
+    assert "transformer_layer" not in spy
+    layer.eval()
+    with mf.no_grad():
+        layer(mf.randn(1, 2, 8))
+    assert "transformer_layer" in spy
+
+
+def test_mlp_unfused_backend_never_fuses(spy):
+    with mf.no_grad():
+        nn.MLP(8, "gelu", backend="unfused")(mf.randn(2, 8))
+    assert "mlp" not in spy
+
+
+shapes = st.tuples(st.integers(0, 3), st.integers(1, 5))  # (batch incl. empty, seq incl. 1)
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def _x(lead, width, dtype, noncontig, seed):
+    rng = np.random.default_rng(seed)
+    if noncontig:  # every other column of a wider array: the last dim is strided
+        a = rng.standard_normal(tuple(lead) + (2 * width,)).astype(dtype)[..., ::2]
+    else:
+        a = rng.standard_normal(tuple(lead) + (width,)).astype(dtype)
+    return mf.from_numpy(a)
+
+
+@settings(max_examples=25, deadline=None)
+@given(lead=st.lists(st.integers(0, 4), min_size=1, max_size=3), din=st.integers(1, 9), dout=st.integers(1, 9),
+       act=st.sampled_from(["relu", "gelu", "silu"]), approx=st.sampled_from(["tanh", "none"]),
+       bias=st.booleans(), dtype=dtypes, noncontig=st.booleans(), seed=st.integers(0, 999))
+def test_fused_linear_paths_agree(lead, din, dout, act, approx, bias, dtype, noncontig, seed):
+    mf.manual_seed(seed)
+    layer = nn.FusedLinear(din, dout, act, bias=bias, approximate=approx).to(dtype)
+    a, b = both_paths(layer, _x(lead, din, dtype, noncontig, seed))
+    assert a.shape == tuple(lead) + (dout,)
+    assert_close(a, b, TOL[dtype])
+
+
+@settings(max_examples=25, deadline=None)
+@given(lead=st.lists(st.integers(0, 3), min_size=1, max_size=3), dim=st.integers(1, 7),
+       act=st.sampled_from(["relu", "gelu", "silu", "glu", "swiglu"]), bias=st.booleans(), dtype=dtypes,
+       noncontig=st.booleans(), seed=st.integers(0, 999))
+def test_mlp_paths_agree(lead, dim, act, bias, dtype, noncontig, seed):
+    mf.manual_seed(seed)
+    layer = nn.MLP(dim, act, bias=bias, expansion_factor=1.5).to(dtype)
+    a, b = both_paths(layer, _x(lead, dim, dtype, noncontig, seed))
+    assert_close(a, b, TOL[dtype])
+
+
+@settings(max_examples=25, deadline=None)
+@given(bs=shapes, heads=st.sampled_from([1, 2, 3]), dh=st.integers(1, 4), masked=st.booleans(), dtype=dtypes,
+       noncontig=st.booleans(), seed=st.integers(0, 999))
+def test_attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed):
+    b, s = bs
+    d = heads * dh
+    mf.manual_seed(seed)
+    x = _x((b, s), d, dtype, noncontig, seed)
+    mask = None
+    if masked:
+        m = np.ones((b, s), np.int64)
+        m[:, s - 1:] = 0 if s > 1 else 1  # pad the last key (keep one real key per row)
+        mask = mf.tensor(m)
+    attn = nn.MultiHeadAttention(d, heads).to(dtype)
+    assert_close(*both_paths(attn, x, mask), TOL[dtype])
+    layer = nn.TransformerLayer(d, heads, 2 * d + 1).to(dtype)
+    a, u = both_paths(layer, x, mask)
+    assert_close(a, u, 1e-4 if dtype == np.float32 else 1e-10)
+    ln = nn.LayerNorm(d).to(dtype)
+    assert_close(*both_paths(ln, x), TOL[dtype])
+
+
+def test_4d_input_and_size_one():
+    mf.manual_seed(0)
+    x = mf.randn(2, 3, 1, 5)
+    for layer in (nn.Linear(5, 1), nn.MLP(5, "swiglu", expansion_factor=0.2), nn.LayerNorm(5)):
+        a, b = both_paths(layer, x)
+        assert_close(a, b, 1e-5)
+
+
+def test_nan_and_inf_propagate_like_the_unfused_path():
+    mf.manual_seed(1)
+    x = mf.randn(3, 4)
+    x.data[0, 1] = np.nan
+    x.data[1, 2] = np.inf
+    for layer in (nn.FusedLinear(4, 3, "gelu"), nn.FusedLinear(4, 3, "relu"), nn.MLP(4, "swiglu"), nn.LayerNorm(4)):
+        a, b = both_paths(layer, x)
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
+        finite = np.isfinite(b)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_input_raises_before_the_kernel():
+    with mf.no_grad():
+        with pytest.raises(ValueError, match="in_features|last dim"):
+            nn.Linear(4, 3)(mf.randn(2, 5))
+        with pytest.raises(TypeError, match="dtype|float"):
+            nn.Linear(4, 3)(mf.randn(2, 4, dtype=mf.float64))
+        with pytest.raises(ValueError, match="attention_mask"):
+            nn.TransformerLayer(4, 2, 8)(mf.randn(2, 3, 4), mf.ones(2, 4))

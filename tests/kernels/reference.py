@@ -36,7 +36,9 @@ def bias_glu(y, bias, gate):
 
 
 def layer_norm(x, residual, gamma, beta, eps):
-    v = f64(x) + (0 if residual is None else f64(residual))
+    # The residual add happens in the arrays' dtype, as in the unfused path (x + residual is a
+    # float32 tensor there); the normalisation is float64.
+    v = f64(x if residual is None else x + residual)
     mean = v.mean(-1, keepdims=True)
     with np.errstate(invalid="ignore"):
         var = ((v - mean) ** 2).mean(-1, keepdims=True)

@@ -1,0 +1,216 @@
+"""Benchmark: one training step (forward + backward) on the CPU, fused vs unfused taped vs PyTorch.
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=passive \\
+        python -m minifuse.bench.training_cpu                 # minifuse (and torch if importable)
+    python minifuse/bench/training_cpu.py --only torch        # the torch side alone, any env with torch
+
+Workloads (float32):
+- mlp:   SwiGLU MLP, dim 768, hidden floor(8/3 * 768) = 2048, 2048 tokens, no bias (MLP's default):
+         y = (silu(a) * b) W2^T, [a | b] = x W1^T.
+- layer: BERT-base TransformerLayer (d 768, 12 heads, 3072, exact GELU), B=8, S=128.
+Each step is forward, ``backward(g)`` with a fixed random g, gradients cleared; the median of
+``--repeat`` steps after two warm-up steps is reported, the variants timed round-robin. "saved MB" is what the tape holds for
+backward after forward: every array saved by ``save_for_backward``, each buffer counted once
+(views of one buffer share it), parameters excluded (the model holds them anyway).
+Prints one JSON line per measurement. The machine is shared: compare ratios from one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+MLP_DIM, MLP_TOKENS = 768, 2048
+MLP_HIDDEN = int(8 / 3 * MLP_DIM)
+LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, batch=8, seq=128)
+
+
+def _interleaved(steps, repeat):
+    """Median seconds of each step function, timed round-robin (A B C A B C ...) after two warm-up
+    calls each, so that a load change on a shared machine hits every variant alike."""
+    for step in steps:
+        step()
+        step()                            # warm-up: JIT compilation (or cache load), BLAS buffers
+    times = [[] for _ in steps]
+    for _ in range(repeat):
+        for k, step in enumerate(steps):
+            t = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t)
+    return [(statistics.median(ts), ts) for ts in times]
+
+
+def _set_threads(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+
+
+# ---- minifuse -------------------------------------------------------------------------------
+
+def tape_saved_bytes(output, exclude=()):
+    """Bytes held for backward by the tape below ``output``: the saved arrays of every node, each
+    underlying buffer once; arrays whose buffer is one of ``exclude`` (parameters) not counted."""
+    def root(a):
+        while getattr(a, "base", None) is not None:
+            a = a.base
+        return a
+    skip = {id(root(t.data)) for t in exclude}
+    seen, total, stack, nodes = set(), 0, [output.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in nodes:
+            continue
+        nodes.add(id(node))
+        for a in node._saved:
+            r = root(a) if hasattr(a, "nbytes") else None
+            if r is not None and id(r) not in seen and id(r) not in skip:
+                seen.add(id(r))
+                total += r.nbytes
+        stack.extend(t.grad_fn for t in (node.inputs or ()) if t is not None)
+    return total, len(nodes)
+
+
+def _mlp_minifuse(variant, rng, save="preact", store=None):
+    import numpy as np
+
+    import minifuse as mf
+    import minifuse.nn.functional as F
+    from minifuse import fusions
+    x = mf.tensor(rng.standard_normal((MLP_TOKENS, MLP_DIM), dtype=np.float32))
+    w1 = mf.tensor(rng.standard_normal((2 * MLP_HIDDEN, MLP_DIM), dtype=np.float32) * 0.03, requires_grad=True)
+    w2 = mf.tensor(rng.standard_normal((MLP_DIM, MLP_HIDDEN), dtype=np.float32) * 0.03, requires_grad=True)
+    g = mf.tensor(rng.standard_normal((MLP_TOKENS, MLP_DIM), dtype=np.float32))
+    if variant == "unfused":
+        def forward():
+            return F.linear(F.swiglu(F.linear(x, w1)), w2)
+    else:
+        def forward():
+            h = fusions.fused_linear_act(x, w1, None, "swiglu", save, store)
+            return fusions.fused_linear_act(h, w2, None, "none", save, store)
+    return forward, g, (w1, w2)
+
+
+def _layer_minifuse(variant, rng):
+    import numpy as np
+
+    import minifuse as mf
+    from minifuse import nn
+    c = LAYER
+    mf.manual_seed(0)
+    kwargs = {} if variant == "unfused" else {"fused_training": True}
+    layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"], **kwargs)
+    shape = (c["batch"], c["seq"], c["d_model"])
+    x = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
+    g = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
+    return (lambda: layer(x)), g, tuple(layer.parameters())
+
+
+def minifuse_case(workload, variant, **options):
+    """(step function, record) for one minifuse variant; the record holds the saved bytes."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    make = _mlp_minifuse if workload == "mlp" else _layer_minifuse
+    forward, g, params = make(variant, rng, **options)
+
+    def step():
+        for p in params:
+            p.grad = None
+        forward().backward(g)
+
+    saved, nodes = tape_saved_bytes(forward(), exclude=params)
+    opts = {k: (str(np.dtype(v)) if k == "store" else v) for k, v in options.items()}
+    return step, {"impl": "minifuse", "workload": workload, "variant": variant, **opts,
+                  "saved_MB": round(saved / 2**20, 2), "tape_nodes": nodes}
+
+
+def _report(records, results):
+    for rec, (median, times) in zip(records, results):
+        rec.update(median_ms=round(median * 1e3, 2), times_ms=[round(t * 1e3, 1) for t in times])
+        print(json.dumps(rec), flush=True)
+
+
+# ---- PyTorch --------------------------------------------------------------------------------
+
+def bench_torch(workload, repeat):
+    import torch
+    import torch.nn.functional as TF
+    torch.manual_seed(0)
+    if workload == "mlp":
+        x = torch.randn(MLP_TOKENS, MLP_DIM)
+        w1 = (torch.randn(2 * MLP_HIDDEN, MLP_DIM) * 0.03).requires_grad_()
+        w2 = (torch.randn(MLP_DIM, MLP_HIDDEN) * 0.03).requires_grad_()
+        g = torch.randn(MLP_TOKENS, MLP_DIM)
+        params = (w1, w2)
+
+        def forward():
+            a, b = TF.linear(x, w1).chunk(2, dim=-1)
+            return TF.linear(TF.silu(a) * b, w2)
+    else:
+        c = LAYER
+        layer = torch.nn.TransformerEncoderLayer(c["d_model"], c["num_heads"], c["intermediate_size"],
+                                                 dropout=0.0, activation="gelu", batch_first=True,
+                                                 layer_norm_eps=1e-12)
+        layer.train()
+        x = torch.randn(c["batch"], c["seq"], c["d_model"])
+        g = torch.randn_like(x)
+        params = tuple(layer.parameters())
+
+        def forward():
+            return layer(x)
+
+    def step():
+        for p in params:
+            p.grad = None
+        forward().backward(g)
+
+    _report([{"impl": "torch " + torch.__version__, "workload": workload, "threads": torch.get_num_threads()}],
+            _interleaved([step], repeat))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", choices=("minifuse", "torch"), default=None)
+    p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    args = p.parse_args(argv)
+    _set_threads(args.threads)
+    workloads = ("mlp", "layer") if args.workload == "all" else (args.workload,)
+    if args.only != "torch":
+        import numba
+        import numpy as np
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            from threadpoolctl import threadpool_info
+            blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()]
+            print(json.dumps({"blas": blas, "numba_threads": numba.get_num_threads(),
+                              "threading_layer_env": os.environ.get("NUMBA_THREADING_LAYER"),
+                              "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}))
+        except ImportError:
+            pass
+        for w in workloads:
+            runs = [("unfused", {}), ("fused", {})]
+            if w == "mlp":
+                runs += [("fused", {"save": "recompute"}), ("fused", {"store": np.float16}),
+                         ("fused", {"save": "recompute", "store": np.float16})]
+            cases = [minifuse_case(w, variant, **opts) for variant, opts in runs]
+            _report([rec for _, rec in cases], _interleaved([step for step, _ in cases], args.repeat))
+    if args.only != "minifuse":
+        try:
+            import torch
+        except ImportError:
+            print(json.dumps({"impl": "torch", "skipped": "torch is not importable here; run "
+                              "`python minifuse/bench/training_cpu.py --only torch` in an env with torch"}))
+            return
+        torch.set_num_threads(args.threads)
+        for w in workloads:
+            print(json.dumps(bench_torch(w, args.repeat)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
-from .. import creation
+from .. import creation, fusions
+from ..autograd.grad_mode import is_grad_enabled
 from . import functional as F, init
-from .dispatch import data, fused_kernels, wrap
+from .dispatch import data, fused_kernels, fusion_enabled, wrap
 from .module import Module, Parameter, check_input
 
 __all__ = ["Linear", "FusedLinear"]
@@ -55,13 +56,14 @@ class FusedLinear(Linear):
     0.044715 z^3))); ``approximate='none'`` gives the exact x Phi(x). Unlike lucid, the layer computes
     this one function on every path, with or without bias. Parameters and init as ``Linear``.
     Without recorded gradients ``forward`` runs the fused kernel (GEMM + bias + activation in one
-    sweep over the output), with them the taped path (linear, then the activation).
+    sweep over the output), with them the taped path (linear, then the activation), or with
+    ``fused_training=True`` the fused training function ``minifuse.fusions.fused_linear_act``.
     """
 
     ACTIVATIONS = ("relu", "gelu", "silu")
 
     def __init__(self, in_features, out_features, activation="relu", bias=True, approximate="tanh",
-                 device=None, dtype=None):
+                 device=None, dtype=None, fused_training=False):
         if activation not in self.ACTIVATIONS:
             raise ValueError(f"FusedLinear: unknown activation {activation!r}; valid: "
                              f"{', '.join(self.ACTIVATIONS)}")
@@ -70,6 +72,15 @@ class FusedLinear(Linear):
         super().__init__(in_features, out_features, bias, device, dtype)
         self.activation, self.approximate = activation, approximate
         self.kernel_activation = "gelu_tanh" if activation == "gelu" and approximate == "tanh" else activation
+        self.fused_training = bool(fused_training)
+
+    def forward(self, x):
+        # fused_training: with recorded gradients, one fused Function (minifuse.fusions) instead of
+        # the taped linear + activation; without, the inference kernel as always.
+        if self.fused_training and fusion_enabled() and is_grad_enabled():
+            check_input("FusedLinear", x, self.in_features, self.weight.dtype)
+            return fusions.fused_linear_act(x, self.weight, self.bias, self.kernel_activation)
+        return super().forward(x)
 
     def _act(self, z):
         if self.activation == "gelu":

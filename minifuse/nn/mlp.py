@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 
+from .. import fusions
 from . import functional as F, init
 from .containers import Identity
 from .dropout import Dropout
 from .linear import Linear
-from .dispatch import data, fused_kernels, inactive, wrap
+from .dispatch import data, fused_kernels, fusion_enabled, inactive, wrap
 from .module import Module, check_input
 
 __all__ = ["MLP"]
@@ -33,7 +34,8 @@ class MLP(Module):
         expansion_factor: H = floor(expansion_factor * C).
         bias: biases in layer1 and layer2 (zero-initialised).
         backend: 'auto' (fused inference kernels when no gradient is recorded), 'unfused'
-            (always taped primitives) or 'fused' (fused autograd functions; not available yet).
+            (always taped primitives) or 'fused' (with recorded gradients: each layer is one
+            fused autograd function of ``minifuse.fusions``, see ``fused_save``).
         init_method_in / init_method_out: curried initialisers, ``init_method_in(out_features)(weight)``;
             None keeps Linear's default (Kaiming uniform).
     """
@@ -46,9 +48,6 @@ class MLP(Module):
                              f"{', '.join(list(_PLAIN) + list(_GATED))}")
         if backend not in BACKENDS:
             raise ValueError(f"MLP: unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-        if backend == "fused":
-            raise NotImplementedError("MLP: backend='fused' needs fused training functions, which minifuse "
-                                      "does not have yet; use backend='auto' or 'unfused'")
         self.dim, self.activation, self.backend = int(dim), activation, backend
         self.hidden_dim = math.floor(expansion_factor * dim)
         if self.hidden_dim < 1:
@@ -74,7 +73,21 @@ class MLP(Module):
         if k is not None:  # inference: GEMM, fused bias+act (or gate), GEMM, fused bias
             return wrap(k.mlp(x.data, l1.weight.data, data(l1.bias), l2.weight.data, data(l2.bias),
                               self.activation))
+        if self.backend == "fused" and fusion_enabled():
+            return self._fused_training_forward(x)
         return self.layer2(self.dropout(self._act(self.layer1(x))))
+
+    # ---- backend='fused' with recorded gradients (minifuse.fusions) ----
+    fused_save = "preact"              # or 'recompute': layer1's GEMM is redone in backward, x W1^T not kept
+    fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
+
+    def _fused_training_forward(self, x):
+        """Two nodes on the tape: act(x W1^T + b1) and h W2^T + b2, each a fused Function."""
+        l1, l2 = self.layer1, self.layer2
+        h = fusions.fused_linear_act(x, l1.weight, l1.bias, self.activation, self.fused_save,
+                                     self.fused_input_store_dtype)
+        return fusions.fused_linear_act(self.dropout(h), l2.weight, l2.bias, "none", self.fused_save,
+                                        self.fused_input_store_dtype)
 
     def flop_count(self, num_tokens):
         """FLOPs for ``num_tokens`` tokens, exactly the seed's formula: 1 MAC = 2 FLOPs, the

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 
+from .. import fusions
 from . import functional as F
 from .attention import MultiHeadAttention, _mask_array
-from .dispatch import data, fused_kernels, inactive, wrap
+from .dispatch import data, fused_kernels, fusion_enabled, inactive, wrap
 from .containers import ModuleList
 from .dropout import Dropout
 from .linear import Linear
@@ -24,11 +25,16 @@ _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 
 
 class TransformerLayer(Module):
-    """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), 1 = keep, 0 = padding."""
+    """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), 1 = keep, 0 = padding.
+
+    ``fused_training=True``: with recorded gradients the residual adds + LayerNorms and fc1/fc2
+    with bias and activation run as fused autograd functions (``minifuse.fusions``).
+    """
 
     def __init__(self, d_model, num_heads, intermediate_size, activation="gelu", layer_norm_eps=1e-12,
-                 dropout=0.0, bias=True, device=None, dtype=None):
+                 dropout=0.0, bias=True, device=None, dtype=None, fused_training=False):
         super().__init__()
+        self.fused_training = bool(fused_training)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"TransformerLayer: unknown activation {activation!r}; valid: "
                              f"{', '.join(_ACTIVATIONS)} ('gelu' is the exact erf form, as BERT)")
@@ -51,8 +57,22 @@ class TransformerLayer(Module):
                 self.ln1.weight.data, self.ln1.bias.data, self.fc1.weight.data, data(self.fc1.bias),
                 self.fc2.weight.data, data(self.fc2.bias), self.ln2.weight.data, self.ln2.bias.data,
                 _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation))
+        if self.fused_training and fusion_enabled():
+            return self._fused_training_forward(x, attention_mask)
         h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
         return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
+
+    # ---- fused_training=True with recorded gradients (minifuse.fusions) ----
+    fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward
+
+    def _fused_training_forward(self, x, attention_mask):
+        """residual + LN1, fc1 + bias + activation, fc2 + bias, residual + LN2: one fused node
+        each; attention stays taped."""
+        h = fusions.residual_layer_norm(self.dropout(self.attn(x, attention_mask)), x, self.ln1.weight,
+                                        self.ln1.bias, self.ln1.eps)
+        f = fusions.fused_linear_act(h, self.fc1.weight, self.fc1.bias, self.activation, self.fused_save)
+        f = fusions.fused_linear_act(f, self.fc2.weight, self.fc2.bias, "none")
+        return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps)
 
     def _kernels(self, x):
         if not (inactive(self.dropout) and inactive(self.attn.dropout)) or self.ln1.eps != self.ln2.eps \

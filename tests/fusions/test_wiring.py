@@ -1,0 +1,98 @@
+"""Layers that train through the fused functions: same outputs and gradients as the taped path,
+fewer nodes on the tape, and the global fusion switch turns them off."""
+import numpy as np
+import pytest
+
+import minifuse as mf
+from minifuse import nn
+from minifuse.fusions.layer_norm import ResidualLayerNorm
+from minifuse.fusions.linear import FusedLinearAct
+
+pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaIRAssumptionWarning")
+
+
+def _step(module, *args):
+    """(the op classes on the tape, [output, parameter gradients...]) of one training step."""
+    for p in module.parameters():
+        p.grad = None
+    out = module(*args)
+    kinds = _nodes(out)
+    out.backward(mf.tensor(np.random.default_rng(0).standard_normal(out.shape).astype(out.dtype)))
+    return kinds, [out.detach().numpy()] + [p.grad.numpy() for p in module.parameters()]
+
+
+def _nodes(out):
+    seen, stack, kinds = set(), [out.grad_fn], []
+    while stack:
+        n = stack.pop()
+        if n is None or id(n) in seen:
+            continue
+        seen.add(id(n))
+        kinds.append(n.fn)
+        stack.extend(t.grad_fn for t in n.inputs if t is not None)
+    return kinds
+
+
+def _assert_same(got, want):
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(b).max(initial=0))))
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "glu", "swiglu"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_mlp_fused_backend(activation, bias):
+    mf.manual_seed(0)
+    fused = nn.MLP(8, activation, bias=bias, backend="fused")
+    plain = nn.MLP(8, activation, bias=bias, backend="unfused")
+    plain.load_state_dict(fused.state_dict())
+    x = mf.randn(2, 3, 8)
+    kinds, got = _step(fused, x)
+    _, want = _step(plain, x)
+    _assert_same(got, want)
+    assert kinds == [FusedLinearAct, FusedLinearAct]
+
+
+def test_mlp_fused_recompute_and_float16_store():
+    mf.manual_seed(1)
+    fused = nn.MLP(8, "swiglu", backend="fused")
+    plain = nn.MLP(8, "swiglu", backend="unfused")
+    plain.load_state_dict(fused.state_dict())
+    x = mf.randn(16, 8)
+    _, want = _step(plain, x)
+    fused.fused_save = "recompute"
+    _assert_same(_step(fused, x)[1], want)
+    fused.fused_input_store_dtype = mf.float16
+    for a, b in zip(_step(fused, x)[1][1:], want[1:]):
+        np.testing.assert_allclose(a, b, atol=1e-2 * float(np.abs(b).max()))
+
+
+def test_transformer_layer_fused_training():
+    mf.manual_seed(2)
+    fused = nn.TransformerLayer(16, 2, 32, fused_training=True)
+    plain = nn.TransformerLayer(16, 2, 32)
+    plain.load_state_dict(fused.state_dict())
+    x = mf.randn(2, 5, 16)
+    mask = np.ones((2, 5))
+    mask[1, 3:] = 0
+    kinds, got = _step(fused, x, mask)
+    _, want = _step(plain, x, mask)
+    _assert_same(got, want)
+    assert kinds.count(ResidualLayerNorm) == 2 and kinds.count(FusedLinearAct) == 2
+
+
+def test_fused_linear_fused_training():
+    mf.manual_seed(3)
+    fused = nn.FusedLinear(6, 4, "gelu", fused_training=True)
+    plain = nn.FusedLinear(6, 4, "gelu")
+    plain.load_state_dict(fused.state_dict())
+    x = mf.randn(5, 6)
+    kinds, got = _step(fused, x)
+    _assert_same(got, _step(plain, x)[1])
+    assert kinds == [FusedLinearAct]
+
+
+def test_fusion_switch_off_gives_taped_path():
+    m = nn.MLP(8, "swiglu", backend="fused")
+    with nn.fusion(False):
+        kinds, _ = _step(m, mf.randn(3, 8))
+    assert FusedLinearAct not in kinds

@@ -106,15 +106,16 @@ class BertEmbeddings(Module):
 
 
 def _index_tensor(name, x, shape=None):
-    """ids/masks from a Tensor, array or nested list -> an int64 Tensor of ``shape``."""
-    arr = x.__array__() if isinstance(x, Tensor) else np.asarray(x)
-    if arr.ndim != 2:
-        raise ValueError(f"BertModel: '{name}' must have shape (batch, seq), got {arr.shape}")
-    if shape is not None and arr.shape != shape:
-        raise ValueError(f"BertModel: '{name}' must have the shape of input_ids {shape}, got {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
-        raise TypeError(f"BertModel: '{name}' must hold integers, got {arr.dtype}")
-    return Tensor(arr.astype(np.int64, copy=False))
+    """ids/masks from a Tensor, array or nested list -> an integer Tensor of ``shape``.
+    A Tensor passes through unchanged, so that a traced graph sees it as an input, not a constant."""
+    t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    if t.ndim != 2:
+        raise ValueError(f"BertModel: '{name}' must have shape (batch, seq), got {t.shape}")
+    if shape is not None and t.shape != shape:
+        raise ValueError(f"BertModel: '{name}' must have the shape of input_ids {shape}, got {t.shape}")
+    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
+        raise TypeError(f"BertModel: '{name}' must hold integers, got {t.dtype}")
+    return t
 
 
 class BertModel(Module):
@@ -265,8 +266,8 @@ def load_hf_state_dict(model, tensors, strict=True):
 
 def mean_pool(hidden, attention_mask):
     """Mean over real tokens: sum_s m_s h[:, s] / max(sum_s m_s, 1e-9); hidden (B, S, H), mask (B, S)."""
-    m = Tensor(np.asarray(attention_mask.__array__() if isinstance(attention_mask, Tensor) else attention_mask,
-                          dtype=hidden.dtype)).to(hidden.device).unsqueeze(-1)
+    m = attention_mask if isinstance(attention_mask, Tensor) else Tensor(np.asarray(attention_mask))
+    m = m.to(hidden.dtype, device=hidden.device).unsqueeze(-1)
     return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
 
 

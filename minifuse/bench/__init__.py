@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m minifuse.bench` lists them."""

@@ -16,6 +16,14 @@ def check_matmul(op, a_shape, b_shape, names=("input", "other")):
         check_broadcast(op, a_shape[:-2], b_shape[:-2], names)
 
 
+def _matmul(xp, a, b):
+    """a @ b; a batch of rows times one matrix runs as ONE 2-D GEMM on the flattened rows
+    (NumPy's batched matmul would call BLAS once per batch entry: about 2x slower for linear)."""
+    if b.ndim == 2 and a.ndim > 2:
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    return xp.matmul(a, b)
+
+
 class MatMul(Function):
     """out = input @ other; d input = g @ other^T, d other = input^T @ g (summed over batch)."""
 
@@ -27,7 +35,7 @@ class MatMul(Function):
     @staticmethod
     def forward(ctx, input, other):
         ctx.save_for_backward(input, other)
-        return ctx.xp.matmul(input, other)
+        return _matmul(ctx.xp, input, other)
 
     @staticmethod
     def backward(ctx, g):
@@ -43,7 +51,7 @@ class MatMul(Function):
             g = xp.expand_dims(g, -2)
         ga = gb = None
         if need_a:
-            ga = xp.matmul(g, xp.swapaxes(b2, -1, -2))
+            ga = _matmul(xp, g, xp.swapaxes(b2, -1, -2))
             if a.ndim == 1:
                 ga = ga.reshape(ga.shape[:-2] + (ga.shape[-1],))
         if need_b:

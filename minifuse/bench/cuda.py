@@ -203,6 +203,42 @@ def launches(results):
     results["launch_100_tiny_kernels"] = dict(eager_us_per_kernel=eager * 10, graph_us_per_kernel=replay * 10)
 
 
+def launch_profile(results):
+    """Python cost (us per call, no synchronisation) of the steps of one numba launch."""
+    import time
+
+    import cupy
+    from minifuse.kernels import cuda as K
+    from minifuse.kernels.cuda import runtime as rt
+    from minifuse.kernels.cuda.elementwise import _bias_act_kernel
+    y = cupy.ones((4, 256), cupy.float32)
+    b = cupy.ones(256, cupy.float32)
+    kern = _bias_act_kernel("relu", np.dtype(np.float32))
+    dy, db, s = rt.device_array(y), rt.device_array(b), rt.stream()
+
+    def us(fn, n=300):
+        fn()
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t) / n * 1e6
+    r = dict(as_cuda_array=us(lambda: rt.cuda.as_cuda_array(y, sync=False)),
+             cached_view=us(lambda: rt.device_array(y)),
+             external_stream=us(lambda: rt.cuda.external_stream(cupy.cuda.get_current_stream().ptr)),
+             cached_stream=us(rt.stream),
+             launch_converted=us(lambda: kern[(1, 4), 256, s](dy, db, True)),
+             launch_raw_cupy=us(lambda: kern[(1, 4), 256, s](y, b, True)),
+             bias_act_call=us(lambda: K.bias_act_(y, b, "relu")),
+             cupy_add=us(lambda: cupy.add(y, y)))
+    try:  # numba's compiled kernel object, launched without the dispatcher's type lookup
+        kobj = next(iter(kern.overloads.values()))
+        r["launch_direct"] = us(lambda: kobj.launch([dy, db, True], (1, 4, 1), (256, 1, 1), s, 0))
+    except Exception as e:
+        r["launch_direct"] = repr(e)
+    cupy.cuda.Device().synchronize()
+    results["launch_profile_us"] = r
+
+
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--json")
@@ -216,7 +252,8 @@ def main(argv=None):
                    torch=torch.__version__, cupy=cupy.__version__, numpy=np.__version__)
     ceiling = gemm_ceiling(results)
     steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
-             (bert_layer, (results, ceiling, np.float16)), (launches, (results,))]
+             (bert_layer, (results, ceiling, np.float16)), (launches, (results,)),
+             (launch_profile, (results,))]
     for step, step_args in steps:
         try:
             step(*step_args)

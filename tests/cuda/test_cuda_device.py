@@ -6,7 +6,7 @@ import pytest
 
 import minifuse as mf
 import minifuse.nn as nn
-from conftest import GPU, needs_gpu
+from cudatest import GPU, needs_gpu
 from minifuse.device import Device
 
 

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import GPU, SIMULATOR, needs_kernels, to_dev, to_host
+from cudatest import GPU, SIMULATOR, needs_kernels, to_dev, to_host
 from kernels import reference as R
 
 pytestmark = needs_kernels

@@ -1,5 +1,7 @@
-"""CUDA kernel tests run under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1, NumPy arrays,
-tiny shapes: CI) or on a GPU (CuPy arrays); elsewhere they are skipped.
+"""Helpers of the CUDA tests (a plain module: tests/conftest.py already owns the name conftest).
+
+CUDA kernel tests run under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1, NumPy arrays, tiny
+shapes: CI) or on a GPU (CuPy arrays); elsewhere they are skipped.
 
 No __init__.py here on purpose: a package named `cuda` would shadow NVIDIA's `cuda` namespace
 package (cuda-bindings), which numba-cuda imports.

@@ -1,17 +1,21 @@
 """Benchmark: one training step (forward + backward) on the CPU, fused vs unfused taped vs PyTorch.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OMP_WAIT_POLICY=passive \\
-        python -m minifuse.bench.training_cpu                 # minifuse (and torch if importable)
+        NUMBA_THREADING_LAYER=workqueue python -m minifuse.bench.training_cpu   # + torch if importable
     python minifuse/bench/training_cpu.py --only torch        # the torch side alone, any env with torch
+    python -m minifuse.bench.training_cpu --accuracy          # gradient error of input_store_dtype=float16
 
 Workloads (float32):
 - mlp:   SwiGLU MLP, dim 768, hidden floor(8/3 * 768) = 2048, 2048 tokens, no bias (MLP's default):
          y = (silu(a) * b) W2^T, [a | b] = x W1^T.
 - layer: BERT-base TransformerLayer (d 768, 12 heads, 3072, exact GELU), B=8, S=128.
 Each step is forward, ``backward(g)`` with a fixed random g, gradients cleared; the median of
-``--repeat`` steps after two warm-up steps is reported, the variants timed round-robin. "saved MB" is what the tape holds for
+``--repeat`` steps after two warm-up steps is reported, the variants timed round-robin, with the
+per-round ratios to the unfused step and to torch's. "saved MB" is what the tape holds for
 backward after forward: every array saved by ``save_for_backward``, each buffer counted once
 (views of one buffer share it), parameters excluded (the model holds them anyway).
+With torch importable (an env with torch, numba and scipy, PYTHONPATH at this checkout), torch's
+step joins the same round-robin, so that all ratios come from one process and one time window.
 Prints one JSON line per measurement. The machine is shared: compare ratios from one run.
 """
 from __future__ import annotations
@@ -95,7 +99,7 @@ def _mlp_minifuse(variant, rng, save="preact", store=None):
     return forward, g, (w1, w2)
 
 
-def _layer_minifuse(variant, rng):
+def _layer_minifuse(variant, rng, save="preact", store=None):
     import numpy as np
 
     import minifuse as mf
@@ -104,6 +108,7 @@ def _layer_minifuse(variant, rng):
     mf.manual_seed(0)
     kwargs = {} if variant == "unfused" else {"fused_training": True}
     layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"], **kwargs)
+    layer.fused_save, layer.fused_input_store_dtype = save, store
     shape = (c["batch"], c["seq"], c["d_model"])
     x = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
     g = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
@@ -129,14 +134,24 @@ def minifuse_case(workload, variant, **options):
 
 
 def _report(records, results):
-    for rec, (median, times) in zip(records, results):
+    """One JSON line per case: median and all times, and the median over rounds of this case's time
+    divided by the unfused one's / torch's in the same round (paired ratios: a load change that
+    lasts a round cancels out)."""
+    rounds = [times for _, times in results]
+    refs = {rec.get("variant", "torch"): k for k, rec in enumerate(records)}
+    for k, (rec, (median, times)) in enumerate(zip(records, results)):
         rec.update(median_ms=round(median * 1e3, 2), times_ms=[round(t * 1e3, 1) for t in times])
+        for name in ("unfused", "torch"):
+            if name in refs and refs[name] != k:
+                ratio = statistics.median(t / r for t, r in zip(times, rounds[refs[name]]))
+                rec[f"ratio_to_{name}"] = round(ratio, 3)
         print(json.dumps(rec), flush=True)
 
 
 # ---- PyTorch --------------------------------------------------------------------------------
 
-def bench_torch(workload, repeat):
+def torch_case(workload):
+    """(step function, record) for the same workload in PyTorch (train mode, no dropout)."""
     import torch
     import torch.nn.functional as TF
     torch.manual_seed(0)
@@ -168,8 +183,51 @@ def bench_torch(workload, repeat):
             p.grad = None
         forward().backward(g)
 
-    _report([{"impl": "torch " + torch.__version__, "workload": workload, "threads": torch.get_num_threads()}],
-            _interleaved([step], repeat))
+    return step, {"impl": "torch " + torch.__version__, "variant": "torch", "workload": workload,
+                  "threads": torch.get_num_threads()}
+
+
+# ---- accuracy cost of input_store_dtype=float16 ------------------------------------------------
+
+def accuracy(tokens=512):
+    """Relative error (Frobenius norm) of each gradient against float64: float32, and float32 with
+    the saved activations kept in float16. One JSON line per gradient."""
+    import numpy as np
+
+    import minifuse as mf
+    from minifuse import fusions as FU
+    rng = np.random.default_rng(0)
+    n, d, h = tokens, MLP_DIM, MLP_HIDDEN
+    cases = {
+        "fused_linear_act swiglu": (lambda st: lambda x, w: FU.fused_linear_act(x, w, None, "swiglu", "preact", st),
+                                    [rng.standard_normal((n, d)), rng.standard_normal((2 * h, d)) * 0.03],
+                                    (n, h), ["x", "weight"]),
+        "bias_gelu tanh": (lambda st: lambda y, b: FU.bias_gelu(y, b, "tanh", st),
+                           [rng.standard_normal((n, 3072)), rng.standard_normal(3072) * 0.1], (n, 3072), ["y", "bias"]),
+        "bias_swiglu": (lambda st: lambda y, b: FU.bias_swiglu(y, b, st),
+                        [rng.standard_normal((n, 2 * h)), rng.standard_normal(2 * h) * 0.1], (n, h), ["y", "bias"]),
+        "residual_layer_norm": (lambda st: lambda x, r, g, b: FU.residual_layer_norm(x, r, g, b, 1e-12, st),
+                                [rng.standard_normal((n, d)), rng.standard_normal((n, d)),
+                                 1 + 0.1 * rng.standard_normal(d), 0.1 * rng.standard_normal(d)],
+                                (n, d), ["x", "residual", "gamma", "beta"]),
+    }
+
+    def grads(fn, arrays, g, dtype):
+        ts = [mf.tensor(a.astype(dtype), requires_grad=True) for a in arrays]
+        fn(*ts).backward(mf.tensor(g.astype(dtype)))
+        return [t.grad.numpy().astype(np.float64) for t in ts]
+
+    def rel(a, b):
+        return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+    for name, (make, arrays, out_shape, names) in cases.items():
+        g = rng.standard_normal(out_shape)
+        ref = grads(make(None), arrays, g, np.float64)
+        f32 = grads(make(None), arrays, g, np.float32)
+        f16 = grads(make(np.float16), arrays, g, np.float32)
+        for k, arg in enumerate(names):
+            print(json.dumps({"function": name, "grad_of": arg, "rel_err_float32": float(f"{rel(f32[k], ref[k]):.2e}"),
+                              "rel_err_float16_store": float(f"{rel(f16[k], ref[k]):.2e}")}))
 
 
 def main(argv=None):
@@ -178,38 +236,41 @@ def main(argv=None):
     p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--accuracy", action="store_true", help="only the float16 input-store accuracy table")
     args = p.parse_args(argv)
+    if args.accuracy:
+        return accuracy()
     _set_threads(args.threads)
     workloads = ("mlp", "layer") if args.workload == "all" else (args.workload,)
+    torch = None
+    if args.only != "minifuse":
+        try:
+            import torch
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            print(json.dumps({"impl": "torch", "skipped": "torch is not importable here; run "
+                              "`python minifuse/bench/training_cpu.py --only torch` in an env with torch"}))
     if args.only != "torch":
         import numba
-        import numpy as np
         numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
         try:
             from threadpoolctl import threadpool_info
             blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()]
             print(json.dumps({"blas": blas, "numba_threads": numba.get_num_threads(),
-                              "threading_layer_env": os.environ.get("NUMBA_THREADING_LAYER"),
+                              "numba_threading_layer": os.environ.get("NUMBA_THREADING_LAYER"),
                               "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")}))
         except ImportError:
             pass
-        for w in workloads:
-            runs = [("unfused", {}), ("fused", {})]
-            if w == "mlp":
-                runs += [("fused", {"save": "recompute"}), ("fused", {"store": np.float16}),
-                         ("fused", {"save": "recompute", "store": np.float16})]
-            cases = [minifuse_case(w, variant, **opts) for variant, opts in runs]
-            _report([rec for _, rec in cases], _interleaved([step for step, _ in cases], args.repeat))
-    if args.only != "minifuse":
-        try:
-            import torch
-        except ImportError:
-            print(json.dumps({"impl": "torch", "skipped": "torch is not importable here; run "
-                              "`python minifuse/bench/training_cpu.py --only torch` in an env with torch"}))
-            return
-        torch.set_num_threads(args.threads)
-        for w in workloads:
-            print(json.dumps(bench_torch(w, args.repeat)), flush=True)
+    for w in workloads:
+        cases = []
+        if args.only != "torch":
+            import numpy as np
+            runs = [("unfused", {}), ("fused", {}), ("fused", {"save": "recompute"}), ("fused", {"store": np.float16}),
+                    ("fused", {"save": "recompute", "store": np.float16})]
+            cases += [minifuse_case(w, variant, **opts) for variant, opts in runs]
+        if torch is not None:
+            cases.append(torch_case(w))          # timed in the same round-robin as minifuse
+        _report([rec for _, rec in cases], _interleaved([step for step, _ in cases], args.repeat))
 
 
 if __name__ == "__main__":

@@ -64,15 +64,17 @@ class TransformerLayer(Module):
 
     # ---- fused_training=True with recorded gradients (minifuse.fusions) ----
     fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward
+    fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
 
     def _fused_training_forward(self, x, attention_mask):
         """residual + LN1, fc1 + bias + activation, fc2 + bias, residual + LN2: one fused node
         each; attention stays taped."""
+        st = self.fused_input_store_dtype
         h = fusions.residual_layer_norm(self.dropout(self.attn(x, attention_mask)), x, self.ln1.weight,
-                                        self.ln1.bias, self.ln1.eps)
-        f = fusions.fused_linear_act(h, self.fc1.weight, self.fc1.bias, self.activation, self.fused_save)
-        f = fusions.fused_linear_act(f, self.fc2.weight, self.fc2.bias, "none")
-        return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps)
+                                        self.ln1.bias, self.ln1.eps, st)
+        f = fusions.fused_linear_act(h, self.fc1.weight, self.fc1.bias, self.activation, self.fused_save, st)
+        f = fusions.fused_linear_act(f, self.fc2.weight, self.fc2.bias, "none", "preact", st)
+        return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
 
     def _kernels(self, x):
         if not (inactive(self.dropout) and inactive(self.attn.dropout)) or self.ln1.eps != self.ln2.eps \

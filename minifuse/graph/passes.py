@@ -10,18 +10,11 @@ import os
 
 import numpy as np
 
+from ..nn.dispatch import attention_threshold
 from .ir import Node
 
 ACTIVATIONS = {"Relu": lambda n: "relu", "Silu": lambda n: "silu",
                "Gelu": lambda n: "gelu_tanh" if n.attrs.get("approximate") == "tanh" else "gelu"}
-
-
-def attention_threshold():
-    """MINIFUSE_FUSE_ATTN_THRESHOLD: fuse attention when batch * seq is at most this (0 = always).
-
-    Measured on the 2-core CPU (docs/graph.md): the fused attention kernel beat the unfused
-    primitives at every batch * seq tried, so the default fuses always."""
-    return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", "0"))
 
 
 class Pass:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..tensor import Tensor
 from . import functional as F
-from .dispatch import data, fused_kernels, inactive, wrap
+from .dispatch import data, fuse_attention, fused_kernels, inactive, wrap
 from .dropout import Dropout
 from .linear import Linear
 from .module import Module, check_input
@@ -69,18 +69,26 @@ class MultiHeadAttention(Module):
         H, Dh = self.num_heads, self.head_dim
         qkv, out = self.qkv, self.out
         k = fused_kernels(x, qkv.weight, qkv.bias, out.weight, out.bias) if inactive(self.dropout) else None
-        if k is not None:  # inference: QKV GEMM + bias, blocked attention on the packed heads, out GEMM
+        if k is not None:  # inference: QKV GEMM + bias, attention on the packed heads, out GEMM
             packed = k.linear_act(x.data, qkv.weight.data, data(qkv.bias), "none")
-            context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh))
+            if fuse_attention(B, S):  # blocked kernel: no (S x S) scores beyond one block
+                context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh))
+            else:                     # large inputs: batched BLAS matmuls win (dispatch.attention_threshold)
+                context = self._attend(wrap(packed), attention_mask).data
             return wrap(k.linear_act(context, out.weight.data, data(out.bias), "none"))
-        # (B, S, 3d) -> three (B, H, S, Dh)
-        q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in self.qkv(x).split(d, dim=-1))
+        return self.out(self._attend(self.qkv(x), attention_mask))
+
+    def _attend(self, qkv, attention_mask):
+        """softmax(Q K^T / sqrt(Dh) + mask bias) V per head, from the packed (B, S, 3d) projection
+        to the merged-heads (B, S, d) context."""
+        B, S, d3 = qkv.shape
+        d, H, Dh = d3 // 3, self.num_heads, self.head_dim
+        q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in qkv.split(d, dim=-1))
         scores = q.matmul(k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))
         if attention_mask is not None:
-            scores = scores + mask_bias(attention_mask, B, S, x.dtype, x.device)
+            scores = scores + mask_bias(attention_mask, B, S, qkv.dtype, qkv.device)
         probs = self.dropout(F.softmax(scores, dim=-1))
-        context = probs.matmul(v).permute(0, 2, 1, 3).reshape(B, S, d)
-        return self.out(context)
+        return probs.matmul(v).permute(0, 2, 1, 3).reshape(B, S, d)
 
     def extra_repr(self):
         return f"d_model={self.d_model}, num_heads={self.num_heads}"

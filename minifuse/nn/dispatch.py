@@ -16,7 +16,8 @@ import numpy as np
 
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
 
-__all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels"]
+__all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
+           "attention_threshold", "fuse_attention"]
 
 _state = threading.local()
 
@@ -98,3 +99,24 @@ def wrap(array):
     """A kernel's output as a Tensor with no history (fused paths never record)."""
     from ..tensor import Tensor
     return Tensor._from_op(array, None, 0)
+
+
+DEFAULT_ATTENTION_THRESHOLD = 128
+
+
+def attention_threshold():
+    """MINIFUSE_FUSE_ATTN_THRESHOLD (default 128; 0 = no limit): the largest batch * seq for
+    which attention runs as the fused kernel, in eager layers and in the graph pass alike.
+
+    Chosen by measurement on the 2-core CPU (BENCHMARKS.md, "attention threshold"): the fused
+    attention kernel wins at batch * seq = 16, ties at 128, and loses by about 10% at 1024 to
+    batched BLAS matmuls plus a softmax, because there OpenBLAS's worker threads, still spinning
+    after the preceding GEMM, take a core from the kernel's own threads.
+    """
+    return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
+
+
+def fuse_attention(batch, seq):
+    """True when attention over ``batch`` sequences of ``seq`` tokens should be the fused kernel."""
+    limit = attention_threshold()
+    return limit == 0 or batch * seq <= limit

@@ -1,6 +1,8 @@
 """Layers take the fused kernels exactly when no gradient is recorded, and both paths compute the
 same function (issue 4's tolerances) on random shapes, odd sizes, empty batches, non-contiguous
 inputs, float32 and float64, with NaN/Inf propagating."""
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -76,6 +78,20 @@ def test_each_layer_takes_its_kernel(spy):
                    "transformer_layer"]
 
 
+def test_large_inputs_run_attention_outside_the_kernel(spy, monkeypatch):
+    monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "4")
+    x, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
+    layer = nn.TransformerLayer(8, 2, 16)
+    with mf.no_grad():
+        layer(x, mask)
+    assert spy == ["linear_act", "linear_act", "residual_layer_norm", "linear_act", "linear_act",
+                   "residual_layer_norm"]
+    spy.clear()
+    with mf.no_grad():
+        layer(x[:1, :2], mask[:1, :2])  # batch * seq = 2 <= 4: the whole-layer kernel
+    assert spy == ["transformer_layer"]
+
+
 def test_training_mode_dropout_is_never_fused(spy):
     layer = nn.TransformerLayer(8, 2, 16, dropout=0.1)
     with mf.no_grad():
@@ -129,10 +145,23 @@ def test_mlp_paths_agree(lead, dim, act, bias, dtype, noncontig, seed):
     assert_close(a, b, TOL[dtype])
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(bs=shapes, heads=st.sampled_from([1, 2, 3]), dh=st.integers(1, 4), masked=st.booleans(), dtype=dtypes,
-       noncontig=st.booleans(), seed=st.integers(0, 999))
-def test_attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed):
+       noncontig=st.booleans(), seed=st.integers(0, 999), threshold=st.sampled_from(["0", "1"]))
+def test_attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed, threshold):
+    # threshold 0: the attention kernel always; 1: the batched-BLAS core for any batch * seq > 1
+    old = os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD")
+    os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"] = threshold
+    try:
+        _attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed)
+    finally:
+        if old is None:
+            del os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"]
+        else:
+            os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"] = old
+
+
+def _attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed):
     b, s = bs
     d = heads * dh
     mf.manual_seed(seed)

@@ -190,7 +190,70 @@ def run(report=print, repeat=15):
                f"{ratio(fused, floor):>11s} {ratio(unfused, fused):>13s}")
     report("ms, median of %d runs (fused min: %s)" % (repeat, ", ".join(f"{r[1][1]:.2f}" for r in rows)))
     report("floor = the same GEMMs alone (np.matmul with out=); for linear it is the bare GEMM")
+    report("")
+    layer_table(report, repeat, torch, rng)
     return rows
+
+
+def layer_table(report, repeat, torch, rng):
+    """The same workloads through minifuse's layers: eager fused (mf.no_grad) vs eager unfused
+    (mf.nn.fusion(False)), the GEMM-only floor, and torch eager."""
+    import minifuse as mf
+    import minifuse.nn as nn
+
+    def load(module, arrays):
+        for param, a in zip(module.parameters(), arrays):
+            param.data[...] = a
+
+    def both(module, *inputs):
+        with mf.no_grad():
+            fused = timed(lambda: module(*inputs), repeat)
+            with nn.fusion(False):
+                unfused = timed(lambda: module(*inputs), max(3, repeat // 3))
+        return fused[0], unfused[0]
+
+    lines = []
+    x = mf.tensor(rng.standard_normal((512, 768)).astype(np.float32))
+    lin = nn.FusedLinear(768, 3072, "gelu")            # tanh GELU, as lucid's FusedLinear
+    floor = timed(lambda: np.matmul(x.data, lin.weight.data.T), repeat)[0]
+    t_torch = None
+    if torch is not None:
+        tx, tw, tb = (torch.from_numpy(a.data) for a in (x, lin.weight, lin.bias))
+        with torch.no_grad():
+            t_torch = timed(lambda: torch.nn.functional.gelu(torch.nn.functional.linear(tx, tw, tb), approximate="tanh"),
+                            repeat)[0]
+    lines.append(("FusedLinear 512x768->3072 gelu(tanh)", *both(lin, x), floor, t_torch))
+
+    x = mf.tensor(rng.standard_normal((2048, 768)).astype(np.float32))
+    mlp = nn.MLP(768, "swiglu", expansion_factor=8 / 3)
+    floor = gemm_floor([(x.data, mlp.layer1.weight.data),
+                        (rng.standard_normal((2048, mlp.hidden_dim)).astype(np.float32), mlp.layer2.weight.data)],
+                       repeat)[0]
+    lines.append(("MLP swiglu dim 768, 2048 tokens", *both(mlp, x), floor, None))
+
+    for name, d, heads, f in (("BERT-base", 768, 12, 3072), ("MiniLM dims", 384, 12, 1536)):
+        nb, s = 8, 128
+        p = layer_params(rng, d, f)
+        layer = nn.TransformerLayer(d, heads, f).eval()
+        load(layer, p)
+        x = rng.standard_normal((nb, s, d)).astype(np.float32)
+        mask = np.ones((nb, s), np.int64)
+        mask[::2, 100:] = 0
+        n = nb * s
+        a_d, a_f = (rng.standard_normal((n, c)).astype(np.float32) for c in (d, f))
+        floor = gemm_floor([(a_d, p[0]), (a_d, p[2]), (a_d, p[6]), (a_f, p[8])], repeat)[0]
+        t_torch = torch_layer(torch, x, p, mask, heads, repeat)
+        lines.append((f"TransformerLayer {name} B=8 S=128", *both(layer, mf.tensor(x), mf.tensor(mask)), floor,
+                      t_torch[0] if t_torch else None))
+
+    report("minifuse layers (eager): fused = under mf.no_grad(), unfused = mf.nn.fusion(False)")
+    report(f"{'workload':40s} {'fused':>8s} {'unfused':>8s} {'floor':>8s} {'torch':>8s} {'unf/fused':>9s} "
+           f"{'fused/floor':>11s} {'fused/torch':>11s}")
+    for name, fused, unfused, floor, t_torch in lines:
+        tt = f"{t_torch:8.2f}" if t_torch else f"{'-':>8s}"
+        rt = f"{fused / t_torch:11.3f}" if t_torch else f"{'-':>11s}"
+        report(f"{name:40s} {fused:8.2f} {unfused:8.2f} {floor:8.2f} {tt} {unfused / fused:9.2f} "
+               f"{fused / floor:11.3f} {rt}")
 
 
 if __name__ == "__main__":

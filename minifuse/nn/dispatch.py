@@ -101,17 +101,18 @@ def wrap(array):
     return Tensor._from_op(array, None, 0)
 
 
-DEFAULT_ATTENTION_THRESHOLD = 128
+DEFAULT_ATTENTION_THRESHOLD = 64
 
 
 def attention_threshold():
-    """MINIFUSE_FUSE_ATTN_THRESHOLD (default 128; 0 = no limit): the largest batch * seq for
+    """MINIFUSE_FUSE_ATTN_THRESHOLD (default 64; 0 = no limit): the largest batch * seq for
     which attention runs as the fused kernel, in eager layers and in the graph pass alike.
 
-    Chosen by measurement on the 2-core CPU (BENCHMARKS.md, "attention threshold"): the fused
-    attention kernel wins at batch * seq = 16, ties at 128, and loses by about 10% at 1024 to
-    batched BLAS matmuls plus a softmax, because there OpenBLAS's worker threads, still spinning
-    after the preceding GEMM, take a core from the kernel's own threads.
+    Chosen by measurement on the 2-core CPU (BENCHMARKS.md, "attention threshold"; rlx's default
+    is 64 too): with the kernel, 4-layer encoders ran 0.76-0.89x the time at batch * seq = 16,
+    about the same at 64-128, and 1.01-1.12x at 1024, against batched BLAS matmuls plus a softmax.
+    At large sizes OpenBLAS's worker thread, still spinning after the preceding GEMM, takes a
+    core from the kernel's own threads.
     """
     return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
 

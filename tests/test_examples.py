@@ -16,7 +16,8 @@ def test_readme_tour_runs():
         exec(block, namespace)  # noqa: S102 - our own README
 
 
-@pytest.mark.parametrize("name", ["01_autograd_basics.py", "02_gradcheck.py"])
+@pytest.mark.parametrize("name", ["01_autograd_basics.py", "02_gradcheck.py", "03_train_mlp.py",
+                                  "05_fused_inference.py", "06_fusion_passes.py"])
 def test_quick_examples_run(name, capsys):
     runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
     assert capsys.readouterr().out

@@ -17,7 +17,7 @@ import numpy as np
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
 
 __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
-           "attention_threshold", "fuse_attention"]
+           "attention_threshold", "fuse_attention", "fused_training_available"]
 
 _state = threading.local()
 
@@ -83,6 +83,12 @@ def fused_kernels(*tensors):
     except ImportError:
         return None
     return cuda
+
+
+def fused_training_available(x):
+    """True when the fused autograd functions (``minifuse.fusions``, CPU kernels) can train on
+    ``x``: fusion enabled and the data on the CPU. On CUDA layers train through the taped ops."""
+    return fusion_enabled() and x.xp is np
 
 
 def inactive(dropout):

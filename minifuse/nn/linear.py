@@ -6,7 +6,7 @@ import math
 from .. import creation, fusions
 from ..autograd.grad_mode import is_grad_enabled
 from . import functional as F, init
-from .dispatch import data, fused_kernels, fusion_enabled, wrap
+from .dispatch import data, fused_kernels, fused_training_available, wrap
 from .module import Module, Parameter, check_input
 
 __all__ = ["Linear", "FusedLinear"]
@@ -77,7 +77,7 @@ class FusedLinear(Linear):
     def forward(self, x):
         # fused_training: with recorded gradients, one fused Function (minifuse.fusions) instead of
         # the taped linear + activation; without, the inference kernel as always.
-        if self.fused_training and fusion_enabled() and is_grad_enabled():
+        if self.fused_training and fused_training_available(x) and is_grad_enabled():
             check_input("FusedLinear", x, self.in_features, self.weight.dtype)
             return fusions.fused_linear_act(x, self.weight, self.bias, self.kernel_activation)
         return super().forward(x)

@@ -14,7 +14,7 @@ from . import functional as F, init
 from .containers import Identity
 from .dropout import Dropout
 from .linear import Linear
-from .dispatch import data, fused_kernels, fusion_enabled, inactive, wrap
+from .dispatch import data, fused_kernels, fused_training_available, inactive, wrap
 from .module import Module, check_input
 
 __all__ = ["MLP"]
@@ -73,7 +73,7 @@ class MLP(Module):
         if k is not None:  # inference: GEMM, fused bias+act (or gate), GEMM, fused bias
             return wrap(k.mlp(x.data, l1.weight.data, data(l1.bias), l2.weight.data, data(l2.bias),
                               self.activation))
-        if self.backend == "fused" and fusion_enabled():
+        if self.backend == "fused" and fused_training_available(x):
             return self._fused_training_forward(x)
         return self.layer2(self.dropout(self._act(self.layer1(x))))
 

@@ -123,7 +123,11 @@ def attention_threshold():
     return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
 
 
-def fuse_attention(batch, seq):
-    """True when attention over ``batch`` sequences of ``seq`` tokens should be the fused kernel."""
+def fuse_attention(batch, seq, x=None):
+    """True when attention over ``batch`` sequences of ``seq`` tokens should be the fused kernel.
+    The threshold is the CPU's: on CUDA (``x`` a CuPy tensor) the kernel already runs its two
+    products as batched cuBLAS GEMMs around one fused softmax, so it is always used."""
+    if x is not None and x.xp is not np:
+        return True
     limit = attention_threshold()
     return limit == 0 or batch * seq <= limit

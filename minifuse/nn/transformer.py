@@ -49,7 +49,7 @@ class TransformerLayer(Module):
 
     def forward(self, x, attention_mask=None):
         k = self._kernels(x)
-        if k is not None and not fuse_attention(*x.shape[:2]):  # inference, large input: fused
+        if k is not None and not fuse_attention(*x.shape[:2], x):  # inference, large input: fused
             return self._fused_around_attention(k, x, attention_mask)  # kernels around BLAS attention
         if k is not None:  # inference: the whole layer in one call of fused kernels
             a = self.attn

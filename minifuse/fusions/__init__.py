@@ -7,11 +7,14 @@ alongside), and which saves only what its backward needs. See docs/fused-trainin
     weighted_swiglu(y, weights)                    swiglu(y) * weights, one weight per row
     fused_linear_act(x, weight, bias, activation, save='preact'|'recompute')
     residual_layer_norm(x, residual, gamma, beta, eps)
+    fused_attention(qkv, key_mask, num_heads)      multi-head softmax(Q K^T / sqrt(Dh) + mask) V
 
 ``input_store_dtype=float16`` (every function) keeps the saved activations in half precision.
 """
 from .activation import bias_gelu, bias_swiglu, swiglu, weighted_swiglu
+from .attention import fused_attention
 from .layer_norm import residual_layer_norm
 from .linear import fused_linear_act
 
-__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "residual_layer_norm"]
+__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "residual_layer_norm",
+           "fused_attention"]

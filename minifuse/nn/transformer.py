@@ -12,7 +12,7 @@ import copy
 from .. import fusions
 from . import functional as F
 from .attention import MultiHeadAttention, _mask_array
-from .dispatch import data, fuse_attention, fused_kernels, fusion_enabled, inactive, wrap
+from .dispatch import data, fuse_attention, fused_kernels, fused_training_available, inactive, wrap
 from .containers import ModuleList
 from .dropout import Dropout
 from .linear import Linear
@@ -27,8 +27,9 @@ _ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 class TransformerLayer(Module):
     """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), 1 = keep, 0 = padding.
 
-    ``fused_training=True``: with recorded gradients the residual adds + LayerNorms and fc1/fc2
-    with bias and activation run as fused autograd functions (``minifuse.fusions``).
+    ``fused_training=True``: with recorded gradients the QKV and output projections, the
+    attention (unless its dropout is active), the residual adds + LayerNorms and fc1/fc2 with
+    bias and activation run as fused autograd functions (``minifuse.fusions``).
     """
 
     def __init__(self, d_model, num_heads, intermediate_size, activation="gelu", layer_norm_eps=1e-12,
@@ -59,7 +60,7 @@ class TransformerLayer(Module):
                 self.ln1.weight.data, self.ln1.bias.data, self.fc1.weight.data, data(self.fc1.bias),
                 self.fc2.weight.data, data(self.fc2.bias), self.ln2.weight.data, self.ln2.bias.data,
                 _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation))
-        if self.fused_training and fusion_enabled():
+        if self.fused_training and fused_training_available(x):
             return self._fused_training_forward(x, attention_mask)
         h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
         return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
@@ -78,11 +79,18 @@ class TransformerLayer(Module):
     fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
 
     def _fused_training_forward(self, x, attention_mask):
-        """residual + LN1, fc1 + bias + activation, fc2 + bias, residual + LN2: one fused node
-        each; attention stays taped."""
+        """QKV projection, attention, output projection, residual + LN1, fc1 + bias + activation,
+        fc2 + bias, residual + LN2: one fused node each. With active attention dropout the
+        attention is the taped module (the fused one has no dropout on the probabilities)."""
         st = self.fused_input_store_dtype
-        h = fusions.residual_layer_norm(self.dropout(self.attn(x, attention_mask)), x, self.ln1.weight,
-                                        self.ln1.bias, self.ln1.eps, st)
+        a = self.attn
+        if inactive(a.dropout) and x.ndim == 3:
+            qkv = fusions.fused_linear_act(x, a.qkv.weight, a.qkv.bias, "none", "preact", st)
+            context = fusions.fused_attention(qkv, _mask_array(attention_mask, *x.shape[:2]), a.num_heads)
+            attended = fusions.fused_linear_act(context, a.out.weight, a.out.bias, "none", "preact", st)
+        else:
+            attended = a(x, attention_mask)
+        h = fusions.residual_layer_norm(self.dropout(attended), x, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
         f = fusions.fused_linear_act(h, self.fc1.weight, self.fc1.bias, self.activation, self.fused_save, st)
         f = fusions.fused_linear_act(f, self.fc2.weight, self.fc2.bias, "none", "preact", st)
         return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)

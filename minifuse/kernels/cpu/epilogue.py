@@ -33,6 +33,39 @@ def activate(x, code):
     return x
 
 
+@inline
+def by_code(code, body, args):
+    """body(code, args) with `code` a compile-time constant in each arm.
+
+    A loop that tests a runtime code (or flag) per element does not vectorize, and LLVM does
+    not reliably unswitch a six-way branch out of a loop with several other conditions; called
+    through here, the loop inside `body` is compiled once per activation, branch-free.
+    """
+    if code == 1:
+        body(1, args)
+    elif code == 2:
+        body(2, args)
+    elif code == 3:
+        body(3, args)
+    elif code == 4:
+        body(4, args)
+    elif code == 5:
+        body(5, args)
+    elif code == 6:
+        body(6, args)
+    else:
+        body(0, args)
+
+
+@inline
+def by_flag(flag, body, args):
+    """body(flag, args) with `flag` a compile-time constant in each arm (see `by_code`)."""
+    if flag:
+        body(True, args)
+    else:
+        body(False, args)
+
+
 @kernel
 def _bias_act(y, bias, has_bias, code):
     n, m = y.shape

@@ -21,5 +21,8 @@ kernel = njit(cache=True, parallel=True, error_model="numpy", fastmath=FLAGS)
 # A parallel kernel with vectorized sums (reassociation changes rounding by a few ulp, not NaN/Inf).
 reduction = njit(cache=True, parallel=True, error_model="numpy", fastmath=FLAGS | {"reassoc"})
 
+# A serial helper whose sum loop may reassociate, called (not inlined) from a kernel without it.
+summation = njit(cache=True, error_model="numpy", fastmath=FLAGS | {"reassoc"})
+
 # A helper inlined into kernels (row loops, activation dispatch).
 inline = njit(cache=True, inline="always", error_model="numpy", fastmath=FLAGS)

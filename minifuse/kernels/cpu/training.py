@@ -20,8 +20,8 @@ from numba import prange
 
 from ...ops.elementwise import GELU_TANH_C, SQRT_2_OVER_PI
 from . import mathfn
-from .epilogue import activate
-from .jit import inline, kernel, reduction
+from .epilogue import activate, by_code, by_flag
+from .jit import inline, kernel, reduction, summation
 
 # Row chunks of a parameter-gradient reduction: enough for load balance on a few cores, few
 # enough that the (CHUNKS, M) float64 partial sums stay small.
@@ -80,15 +80,38 @@ def sum_chunks(partial, out):
 
 
 # ---- bias + activation ----------------------------------------------------------------------
+#
+# Each kernel hands its row loop to `epilogue.by_code`, which calls it with the activation code as
+# a constant: every arm then compiles to its own branch-free loop that LLVM vectorizes. With the
+# code (or a has_bias / want_dbias flag) tested inside the loop, the loop stayed scalar, 6-9x
+# slower (GELU backward 1024x3072 float32: 12.8 ms -> 2.1 ms). A missing bias is a zero vector.
+
+@inline
+def _bias_act_forward_rows(code, args):
+    y, bias, out, i = args
+    yi, oi = y[i], out[i]
+    for j in range(yi.shape[0]):
+        oi[j] = activate(yi[j] + bias[j], code)
+
 
 @kernel
 def bias_act_forward(y, bias, has_bias, code, out):
     """out = act(y + bias); y, out (N, M), bias (M,)."""
     n, m = y.shape
+    b = bias if has_bias else np.zeros(m, y.dtype)
     for i in prange(n):
-        for j in range(m):
-            z = y[i, j] + bias[j] if has_bias else y[i, j]
-            out[i, j] = activate(z, code)
+        by_code(code, _bias_act_forward_rows, (y, b, out, i))
+
+
+@inline
+def _bias_act_backward_rows(code, args):
+    g, y, bias, dy, part, lo, hi = args
+    for i in range(lo, hi):
+        gi, yi, di = g[i], y[i], dy[i]
+        for j in range(gi.shape[0]):
+            d = gi[j] * derivative(yi[j] + bias[j], code)
+            di[j] = d
+            part[j] += d
 
 
 @kernel
@@ -96,18 +119,22 @@ def bias_act_backward(g, y, bias, has_bias, code, dy, dbias, want_dbias):
     """dy = g * act'(y + bias); dbias = sum over rows of dy (when want_dbias). All (N, M)."""
     n, m = g.shape
     nc = min(n, CHUNKS)
-    partial = np.zeros((nc, m if want_dbias else 0), np.float64)
+    b = bias if has_bias else np.zeros(m, y.dtype)
+    partial = np.zeros((nc, m), np.float64)     # summed always: a float64 row in cache is cheap
     for c in prange(nc):
         lo, hi = chunk_rows(c, n, nc)
-        for i in range(lo, hi):
-            for j in range(m):
-                z = y[i, j] + bias[j] if has_bias else y[i, j]
-                d = g[i, j] * derivative(z, code)
-                dy[i, j] = d
-                if want_dbias:
-                    partial[c, j] += d
+        by_code(code, _bias_act_backward_rows, (g, y, b, dy, partial[c], lo, hi))
     if want_dbias:
         sum_chunks(partial, dbias)
+
+
+@summation
+def row_sum(v):
+    """sum(v) of a float64 vector, vectorized (reassociated)."""
+    s = 0.0
+    for j in range(v.shape[0]):
+        s += v[j]
+    return s
 
 
 # ---- gated linear units: out = gate(a) * b, [a | b] = y + bias -------------------------------
@@ -122,14 +149,49 @@ def gate_and_slope(a, silu):
     return s, s * (one - s)
 
 
+@inline
+def _glu_forward_rows(silu, args):
+    y, w, out, i = args
+    yi, oi, wi = y[i], out[i], w[i]
+    h = oi.shape[0]
+    for j in range(h):
+        oi[j] = gate_and_slope(yi[j], silu)[0] * yi[h + j] * wi
+
+
 @kernel
 def weighted_glu_forward(y, silu, w, out):
     """out[i, j] = gate(y[i, j]) * y[i, H + j] * w[i]; y (N, 2H), w (N,), out (N, H)."""
-    n, h = out.shape
-    for i in prange(n):
-        wi = w[i]
+    for i in prange(out.shape[0]):
+        by_flag(silu, _glu_forward_rows, (y, w, out, i))
+
+
+@inline
+def _glu_backward_rows(mode, args):
+    # mode = silu + 2 * has_w, a constant here. The weight gradient dw[i] = sum_j gate b g is
+    # a sum: summed in this loop it would be a sequential chain (no reassociation here, it
+    # would break `exp`'s range reduction) and the loop would not vectorize (5x slower); the
+    # terms go to a scratch row instead, summed by `row_sum`, which may reassociate.
+    silu, has_w = mode % 2 == 1, mode >= 2
+    g, y, bias, w, dy, dw, part, lo, hi = args
+    h = g.shape[1]
+    terms = np.empty(h if has_w else 0, np.float64)
+    for i in range(lo, hi):
+        gi, yi, di, wi = g[i], y[i], dy[i], w[i]
         for j in range(h):
-            out[i, j] = gate_and_slope(y[i, j], silu)[0] * y[i, h + j] * wi
+            a = yi[j] + bias[j]
+            b = yi[h + j] + bias[h + j]
+            gate, slope = gate_and_slope(a, silu)
+            if has_w:
+                terms[j] = gate * b * gi[j]
+            gw = gi[j] * wi
+            da = gw * slope * b
+            db = gw * gate
+            di[j] = da
+            di[h + j] = db
+            part[j] += da
+            part[h + j] += db
+        if has_w:
+            dw[i] = row_sum(terms)
 
 
 @kernel
@@ -139,32 +201,16 @@ def glu_backward(g, y, bias, has_bias, silu, w, has_w, dy, dbias, want_dbias, dw
         da = g w gate'(a) b,   db = g w gate(a),   dw[i] = sum_j gate(a) b g,
         dbias = sum over rows of [da | db].
     g (N, H), y and dy (N, 2H), bias (2H,), w and dw (N,); w holds ones unless has_w.
+    dw is written only when has_w (the caller may pass a scratch array otherwise).
     """
     n, h = g.shape
     nc = min(n, CHUNKS)
-    partial = np.zeros((nc, 2 * h if want_dbias else 0), np.float64)
+    b = bias if has_bias else np.zeros(2 * h, y.dtype)
+    partial = np.zeros((nc, 2 * h), np.float64)
+    mode = (1 if silu else 0) + (2 if has_w else 0)
     for c in prange(nc):
         lo, hi = chunk_rows(c, n, nc)
-        for i in range(lo, hi):
-            wi = w[i]                                  # ones when there are no weights
-            acc = 0.0
-            for j in range(h):
-                a = y[i, j] + bias[j] if has_bias else y[i, j]
-                b = y[i, h + j] + bias[h + j] if has_bias else y[i, h + j]
-                gate, slope = gate_and_slope(a, silu)
-                gi = g[i, j]
-                if has_w:
-                    acc += gate * b * gi               # sequential: only the weighted variant
-                gw = gi * wi
-                da = gw * slope * b
-                db = gw * gate
-                dy[i, j] = da
-                dy[i, h + j] = db
-                if want_dbias:
-                    partial[c, j] += da
-                    partial[c, h + j] += db
-            if has_w:
-                dw[i] = acc
+        by_code(mode, _glu_backward_rows, (g, y, b, w, dy, dw, partial[c], lo, hi))
     if want_dbias:
         sum_chunks(partial, dbias)
 

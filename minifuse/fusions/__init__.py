@@ -6,6 +6,7 @@ alongside), and which saves only what its backward needs. See docs/fused-trainin
     swiglu(y), bias_swiglu(y, bias)                silu(a) * b, [a | b] = y (+ bias)
     weighted_swiglu(y, weights)                    swiglu(y) * weights, one weight per row
     fused_linear_act(x, weight, bias, activation, save='preact'|'recompute')
+    fused_mlp(x, w1, b1, w2, b2, activation, save)  act(x W1^T + b1) W2^T + b2, fc2's input recomputed
     residual_layer_norm(x, residual, gamma, beta, eps)
     fused_attention(qkv, key_mask, num_heads)      multi-head softmax(Q K^T / sqrt(Dh) + mask) V
 
@@ -15,6 +16,7 @@ from .activation import bias_gelu, bias_swiglu, swiglu, weighted_swiglu
 from .attention import fused_attention
 from .layer_norm import residual_layer_norm
 from .linear import fused_linear_act
+from .mlp import fused_mlp
 
-__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "residual_layer_norm",
+__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "fused_mlp", "residual_layer_norm",
            "fused_attention"]

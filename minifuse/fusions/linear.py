@@ -22,6 +22,41 @@ ACTIVATIONS = {**epilogue.ACTIVATIONS, **{name: name for name in GATED}}
 SAVE = {"preact": True, "recompute": False}
 
 
+def act_forward(z, bias, activation, keep_z):
+    """act(z + bias) for z (N, M) = x W^T: a new array when ``keep_z`` (z is saved for backward),
+    else in place over z (the gated activations always write a new (N, M/2) array)."""
+    n, m = z.shape
+    code = ACTIVATIONS[activation]
+    if activation in GATED:
+        out = np.empty((n, m // 2), z.dtype)
+        if n:
+            glu.apply_bias_glu(z, bias, glu.GATES["silu" if GATED[activation] else "sigmoid"], out)
+        return out
+    if keep_z:
+        out = np.empty((n, m), z.dtype)
+        training.bias_act_forward(z, A.or_empty(bias, z.dtype), bias is not None, code, out)
+        return out
+    if n:
+        epilogue.apply_bias_act(z, bias, code)
+    return z
+
+
+def act_backward(g2, z, bias, activation, want_db):
+    """(dz, db) for out = act(z + bias): dz = g2 * act'(z + bias) (gated: [da | db]) and the bias
+    gradient summed over rows (None unless ``want_db``). One kernel each; z is not modified."""
+    n, m = z.shape
+    dtype = z.dtype
+    db = np.empty(m if want_db else 0, dtype)
+    dz = np.empty((n, m), dtype)
+    b = A.or_empty(bias, dtype)
+    if activation in GATED:
+        training.glu_backward(g2, z, b, bias is not None, GATED[activation], np.ones(n, dtype), False,
+                              dz, db, want_db, np.empty(0, dtype))
+    else:
+        training.bias_act_backward(g2, z, b, bias is not None, ACTIVATIONS[activation], dz, db, want_db)
+    return dz, (db if want_db else None)
+
+
 class FusedLinearAct(Function):
     """out = act(x W^T + b); with z = x W^T and dz = g * act'(z + b):
     dx = dz W,  dW = dz^T x,  db = sum of dz over all leading dims."""
@@ -29,22 +64,10 @@ class FusedLinearAct(Function):
     @staticmethod
     def forward(ctx, x, weight, bias, activation, save_preact, store_dtype=None):
         x2 = A.rows(x, x.shape[-1])
-        n, m = x2.shape[0], weight.shape[0]
         bias = A.contiguous(bias)
-        z = gemm(x2, weight, np.empty((n, m), x.dtype))
-        code = ACTIVATIONS[activation]
-        if activation in GATED:
-            out = np.empty((n, m // 2), x.dtype)
-            if n:
-                glu.apply_bias_glu(z, bias, glu.GATES["silu" if GATED[activation] else "sigmoid"], out)
-        elif save_preact and code != 0:
-            out = np.empty((n, m), x.dtype)
-            training.bias_act_forward(z, A.or_empty(bias, x.dtype), bias is not None, code, out)
-        else:                                               # z is not kept: act in place
-            out = z
-            if n:
-                epilogue.apply_bias_act(z, bias, code)
-        keep_z = save_preact and code != 0
+        z = gemm(x2, weight, np.empty((x2.shape[0], weight.shape[0]), x.dtype))
+        keep_z = save_preact and ACTIVATIONS[activation] != 0
+        out = act_forward(z, bias, activation, keep_z)
         ctx.save_for_backward(A.store(x2, store_dtype), weight, bias, A.store(z if keep_z else None, store_dtype))
         ctx.meta = (activation, x.shape, x.dtype)
         return out.reshape(x.shape[:-1] + (out.shape[1],))
@@ -54,28 +77,18 @@ class FusedLinearAct(Function):
         x2, weight, bias, z = ctx.saved_tensors
         activation, x_shape, dtype = ctx.meta
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        code = ACTIVATIONS[activation]
         x2 = A.restore(x2, dtype)
-        n, m = x2.shape[0], weight.shape[0]
         g2 = A.rows(g, g.shape[-1])
         want_db = bias is not None and need_b
-        db = np.empty(m if want_db else 0, dtype)
-        if code == 0:                                       # identity: dz is g itself
-            dz = g2
-            if want_db:
-                db = g2.sum(axis=0)
+        if ACTIVATIONS[activation] == 0:                    # identity: dz is g itself
+            dz, db = g2, (g2.sum(axis=0) if want_db else None)
         else:
-            z = gemm(x2, weight, np.empty((n, m), dtype)) if z is None else A.restore(z, dtype)
-            dz = np.empty((n, m), dtype)
-            b = A.or_empty(bias, dtype)
-            if activation in GATED:
-                training.glu_backward(g2, z, b, bias is not None, GATED[activation], np.ones(n, dtype), False,
-                                      dz, db, want_db, np.empty(0, dtype))
-            else:
-                training.bias_act_backward(g2, z, b, bias is not None, code, dz, db, want_db)
+            z = gemm(x2, weight, np.empty((x2.shape[0], weight.shape[0]), dtype)) if z is None \
+                else A.restore(z, dtype)
+            dz, db = act_backward(g2, z, bias, activation, want_db)
         dx = (dz @ weight).reshape(x_shape) if need_x else None
         dw = dz.T @ x2 if need_w else None
-        return dx, dw, (db if want_db else None)
+        return dx, dw, db
 
 
 def fused_linear_act(x, weight, bias=None, activation="none", save="preact", input_store_dtype=None):
@@ -91,13 +104,21 @@ def fused_linear_act(x, weight, bias=None, activation="none", save="preact", inp
     A.choice(fn, "activation", activation, ACTIVATIONS)
     save_preact = A.choice(fn, "save", save, SAVE)
     A.tensor(fn, "x", x, min_ndim=1)
-    A.tensor(fn, "weight", weight, ("x", x))
-    if weight.ndim != 2 or weight.shape[1] != x.shape[-1]:
-        raise ValueError(f"{fn}: 'weight' has shape {weight.shape}, expected (M, K) with K = x.shape[-1] = "
-                         f"{x.shape[-1]}")
-    if activation in GATED and weight.shape[0] % 2:
-        raise ValueError(f"{fn}: activation '{activation}' needs an even number of output features (2H), "
-                         f"'weight' has shape {weight.shape}")
-    A.vector(fn, "bias", bias, weight.shape[0], "(M,) with M = weight.shape[0]", ("x", x))
+    check_layer(fn, x, ("weight", weight), ("bias", bias), activation)
     return FusedLinearAct.apply(x, weight, bias, activation, save_preact,
                                 A.store_dtype(fn, input_store_dtype, x.dtype))
+
+
+def check_layer(fn, x, weight, bias, activation):
+    """``weight`` = (name, Tensor (M, K)) with K = x.shape[-1], ``bias`` = (name, (M,) or None), same
+    dtype as x; M even for the gated activations. Returns M."""
+    (wname, w), (bname, b) = weight, bias
+    A.tensor(fn, wname, w, ("x", x))
+    if w.ndim != 2 or w.shape[1] != x.shape[-1]:
+        raise ValueError(f"{fn}: '{wname}' has shape {w.shape}, expected (M, K) with K = x.shape[-1] = "
+                         f"{x.shape[-1]}")
+    if activation in GATED and w.shape[0] % 2:
+        raise ValueError(f"{fn}: activation '{activation}' needs an even number of output features (2H), "
+                         f"'{wname}' has shape {w.shape}")
+    A.vector(fn, bname, b, w.shape[0], f"(M,) with M = {wname}.shape[0]", ("x", x))
+    return w.shape[0]

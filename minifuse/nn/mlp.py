@@ -82,12 +82,13 @@ class MLP(Module):
     fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
 
     def _fused_training_forward(self, x):
-        """Two nodes on the tape: act(x W1^T + b1) and h W2^T + b2, each a fused Function."""
-        l1, l2 = self.layer1, self.layer2
-        h = fusions.fused_linear_act(x, l1.weight, l1.bias, self.activation, self.fused_save,
-                                     self.fused_input_store_dtype)
-        return fusions.fused_linear_act(self.dropout(h), l2.weight, l2.bias, "none", self.fused_save,
-                                        self.fused_input_store_dtype)
+        """One node on the tape (``fusions.fused_mlp``: layer2's input is recomputed in backward,
+        not saved). With active dropout between the layers, two fused_linear_act nodes."""
+        l1, l2, save, st = self.layer1, self.layer2, self.fused_save, self.fused_input_store_dtype
+        if inactive(self.dropout):
+            return fusions.fused_mlp(x, l1.weight, l1.bias, l2.weight, l2.bias, self.activation, save, st)
+        h = fusions.fused_linear_act(x, l1.weight, l1.bias, self.activation, save, st)
+        return fusions.fused_linear_act(self.dropout(h), l2.weight, l2.bias, "none", save, st)
 
     def flop_count(self, num_tokens):
         """FLOPs for ``num_tokens`` tokens, exactly the seed's formula: 1 MAC = 2 FLOPs, the

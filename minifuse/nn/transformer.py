@@ -75,12 +75,12 @@ class TransformerLayer(Module):
         return wrap(k.residual_layer_norm(h, f, self.ln2.weight.data, self.ln2.bias.data, self.ln2.eps))
 
     # ---- fused_training=True with recorded gradients (minifuse.fusions) ----
-    fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward
+    fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward, only its input kept
     fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
 
     def _fused_training_forward(self, x, attention_mask):
-        """QKV projection, attention, output projection, residual + LN1, fc1 + bias + activation,
-        fc2 + bias, residual + LN2: one fused node each. With active attention dropout the
+        """QKV projection, attention, output projection, residual + LN1, the MLP (fc1 + bias +
+        activation + fc2 + bias), residual + LN2: one fused node each. With active attention dropout the
         attention is the taped module (the fused one has no dropout on the probabilities)."""
         st = self.fused_input_store_dtype
         a = self.attn
@@ -91,8 +91,8 @@ class TransformerLayer(Module):
         else:
             attended = a(x, attention_mask)
         h = fusions.residual_layer_norm(self.dropout(attended), x, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
-        f = fusions.fused_linear_act(h, self.fc1.weight, self.fc1.bias, self.activation, self.fused_save, st)
-        f = fusions.fused_linear_act(f, self.fc2.weight, self.fc2.bias, "none", "preact", st)
+        f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
+                              self.fused_save, st)
         return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
 
     def _kernels(self, x):

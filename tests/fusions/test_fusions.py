@@ -11,6 +11,7 @@ from minifuse.autograd import gradcheck
 from minifuse.fusions.activation import BiasAct, GatedUnit
 from minifuse.fusions.layer_norm import ResidualLayerNorm
 from minifuse.fusions.linear import FusedLinearAct
+from minifuse.fusions.mlp import FusedMLP
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaIRAssumptionWarning")
 
@@ -47,6 +48,16 @@ def _linear_case(act, save):
                  lambda x, w, b: F.activation(act)(F.linear(x, w, b)))
 
 
+def _mlp_case(act, save):
+    """x (.., n+2) -> hidden n+1 (2(n+1) wide before a gate) -> n outputs; b1 present, b2 too."""
+    gated = act in ("glu", "swiglu")
+    wide = (lambda n: 2 * (n + 1)) if gated else (lambda n: n + 1)
+    return _case(lambda n: n + 2, [lambda lead, n: (wide(n), n + 2), lambda lead, n: (wide(n),),
+                                   lambda lead, n: (n, n + 1), lambda lead, n: (n,)],
+                 lambda x, w1, b1, w2, b2: FU.fused_mlp(x, w1, b1, w2, b2, act, save),
+                 lambda x, w1, b1, w2, b2: F.linear(F.activation(act)(F.linear(x, w1, b1)), w2, b2))
+
+
 CASES = {
     "bias_gelu_tanh": _case(lambda n: n, [lambda lead, n: (n,)],
                             lambda y, b: FU.bias_gelu(y, b, "tanh"), lambda y, b: F.gelu(y + b, "tanh")),
@@ -66,6 +77,8 @@ CASES = {
                                     lambda x, g, b: FU.residual_layer_norm(x, None, g, b, EPS),
                                     lambda x, g, b: F.layer_norm(x, x.shape[-1], g, b, EPS)),
     **{f"linear_{act}_{save}": _linear_case(act, save) for act in ACTS for save in ("preact", "recompute")},
+    **{f"mlp_{act}_{save}": _mlp_case(act, save) for act in ("none", "relu", "gelu", "gelu_tanh", "swiglu")
+       for save in ("preact", "recompute")},
 }
 
 
@@ -116,7 +129,7 @@ def test_records_one_node(name):
     ts = _tensors(build(np.random.default_rng(1), (2, 2), 3, np.float32, False))
     out = fused(*ts)
     node = out.grad_fn
-    assert node.fn in (BiasAct, GatedUnit, FusedLinearAct, ResidualLayerNorm)
+    assert node.fn in (BiasAct, GatedUnit, FusedLinearAct, FusedMLP, ResidualLayerNorm)
     leaves = [t for t in node.inputs if t is not None]
     assert len(leaves) == len(ts) and all(a is b for a, b in zip(leaves, ts))
 
@@ -161,7 +174,8 @@ def test_nan_propagates_like_unfused(name):
 
 
 @pytest.mark.parametrize("name", ["bias_gelu_tanh", "bias_gelu_none", "bias_swiglu", "residual_layer_norm",
-                                  "linear_swiglu_preact", "linear_gelu_tanh_recompute"])
+                                  "linear_swiglu_preact", "linear_gelu_tanh_recompute", "mlp_gelu_preact",
+                                  "mlp_swiglu_recompute"])
 def test_input_store_float16(name):
     """Saved activations are float16; gradients move by about float16's rounding (2^-11 relative
     on the input), measured here to stay within 1% of the largest gradient."""
@@ -186,8 +200,10 @@ def _with_store(name, ts, dtype):
         return FU.bias_swiglu(*ts, input_store_dtype=dtype)
     if name == "residual_layer_norm":
         return FU.residual_layer_norm(*ts, eps=EPS, input_store_dtype=dtype)
-    act, save = name[len("linear_"):].rsplit("_", 1)
-    return FU.fused_linear_act(*ts, activation=act, save=save, input_store_dtype=dtype)
+    kind, rest = name.split("_", 1)
+    act, save = rest.rsplit("_", 1)
+    fn = FU.fused_linear_act if kind == "linear" else FU.fused_mlp
+    return fn(*ts, activation=act, save=save, input_store_dtype=dtype)
 
 
 def test_input_store_float32_for_float64_passes_gradcheck():
@@ -205,6 +221,9 @@ def test_saved_arrays():
     assert kept(FU.fused_linear_act(x, w, None, "gelu", "preact")) == [(5, 4), (6, 4), (5, 6)]
     assert kept(FU.fused_linear_act(x, w, None, "gelu", "recompute")) == [(5, 4), (6, 4)]
     assert kept(FU.fused_linear_act(x, w, None, "none", "preact")) == [(5, 4), (6, 4)]
+    w2 = mf.tensor(rng.standard_normal((2, 6)).astype(np.float32))
+    assert kept(FU.fused_mlp(x, w, None, w2, None, "gelu", "preact")) == [(5, 4), (6, 4), (2, 6), (5, 6)]
+    assert kept(FU.fused_mlp(x, w, None, w2, None, "gelu", "recompute")) == [(5, 4), (6, 4), (2, 6)]
     xt = mf.tensor(x.numpy(), requires_grad=True)
     gam, bet = mf.ones(4), mf.zeros(4)
     assert kept(FU.residual_layer_norm(xt, xt, gam, bet)) == [(5, 4), (5,), (4,)]
@@ -235,6 +254,13 @@ def test_no_grad_records_nothing():
      "'input_store_dtype' must be a floating dtype"),
     (lambda: FU.fused_linear_act(mf.ones(2, 3), mf.ones(4, 3), None, "relu", "preact", mf.float64), ValueError,
      "no wider than"),
+    (lambda: FU.fused_mlp(mf.ones(2, 3), mf.ones(4, 3), None, mf.ones(2, 3), None), ValueError,
+     r"'w2' has shape \(2, 3\), expected \(N, 4\)"),
+    (lambda: FU.fused_mlp(mf.ones(2, 3), mf.ones(4, 3), None, mf.ones(2, 4), None, "swiglu"), ValueError,
+     r"expected \(N, 2\)"),
+    (lambda: FU.fused_mlp(mf.ones(2, 3), mf.ones(4, 3), mf.ones(3), mf.ones(2, 4), None), ValueError, "'b1' has shape"),
+    (lambda: FU.fused_mlp(mf.ones(2, 3), mf.ones(4, 3), None, mf.ones(2, 4), mf.ones(3)), ValueError,
+     "'b2' has shape"),
     (lambda: FU.residual_layer_norm(mf.ones(2, 3), mf.ones(3, 2), mf.ones(3), mf.ones(3)), ValueError,
      "'residual' has shape"),
     (lambda: FU.residual_layer_norm(mf.ones(2, 3), None, None, mf.ones(3)), TypeError, "'gamma' must be"),

@@ -7,6 +7,7 @@ import minifuse as mf
 from minifuse import nn
 from minifuse.fusions.layer_norm import ResidualLayerNorm
 from minifuse.fusions.linear import FusedLinearAct
+from minifuse.fusions.mlp import FusedMLP
 
 pytestmark = pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaIRAssumptionWarning")
 
@@ -49,7 +50,14 @@ def test_mlp_fused_backend(activation, bias):
     kinds, got = _step(fused, x)
     _, want = _step(plain, x)
     _assert_same(got, want)
-    assert kinds == [FusedLinearAct, FusedLinearAct]
+    assert kinds == [FusedMLP]
+
+
+def test_mlp_fused_backend_with_dropout_is_two_linear_nodes():
+    mf.manual_seed(4)
+    m = nn.MLP(8, "gelu", dropout=0.5, backend="fused")
+    kinds, _ = _step(m, mf.randn(4, 8))
+    assert sorted(k.__name__ for k in kinds) == ["FusedLinearAct", "FusedLinearAct", "Mul"]  # Mul: dropout
 
 
 def test_mlp_fused_recompute_and_float16_store():
@@ -77,8 +85,8 @@ def test_transformer_layer_fused_training():
     kinds, got = _step(fused, x, mask)
     _, want = _step(plain, x, mask)
     _assert_same(got, want)
-    assert sorted(k.__name__ for k in kinds) == ["FusedAttention"] + ["FusedLinearAct"] * 4 + [
-        "ResidualLayerNorm"] * 2                       # the whole layer: 7 fused nodes, nothing taped
+    assert sorted(k.__name__ for k in kinds) == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + [
+        "ResidualLayerNorm"] * 2                       # the whole layer: 6 fused nodes, nothing taped
 
 
 def test_fused_linear_fused_training():
@@ -96,4 +104,4 @@ def test_fusion_switch_off_gives_taped_path():
     m = nn.MLP(8, "swiglu", backend="fused")
     with nn.fusion(False):
         kinds, _ = _step(m, mf.randn(3, 8))
-    assert FusedLinearAct not in kinds
+    assert FusedLinearAct not in kinds and FusedMLP not in kinds

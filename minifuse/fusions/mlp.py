@@ -1,0 +1,78 @@
+"""A two-layer MLP for training as ONE node: out = act(x W1^T + b1) W2^T + b2.
+
+Two ``fused_linear_act`` nodes would save x, z = x W1^T and h = act(z + b1), fc2's input. h is
+a pure function of z, so this node saves x and z only (``save='preact'``), or x only
+(``save='recompute'``: z = x W1^T is redone in backward, one more GEMM), and recomputes h in
+backward with the same epilogue kernel as forward. For a BERT-base MLP (hidden 4x the width)
+h is 4 of the 6 activation-sized arrays the two nodes kept.
+
+Backward, with g the output gradient (all sums over the leading dims):
+    dW2 = g^T h,  db2 = sum g,  dh = g W2,
+    dz, db1 = dh * act'(z + b1), sum of that   (one kernel, ``act_backward``),
+    dW1 = dz^T x,  dx = dz W1.
+"""
+import numpy as np
+
+from ..autograd.function import Function
+from ..kernels.cpu.linear import gemm
+from . import _args as A
+from .linear import ACTIVATIONS, GATED, SAVE, act_backward, act_forward, check_layer
+
+__all__ = ["fused_mlp", "FusedMLP"]
+
+
+class FusedMLP(Function):
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2, activation, save_preact, store_dtype=None):
+        x2 = A.rows(x, x.shape[-1])
+        b1, b2 = A.contiguous(b1), A.contiguous(b2)
+        n = x2.shape[0]
+        z = gemm(x2, w1, np.empty((n, w1.shape[0]), x.dtype))
+        h = act_forward(z, b1, activation, keep_z=save_preact)
+        out = gemm(h, w2, np.empty((n, w2.shape[0]), x.dtype))
+        act_forward(out, b2, "none", keep_z=False)          # + b2 in place
+        ctx.save_for_backward(A.store(x2, store_dtype), w1, b1, w2,
+                              A.store(z if save_preact else None, store_dtype))
+        ctx.meta = (activation, x.shape, x.dtype, b2 is not None)
+        return out.reshape(x.shape[:-1] + (w2.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, w1, b1, w2, z = ctx.saved_tensors
+        activation, x_shape, dtype, has_b2 = ctx.meta
+        need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
+        x2 = A.restore(x2, dtype)
+        n = x2.shape[0]
+        z = gemm(x2, w1, np.empty((n, w1.shape[0]), dtype)) if z is None else A.restore(z, dtype)
+        g2 = A.rows(g, g.shape[-1])
+        h = act_forward(z, b1, activation, keep_z=True)      # fc2's input, recomputed
+        dw2 = g2.T @ h if need_w2 else None
+        db2 = g2.sum(axis=0) if has_b2 and need_b2 else None
+        dz, db1 = act_backward(g2 @ w2, z, b1, activation, b1 is not None and need_b1)
+        dx = (dz @ w1).reshape(x_shape) if need_x else None
+        dw1 = dz.T @ x2 if need_w1 else None
+        return dx, dw1, db1, dw2, db2
+
+
+def fused_mlp(x, w1, b1, w2, b2, activation="gelu", save="preact", input_store_dtype=None):
+    """act(x @ w1.T + b1) @ w2.T + b2 as one fused, recorded op.
+
+    x (..., K), w1 (M, K), b1 (M,) or None, w2 (N, M) (or (N, M/2) for the gated activations
+    'glu' and 'swiglu'), b2 (N,) or None -> (..., N). activation: as ``fused_linear_act``.
+    save: 'preact' keeps x W1^T for backward, 'recompute' keeps only x.
+    input_store_dtype: e.g. float16, the dtype the saved x (and pre-activation) is kept in.
+    """
+    fn = "fused_mlp"
+    A.choice(fn, "activation", activation, ACTIVATIONS)
+    save_preact = A.choice(fn, "save", save, SAVE)
+    A.tensor(fn, "x", x, min_ndim=1)
+    m = check_layer(fn, x, ("w1", w1), ("b1", b1), activation)
+    hidden = m // 2 if activation in GATED else m
+    A.tensor(fn, "w2", w2, ("x", x))
+    if w2.ndim != 2 or w2.shape[1] != hidden:
+        raise ValueError(f"{fn}: 'w2' has shape {w2.shape}, expected (N, {hidden}): its inputs are the "
+                         f"{hidden} hidden features of activation '{activation}'")
+    A.vector(fn, "b2", b2, w2.shape[0], "(N,) with N = w2.shape[0]", ("x", x))
+    return FusedMLP.apply(x, w1, b1, w2, b2, activation, save_preact,
+                          A.store_dtype(fn, input_store_dtype, x.dtype))

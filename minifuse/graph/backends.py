@@ -57,7 +57,7 @@ def _cpu_attention_block(node, x, qkv_w, out_w, *rest):
     qkv_b, out_b = (rest[0], rest[1]) if a["has_bias"] else (None, None)
     mask = rest[-1] if a["has_mask"] else None
     qkv = cpu.linear_act(x, qkv_w, qkv_b, "none")
-    context = cpu.attention_packed(qkv, mask, a["num_heads"], a["scale"])
+    context = cpu.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
     return cpu.linear_act(context, out_w, out_b, "none")
 
 
@@ -65,7 +65,7 @@ def _cpu_transformer_layer(node, x, *weights):
     from ..kernels import cpu
     a = node.attrs
     mask = weights[12] if a["has_mask"] else None
-    return cpu.transformer_layer(x, *weights[:12], mask, a["num_heads"], a["eps"], a["activation"])
+    return cpu.transformer_layer(x, *weights[:12], mask, a["num_heads"], a["eps"], a["activation"], a["method"])
 
 
 CPU = Backend("cpu", {

@@ -205,7 +205,10 @@ class FuseResidualLN(Pass):
 
 class FuseAttentionBlock(Pass):
     """QKV projection -> heads -> q k^T * scale (+ key-padding mask) -> softmax -> @ v -> merge heads
-    -> output projection  ->  FusedAttentionBlock[x, qkv_w, out_w, (qkv_b, out_b), (mask)]."""
+    -> output projection  ->  FusedAttentionBlock[x, qkv_w, out_w, (qkv_b, out_b), (mask)].
+
+    attrs["method"]: 'loop' up to batch*seq = MINIFUSE_FUSE_ATTN_THRESHOLD, else 'bmm' (the
+    attention kernels' two methods; dispatch.attention_threshold), the same choice as eager."""
     name = "FuseAttentionBlock"
     requires = ("FuseMatMulBiasAct",)
 
@@ -220,10 +223,7 @@ class FuseAttentionBlock(Pass):
                 continue
             block, qkv, out, mask, heads, scale = found
             batch, seq = qkv.shape[0], qkv.shape[1]
-            if threshold and batch * seq > threshold:
-                m.report(self.name, sm, f"below threshold: batch*seq = {batch * seq} > "
-                                        f"MINIFUSE_FUSE_ATTN_THRESHOLD = {threshold}")
-                continue
+            method = "loop" if not threshold or batch * seq <= threshold else "bmm"
             if not m.closed(block, out):
                 m.report(self.name, sm, "an intermediate of the attention block is used elsewhere")
                 continue
@@ -237,7 +237,8 @@ class FuseAttentionBlock(Pass):
             if mask is not None:
                 inputs.append(mask)
             fused = Node("FusedAttentionBlock", inputs,
-                         {"num_heads": heads, "scale": scale, "has_bias": has_bias, "has_mask": mask is not None},
+                         {"num_heads": heads, "scale": scale, "has_bias": has_bias, "has_mask": mask is not None,
+                          "method": method},
                          shape=out.shape, dtype=out.dtype)
             graph.replace(block, fused)
             m = _Matcher(graph)
@@ -389,7 +390,8 @@ class FuseTransformerLayer(Pass):
         if attn.attrs["has_mask"]:
             inputs.append(attn.inputs[5])
         attrs = {"num_heads": attn.attrs["num_heads"], "scale": attn.attrs["scale"], "eps": h1.attrs["eps"],
-                 "activation": fc1.attrs["activation"], "has_mask": attn.attrs["has_mask"]}
+                 "activation": fc1.attrs["activation"], "has_mask": attn.attrs["has_mask"],
+                 "method": attn.attrs["method"]}
         return [attn, h1, fc1, fc2, ln2], inputs, attrs
 
 

@@ -71,10 +71,11 @@ class MultiHeadAttention(Module):
         k = fused_kernels(x, qkv.weight, qkv.bias, out.weight, out.bias) if inactive(self.dropout) else None
         if k is not None:  # inference: QKV GEMM + bias, attention on the packed heads, out GEMM
             packed = k.linear_act(x.data, qkv.weight.data, data(qkv.bias), "none")
-            if fuse_attention(B, S, x):  # blocked kernel: no (S x S) scores beyond one block
-                context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh))
-            else:                     # large inputs: batched BLAS matmuls win (dispatch.attention_threshold)
-                context = self._attend(wrap(packed), attention_mask).data
+            # Small inputs: the row-blocked loop kernel; larger ones: batched BLAS products around
+            # one fused softmax kernel (dispatch.attention_threshold).
+            method = "loop" if fuse_attention(B, S, x) else "bmm"
+            context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh),
+                                         method=method)
             return wrap(k.linear_act(context, out.weight.data, data(out.bias), "none"))
         return self.out(self._attend(self.qkv(x), attention_mask))
 

@@ -112,21 +112,24 @@ DEFAULT_ATTENTION_THRESHOLD = 64
 
 def attention_threshold():
     """MINIFUSE_FUSE_ATTN_THRESHOLD (default 64; 0 = no limit): the largest batch * seq for
-    which attention runs as the fused kernel, in eager layers and in the graph pass alike.
+    which the CPU attention runs as the row-blocked loop kernel (``method='loop'``); above it,
+    as batched BLAS products around one fused softmax kernel (``method='bmm'``). Eager layers
+    and the graph pass use the same rule.
 
     Chosen by measurement on the 2-core CPU (BENCHMARKS.md, "attention threshold"; rlx's default
-    is 64 too): with the kernel, 4-layer encoders ran 0.76-0.89x the time at batch * seq = 16,
-    about the same at 64-128, and 1.01-1.12x at 1024, against batched BLAS matmuls plus a softmax.
-    At large sizes OpenBLAS's worker thread, still spinning after the preceding GEMM, takes a
-    core from the kernel's own threads.
+    is 64 too): with the loop kernel, 4-layer encoders ran 0.76-0.89x the time at batch * seq =
+    16, about the same at 64-128, and 1.01-1.12x at 1024, against batched BLAS matmuls plus a
+    softmax. At large sizes OpenBLAS's worker thread, still spinning after the preceding GEMM,
+    takes a core from the kernel's own threads, while the batched products run inside OpenBLAS.
     """
     return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
 
 
 def fuse_attention(batch, seq, x=None):
-    """True when attention over ``batch`` sequences of ``seq`` tokens should be the fused kernel.
-    The threshold is the CPU's: on CUDA (``x`` a CuPy tensor) the kernel already runs its two
-    products as batched cuBLAS GEMMs around one fused softmax, so it is always used."""
+    """True when attention over ``batch`` sequences of ``seq`` tokens should be the loop kernel
+    (``method='loop'``), False for batched products around a fused softmax (``'bmm'``).
+    The threshold is the CPU's: on CUDA (``x`` a CuPy tensor) there is one implementation,
+    batched cuBLAS GEMMs around one fused softmax, and the method is ignored."""
     if x is not None and x.xp is not np:
         return True
     limit = attention_threshold()

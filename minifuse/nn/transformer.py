@@ -50,29 +50,21 @@ class TransformerLayer(Module):
 
     def forward(self, x, attention_mask=None):
         k = self._kernels(x)
-        if k is not None and not fuse_attention(*x.shape[:2], x):  # inference, large input: fused
-            return self._fused_around_attention(k, x, attention_mask)  # kernels around BLAS attention
         if k is not None:  # inference: the whole layer in one call of fused kernels
             a = self.attn
             B, S = x.shape[:2]
+            # The attention core: the loop kernel for small inputs, batched BLAS products around a
+            # fused softmax for larger ones (dispatch.attention_threshold).
+            method = "loop" if fuse_attention(B, S, x) else "bmm"
             return wrap(k.transformer_layer(
                 x.data, a.qkv.weight.data, data(a.qkv.bias), a.out.weight.data, data(a.out.bias),
                 self.ln1.weight.data, self.ln1.bias.data, self.fc1.weight.data, data(self.fc1.bias),
                 self.fc2.weight.data, data(self.fc2.bias), self.ln2.weight.data, self.ln2.bias.data,
-                _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation))
+                _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation, method))
         if self.fused_training and fused_training_available(x):
             return self._fused_training_forward(x, attention_mask)
         h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
         return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
-
-    def _fused_around_attention(self, k, x, attention_mask):
-        """The layer with fused kernels everywhere but the attention core (see
-        dispatch.attention_threshold): residual + LN1, fc1 + bias + act, fc2 + bias, residual + LN2."""
-        a = self.attn(x, attention_mask).data  # fused projections, batched-BLAS attention core
-        h = k.residual_layer_norm(x.data, a, self.ln1.weight.data, self.ln1.bias.data, self.ln1.eps)
-        f = k.linear_act(h, self.fc1.weight.data, data(self.fc1.bias), self.activation)
-        f = k.linear_act(f, self.fc2.weight.data, data(self.fc2.bias), "none")
-        return wrap(k.residual_layer_norm(h, f, self.ln2.weight.data, self.ln2.bias.data, self.ln2.eps))
 
     # ---- fused_training=True with recorded gradients (minifuse.fusions) ----
     fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward, only its input kept

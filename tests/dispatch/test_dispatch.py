@@ -78,18 +78,21 @@ def test_each_layer_takes_its_kernel(spy):
                    "transformer_layer"]
 
 
-def test_large_inputs_run_attention_outside_the_kernel(spy, monkeypatch):
+def test_large_inputs_run_attention_as_batched_products(monkeypatch):
     monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "4")
+    methods = []
+    for name in ("attention_packed", "transformer_layer"):
+        real = getattr(cpu, name)
+        monkeypatch.setattr(cpu, name, lambda *a, _real=real, **k: methods.append(
+            k.get("method", a[17] if len(a) > 17 else None)) or _real(*a, **k))
     x, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
-    layer = nn.TransformerLayer(8, 2, 16)
+    layer, attn = nn.TransformerLayer(8, 2, 16), nn.MultiHeadAttention(8, 2)
     with mf.no_grad():
         layer(x, mask)
-    assert spy == ["linear_act", "linear_act", "residual_layer_norm", "linear_act", "linear_act",
-                   "residual_layer_norm"]
-    spy.clear()
-    with mf.no_grad():
-        layer(x[:1, :2], mask[:1, :2])  # batch * seq = 2 <= 4: the whole-layer kernel
-    assert spy == ["transformer_layer"]
+        attn(x, mask)
+        layer(x[:1, :2], mask[:1, :2])  # batch * seq = 2 <= 4: the loop kernel
+        attn(x[:1, :2], mask[:1, :2])
+    assert methods == ["bmm", "bmm", "loop", "loop"]
 
 
 def test_training_mode_dropout_is_never_fused(spy):
@@ -149,7 +152,7 @@ def test_mlp_paths_agree(lead, dim, act, bias, dtype, noncontig, seed):
 @given(bs=shapes, heads=st.sampled_from([1, 2, 3]), dh=st.integers(1, 4), masked=st.booleans(), dtype=dtypes,
        noncontig=st.booleans(), seed=st.integers(0, 999), threshold=st.sampled_from(["0", "1"]))
 def test_attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed, threshold):
-    # threshold 0: the attention kernel always; 1: the batched-BLAS core for any batch * seq > 1
+    # threshold 0: the loop kernel always; 1: method 'bmm' (batched BLAS + fused softmax) for batch * seq > 1
     old = os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD")
     os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"] = threshold
     try:

@@ -117,9 +117,13 @@ def test_fused_equals_unfused_float32(name, lead, n, noncontig, seed):
     arrays = build(rng, lead, n, np.float32, noncontig)
     out_shape = unfused(*[mf.tensor(a) for a in arrays]).shape
     g = rng.standard_normal(out_shape).astype(np.float32)
-    got, want = _run(fused, arrays, g), _run(unfused, arrays, g)
+    # The taped composite evaluated in float64 is the oracle: in float32 it has its own rounding
+    # error, which for a 2-wide LayerNorm (heavy cancellation in dx) reached 3e-4 while the fused
+    # kernel stayed within 2e-6 of float64.
+    got = _run(fused, arrays, g)
+    want = _run(unfused, [a.astype(np.float64) for a in arrays], g.astype(np.float64))
     for k, (a, b) in enumerate(zip(got, want)):
-        assert a.shape == b.shape and a.dtype == b.dtype == np.float32, (k, a.shape, b.shape, a.dtype)
+        assert a.shape == b.shape and a.dtype == np.float32, (k, a.shape, b.shape, a.dtype)
         _close(a, b, 1e-4)
 
 

@@ -190,14 +190,19 @@ def test_pass_order_is_checked():
 
 
 def test_attention_threshold(monkeypatch):
+    model = encoder(1)
     x, mask = batch(b=2, s=5)
-    g = G.trace(encoder(1), x, mask)
-    monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "8")
-    small = G.fuse(g)
-    assert small.count("FusedAttentionBlock") == 0 and small.count("FusedTransformerLayer") == 0
-    assert any("threshold" in r for _, _, r in small.report)
+    g = G.trace(model, x, mask)
+    monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "8")     # batch*seq = 10 > 8: batched products
+    large = G.fuse(g)
+    assert large.ops() == ["FusedTransformerLayer"]
+    assert [n.attrs["method"] for n in large.nodes if n.op == "FusedTransformerLayer"] == ["bmm"]
     monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "10")
-    assert G.fuse(g).ops() == ["FusedTransformerLayer"]
+    small = G.fuse(g)
+    assert [n.attrs["method"] for n in small.nodes if n.op == "FusedTransformerLayer"] == ["loop"]
+    want = eager(model, x, mask).numpy()
+    for fused in (large, small):
+        np.testing.assert_allclose(G.execute(fused, [x, mask]).numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_report_env_var_prints(monkeypatch, capsys):

@@ -52,6 +52,7 @@ CASES = [
     (lambda: cpu.attention(z(1, 2, 3, 4), z(1, 2, 5, 4), z(1, 2, 5, 4), None, 1.0, out=z(1, 2, 3, 5)), ValueError, ["'out'"]),
     (lambda: cpu.attention_packed(z(2, 3, 10), None, 2, 1.0), ValueError, ["attention_packed", "'qkv'", "3 * 2"]),
     (lambda: cpu.attention_packed(z(2, 3, 12), None, 0, 1.0), ValueError, ["'num_heads'"]),
+    (lambda: cpu.attention_packed(z(2, 3, 12), None, 2, 1.0, method="flash"), ValueError, ["'method'", "'bmm'"]),
     (lambda: cpu.attention_packed(z(2, 3, 12), None, 2, 1.0, out=z(2, 3, 12)), ValueError, ["'out'", "(2, 3, 4)"]),
     (lambda: cpu.mlp(z(3, 4), z(6, 4), None, z(2, 6), None, "swiglu"), ValueError, ["mlp", "'w2'", "K = 3"]),
     (lambda: cpu.mlp(z(3, 4), z(5, 4), None, z(2, 5), None, "glu"), ValueError, ["mlp", "even"]),

@@ -24,14 +24,15 @@ def _layer_params(rng, d, f, dtype, biases):
 @FAST
 @given(dtype=st.sampled_from([np.float32, np.float64]), b=st.sampled_from([0, 1, 2]), s=st.sampled_from([1, 3, 8]),
        heads=st.sampled_from([1, 2, 4]), dh=st.sampled_from([1, 4, 8]), biases=st.booleans(),
-       masked=st.booleans(), act=st.sampled_from(["gelu", "gelu_tanh", "relu"]), contiguous=st.booleans(), seed=SEED)
-def test_transformer_layer(dtype, b, s, heads, dh, biases, masked, act, contiguous, seed):
+       masked=st.booleans(), act=st.sampled_from(["gelu", "gelu_tanh", "relu"]), contiguous=st.booleans(),
+       method=st.sampled_from(["loop", "bmm"]), seed=SEED)
+def test_transformer_layer(dtype, b, s, heads, dh, biases, masked, act, contiguous, method, seed):
     rng = np.random.default_rng(seed)
     d, f = heads * dh, 4 * heads * dh
     x = ref.randn(rng, (b, s, d), dtype, contiguous)
     params = _layer_params(rng, d, f, dtype, biases)
     mask = (rng.random((b, s)) < 0.7).astype(np.int64) if masked else None
-    out = cpu.transformer_layer(x, *params, mask, heads, 1e-12, activation=act)
+    out = cpu.transformer_layer(x, *params, mask, heads, 1e-12, activation=act, attention_method=method)
     expected = ref.transformer_layer(x, *params, mask, heads, 1e-12, act, dtype)
     ref.assert_close(out, expected, LAYER_RTOL[dtype])
 

@@ -19,6 +19,7 @@ from numba import prange
 
 from . import checks, mathfn
 from .jit import kernel
+from .rows import LANES, row_max, row_sum
 
 
 # Query rows per block: the block's scores (ROWS x Sk) and accumulators (ROWS x D) stay in L1,
@@ -79,6 +80,42 @@ def _attention(q, k, v, mask_add, has_mask, scale, out):
                     out[b, h, i0 + r, d] = acc[r, d] / total[r]
 
 
+@kernel
+def _masked_softmax(s, mask_add, has_mask, scale):
+    """s (B, H, Sq, Sk) scores, in place: softmax over the last axis of s * scale + mask_add[b]."""
+    nb, nh, sq, sk = s.shape
+    if sk == 0:
+        return
+    for task in prange(nb * nh):
+        b = task // nh
+        h = task % nh
+        lanes = np.empty(LANES, s.dtype)
+        for i in range(sq):
+            r = s[b, h, i]
+            if has_mask:
+                m = mask_add[b]
+                for j in range(sk):
+                    r[j] = r[j] * scale + m[j]
+            else:
+                for j in range(sk):
+                    r[j] = r[j] * scale
+            mx = row_max(r, lanes)
+            for j in range(sk):               # exp alone in its loop: vectorizes
+                r[j] = mathfn.exp_(r[j] - mx)
+            inv = mathfn.lit(scale, 1.0) / row_sum(r)
+            for j in range(sk):
+                r[j] *= inv
+
+
+def _attention_bmm(q, k, v, madd, has_mask, scale, out):
+    """The same attention as `_attention`, as batched BLAS products around `_masked_softmax`:
+    faster above a few dozen tokens (dispatch.attention_threshold), at the cost of the
+    (B, H, Sq, Sk) scores in memory."""
+    scores = np.matmul(q, k.transpose(0, 1, 3, 2))
+    _masked_softmax(scores, madd, has_mask, scale)
+    np.matmul(scores, v, out=out)
+
+
 def _mask_add(fn, key_mask, batch, keys, dtype):
     """key_mask (B, Sk), 1/True keep, 0 pad -> additive (B, Sk) of 0 / finfo(dtype).min."""
     if key_mask is None:
@@ -97,11 +134,16 @@ def _scale(fn, scale, dtype):
     return dtype.type(scale)
 
 
-def attention(q, k, v, key_mask, scale, out=None):
+METHODS = {"loop": _attention, "bmm": _attention_bmm}
+
+
+def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     """softmax((q @ k^T) * scale + mask) @ v per (batch, head).
 
     q (B, H, Sq, D), k, v (B, H, Sk, D), key_mask (B, Sk) (1/True keep, 0 padding) or None;
     padded keys get finfo(dtype).min added to their scores. Returns (B, H, Sq, D).
+    method: 'loop' (one kernel, no score matrix) or 'bmm' (batched BLAS products around one
+    fused softmax kernel; faster for longer inputs, see dispatch.attention_threshold).
     """
     fn = "attention"
     checks.float_array(fn, "q", q, ndim=4)
@@ -112,10 +154,11 @@ def attention(q, k, v, key_mask, scale, out=None):
     checks.shape(fn, "k", k, (nb, nh, sk, dh), "(B, H, Sk, D)")
     checks.float_array(fn, "v", v, ndim=4, dtype=dt)
     checks.shape(fn, "v", v, (nb, nh, sk, dh), "(B, H, Sk, D) like 'k'")
+    run = checks.choice(fn, "method", method, METHODS)
     madd = _mask_add(fn, key_mask, nb, sk, q.dtype)
     scale = _scale(fn, scale, q.dtype)
     out = checks.output(fn, out, q.shape, dt, [("q", q), ("k", k), ("v", v)])
-    _attention(q, k, v, madd, key_mask is not None, scale, out)
+    run(q, k, v, madd, key_mask is not None, scale, out)
     return out
 
 
@@ -125,14 +168,15 @@ def split_heads(a, offset, width, num_heads):
     return a[:, :, offset:offset + width].reshape(nb, s, num_heads, width // num_heads).transpose(0, 2, 1, 3)
 
 
-def attention_packed(qkv, key_mask, num_heads, scale, out=None):
+def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     """Attention on the output of one fused QKV projection, result in merged-heads layout.
 
     qkv (B, S, 3d) = x @ Wqkv.T + b with Wqkv rows [Q; K; V], d = num_heads * Dh, head h in
     columns h*Dh:(h+1)*Dh of each block. Returns context (B, S, d), ready for the output
-    projection without any transpose. Same semantics as `attention`.
+    projection without any transpose. Same semantics and methods as `attention`.
     """
     fn = "attention_packed"
+    run = checks.choice(fn, "method", method, METHODS)
     checks.float_array(fn, "qkv", qkv, ndim=3)
     dt = ("qkv", qkv.dtype)
     if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
@@ -146,5 +190,5 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None):
     scale = _scale(fn, scale, qkv.dtype)
     out = checks.output(fn, out, (nb, s, d), dt, [("qkv", qkv)])
     q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
-    _attention(q, k, v, madd, key_mask is not None, scale, split_heads(out, 0, d, num_heads))
+    run(q, k, v, madd, key_mask is not None, scale, split_heads(out, 0, d, num_heads))
     return out

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from . import checks
-from .attention import _attention, _mask_add, split_heads
+from .attention import METHODS, _mask_add, split_heads
 from .epilogue import ACTIVATIONS, apply_bias_act
 from .glu import GATES, apply_bias_glu
 from .layernorm import apply_residual_layer_norm
@@ -31,16 +31,17 @@ def _layer_arrays(fn, x, weights, dt):
 
 
 def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b,
-                      ln2_g, ln2_b, key_mask, num_heads, eps, activation="gelu"):
+                      ln2_g, ln2_b, key_mask, num_heads, eps, activation="gelu", attention_method="loop"):
     """BERT post-LN encoder layer forward (eval: no dropout).
 
         qkv = x @ qkv_w.T + qkv_b                  (rows of qkv_w: [Q; K; V])
-        ctx = attention_packed(qkv, key_mask, num_heads, 1/sqrt(d/num_heads))
+        ctx = attention_packed(qkv, key_mask, num_heads, 1/sqrt(d/num_heads), method=attention_method)
         h   = LayerNorm1(x + ctx @ out_w.T + out_b)
         out = LayerNorm2(h + act(h @ fc1_w.T + fc1_b) @ fc2_w.T + fc2_b)
 
     x (B, S, d); qkv_w (3d, d); out_w (d, d); fc1_w (F, d); fc2_w (d, F); biases may be None;
-    LayerNorm params (d,); key_mask (B, S) 1 keep / 0 pad or None; activation 'gelu' = exact erf.
+    LayerNorm params (d,); key_mask (B, S) 1 keep / 0 pad or None; activation 'gelu' = exact erf;
+    attention_method 'loop' or 'bmm' (see `attention`).
     """
     fn = "transformer_layer"
     checks.float_array(fn, "x", x, ndim=3)
@@ -58,6 +59,7 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
         ("fc2_w", fc2_w, (d, f), "(d, F)"), ("fc2_b", fc2_b, (d,), "bias (d,)"),
         ("ln2_g", ln2_g, (d,), "(d,)"), ("ln2_b", ln2_b, (d,), "(d,)")], dt)
     code = checks.choice(fn, "activation", activation, ACTIVATIONS)
+    attend = checks.choice(fn, "attention_method", attention_method, METHODS)
     madd = _mask_add(fn, key_mask, nb, s, x.dtype)
     vec = np.ascontiguousarray
     qkv_b, out_b, fc1_b, fc2_b = (None if b is None else vec(b) for b in (qkv_b, out_b, fc1_b, fc2_b))
@@ -71,7 +73,7 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
     qkv3 = qkv.reshape(nb, s, 3 * d)
     q, k, v = (split_heads(qkv3, i * d, d, num_heads) for i in range(3))
     scale = x.dtype.type(1.0 / math.sqrt(d // num_heads))
-    _attention(q, k, v, madd, key_mask is not None, scale, split_heads(ctx, 0, d, num_heads))
+    attend(q, k, v, madd, key_mask is not None, scale, split_heads(ctx, 0, d, num_heads))
     proj = gemm(ctx.reshape(n, d), out_w, np.empty((n, d), x.dtype))
     h = np.empty((n, d), x.dtype)
     apply_residual_layer_norm(x2, proj, out_b, ln1_g, ln1_b, eps, h)      # out_b folded in here

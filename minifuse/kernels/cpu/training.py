@@ -21,7 +21,8 @@ from numba import prange
 from ...ops.elementwise import GELU_TANH_C, SQRT_2_OVER_PI
 from . import mathfn
 from .epilogue import activate, by_code, by_flag
-from .jit import inline, kernel, reduction, summation
+from .jit import inline, kernel, reduction
+from .rows import row_sum
 
 # Row chunks of a parameter-gradient reduction: enough for load balance on a few cores, few
 # enough that the (CHUNKS, M) float64 partial sums stay small.
@@ -126,15 +127,6 @@ def bias_act_backward(g, y, bias, has_bias, code, dy, dbias, want_dbias):
         by_code(code, _bias_act_backward_rows, (g, y, b, dy, partial[c], lo, hi))
     if want_dbias:
         sum_chunks(partial, dbias)
-
-
-@summation
-def row_sum(v):
-    """sum(v) of a float64 vector, vectorized (reassociated)."""
-    s = 0.0
-    for j in range(v.shape[0]):
-        s += v[j]
-    return s
 
 
 # ---- gated linear units: out = gate(a) * b, [a | b] = y + bias -------------------------------

@@ -27,13 +27,20 @@ def _attend(xp, q, k, v, key_mask, scale, out):
     return xp.matmul(scores, v, out=out)
 
 
-def attention(q, k, v, key_mask, scale, out=None):
+# The CPU kernels' `method` choices. Here both are the one implementation: batched cuBLAS
+# products around one fused softmax kernel (the CPU's 'bmm'; a GPU has no use for 'loop').
+METHODS = ("loop", "bmm")
+
+
+def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     """softmax((q @ k^T) * scale + mask) @ v per (batch, head).
 
     q (B, H, Sq, D), k, v (B, H, Sk, D), key_mask (B, Sk) (1/True keep, 0 padding) or None;
     padded keys get finfo(dtype).min added to their scores. Returns (B, H, Sq, D).
+    method: accepted for the CPU kernels' signature; see METHODS.
     """
     fn = "attention"
+    checks.choice(fn, "method", method, {m: m for m in METHODS})
     xp = checks.float_array(fn, "q", q, ndim=4)
     like = ("q", q)
     nb, nh, sq, dh = q.shape
@@ -64,13 +71,14 @@ def packed(xp, qkv, key_mask, num_heads, scale, out):
     return out
 
 
-def attention_packed(qkv, key_mask, num_heads, scale, out=None):
+def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     """Attention on the output of one fused QKV projection, result in merged-heads layout.
 
     qkv (B, S, 3d) = x @ Wqkv.T + b with Wqkv rows [Q; K; V], d = num_heads * Dh, head h in
     columns h*Dh:(h+1)*Dh of each block. Returns context (B, S, d). Same semantics as `attention`.
     """
     fn = "attention_packed"
+    checks.choice(fn, "method", method, {m: m for m in METHODS})
     xp = checks.float_array(fn, "qkv", qkv, ndim=3)
     like = ("qkv", qkv)
     if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:

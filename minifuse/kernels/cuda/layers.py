@@ -7,7 +7,7 @@ QKV bias add, masked softmax, residual+bias+LayerNorm, bias+GELU, residual+bias+
 import numpy as np
 
 from . import checks
-from .attention import default_scale, packed
+from .attention import METHODS, default_scale, packed
 from .elementwise import apply_bias_act, apply_bias_glu
 from .mathfn import ACTIVATIONS
 from .rowwise import apply_residual_layer_norm, threads_for
@@ -49,7 +49,7 @@ def linear_act(x, weight, bias, activation, out=None):
 
 
 def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b,
-                      ln2_g, ln2_b, key_mask, num_heads, eps, activation="gelu"):
+                      ln2_g, ln2_b, key_mask, num_heads, eps, activation="gelu", attention_method="loop"):
     """BERT post-LN encoder layer forward (eval: no dropout).
 
         qkv = x @ qkv_w.T + qkv_b                  (rows of qkv_w: [Q; K; V])
@@ -58,9 +58,11 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
         out = LayerNorm2(h + act(h @ fc1_w.T + fc1_b) @ fc2_w.T + fc2_b)
 
     x (B, S, d); qkv_w (3d, d); out_w (d, d); fc1_w (F, d); fc2_w (d, F); biases may be None;
-    LayerNorm params (d,); key_mask (B, S) 1 keep / 0 pad or None; activation 'gelu' = exact erf.
+    LayerNorm params (d,); key_mask (B, S) 1 keep / 0 pad or None; activation 'gelu' = exact erf;
+    attention_method: accepted for the CPU signature (attention.METHODS), one implementation here.
     """
     fn = "transformer_layer"
+    checks.choice(fn, "attention_method", attention_method, {m: m for m in METHODS})
     xp = checks.float_array(fn, "x", x, ndim=3)
     like = ("x", x)
     nb, s, d = x.shape

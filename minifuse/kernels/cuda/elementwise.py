@@ -14,26 +14,27 @@ import numpy as np
 
 from . import checks
 from .mathfn import ACTIVATIONS, GATES, activations, compute_dtype
-from .runtime import blocks, cuda, launch
+from .runtime import MIN_THREADS, blocks, cuda, launch
 
 ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 rows
 
 
 def _threads(width):
-    """Threads per block along a row: a power of two in [32, 256] (small under the simulator)."""
-    t = 32
+    """Threads per block along a row: a power of two in [MIN_THREADS, 256] (32 on a GPU)."""
+    t = MIN_THREADS
     while t < width and t < 256:
         t *= 2
     return t
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_kernel(activation, ct):
+def _bias_act_kernel(activation, ct, in_place=True):
     act = activations(ct)[activation]
     ctype = np.dtype(ct).type
 
     @cuda.jit
-    def bias_act(y, bias, has_bias):
+    def bias_act(y, bias, has_bias, out):
+        """out = act(y + bias), or y itself when in_place (a compile-time constant; out unused)."""
         n, m = y.shape
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= m:
@@ -41,23 +42,28 @@ def _bias_act_kernel(activation, ct):
         b = ctype(bias[c]) if has_bias else ctype(0)
         r = cuda.blockIdx.y
         while r < n:
-            y[r, c] = act(ctype(y[r, c]) + b)
+            v = act(ctype(y[r, c]) + b)
+            if in_place:
+                y[r, c] = v
+            else:
+                out[r, c] = v
             r += cuda.gridDim.y
     return bias_act
 
 
-def apply_bias_act(y, bias, activation):
-    """Checked-arguments entry: y (N, M) C-contiguous, bias (M,) contiguous or None."""
+def apply_bias_act(y, bias, activation, out=None):
+    """Checked-arguments entry: y (N, M) C-contiguous, bias (M,) contiguous or None; the result
+    goes to y in place, or to `out` (N, M), a separate buffer, when given. Returns it."""
     n, m = y.shape
-    if n == 0 or m == 0 or (bias is None and activation == "none"):
-        return y
+    if n == 0 or m == 0 or (out is None and bias is None and activation == "none"):
+        return y if out is None else out
     t = _threads(m)
-    kernel = _bias_act_kernel(activation, compute_dtype(y.dtype))
-    # no bias: an empty view, never read (a row of y would alias y, and the simulator copies
-    # every NumPy argument back after the launch)
+    kernel = _bias_act_kernel(activation, compute_dtype(y.dtype), out is None)
+    # no bias, no out: empty views, never read or written (a row of y would alias y, and the
+    # simulator copies every NumPy argument back after the launch)
     launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, y[0, :0] if bias is None else bias,
-           bias is not None)
-    return y
+           bias is not None, y[:0] if out is None else out)
+    return y if out is None else out
 
 
 def bias_act_(y, bias, activation):
@@ -79,7 +85,7 @@ def _bias_glu_kernel(gate, ct):
     ctype = np.dtype(ct).type
 
     @cuda.jit
-    def bias_glu(y, bias, has_bias, out):
+    def bias_glu(y, bias, has_bias, w, has_w, out):
         n, h = out.shape
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= h:
@@ -88,20 +94,22 @@ def _bias_glu_kernel(gate, ct):
         bb = ctype(bias[h + c]) if has_bias else ctype(0)
         r = cuda.blockIdx.y
         while r < n:
-            out[r, c] = act(ctype(y[r, c]) + ba) * (ctype(y[r, h + c]) + bb)
+            v = act(ctype(y[r, c]) + ba) * (ctype(y[r, h + c]) + bb)
+            out[r, c] = v * ctype(w[r]) if has_w else v
             r += cuda.gridDim.y
     return bias_glu
 
 
-def apply_bias_glu(y2, bias, gate, out2):
-    """Checked-arguments entry: y2 (N, 2H), out2 (N, H) C-contiguous, bias (2H,) or None."""
+def apply_bias_glu(y2, bias, gate, out2, w=None):
+    """Checked-arguments entry: y2 (N, 2H), out2 (N, H) C-contiguous, bias (2H,) or None;
+    w (N,) or None, one weight per row multiplied into the result (weighted SwiGLU)."""
     n, h = out2.shape
     if n == 0 or h == 0:
         return out2
     t = _threads(h)
     kernel = _bias_glu_kernel(gate, compute_dtype(y2.dtype))
     launch(kernel, (blocks(h, t), min(n, ROW_BLOCKS)), t, y2, y2[0] if bias is None else bias,
-           bias is not None, out2)
+           bias is not None, y2[0, :0] if w is None else w, w is not None, out2)
     return out2
 
 

@@ -4,12 +4,17 @@ float16 and float32 arrays compute in float32, float64 in float64. Constants are
 NumPy scalars of the compute type, so a float32 kernel never widens to float64 (a bare `0.5`
 literal would). `math.exp`, `math.erf` and `math.tanh` compile to CUDA's libdevice (expf, erff,
 tanhf), which are accurate to a few ulp: no own polynomials are needed on the GPU.
+
+The formulas are those of the CPU kernels (`minifuse.kernels.cpu.mathfn` for the activations,
+`minifuse.kernels.cpu.training.derivative` for their slopes), restated here as device functions;
+tests/cuda compares every one of them with the CPU's.
 """
 import functools
 import math
 
 import numpy as np
 
+from ...ops.elementwise import GELU_TANH_C, SQRT_2_OVER_PI
 from .runtime import cuda
 
 ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
@@ -26,7 +31,7 @@ def activations(ct):
     """{name: device function act(x)} for compute dtype `ct` (np.float32 or np.float64)."""
     ct = np.dtype(ct).type
     zero, half, one, two = ct(0.0), ct(0.5), ct(1.0), ct(2.0)
-    rsqrt2, c_tanh, k_tanh = ct(1 / math.sqrt(2.0)), ct(math.sqrt(2 / math.pi)), ct(0.044715)
+    rsqrt2, c_tanh, k_tanh = ct(1 / math.sqrt(2.0)), ct(SQRT_2_OVER_PI), ct(GELU_TANH_C)
 
     @cuda.jit(device=True, inline=True)
     def none(x):
@@ -60,6 +65,58 @@ def activations(ct):
     @cuda.jit(device=True, inline=True)
     def tanh(x):
         return math.tanh(x)
+
+    return dict(none=none, relu=relu, gelu=gelu, gelu_tanh=gelu_tanh, silu=silu,
+                sigmoid=sigmoid, tanh=tanh)
+
+
+@functools.lru_cache(maxsize=None)
+def derivatives(ct):
+    """{name: device function act'(x)}, the slopes of `activations` for the fused backward kernels:
+    `minifuse.kernels.cpu.training.derivative`, one arm each (derivations in docs/fused-training.md).
+
+    gelu (exact) Phi(x) + x phi(x); gelu_tanh s + 2 x s (1 - s) c0 (1 + 3 c1 x^2) with s =
+    sigmoid(2u), u = c0 (x + c1 x^3); silu s (1 + x (1 - s)); sigmoid s (1 - s); tanh 1 - t^2;
+    relu 1 where x > 0, else 0 (also for NaN, like the taped op).
+    """
+    ct = np.dtype(ct).type
+    zero, half, one, two, three = ct(0.0), ct(0.5), ct(1.0), ct(2.0), ct(3.0)
+    rsqrt2, inv_sqrt_2pi = ct(1 / math.sqrt(2.0)), ct(1 / math.sqrt(2.0 * math.pi))
+    c0, c1 = ct(SQRT_2_OVER_PI), ct(GELU_TANH_C)
+    sig = activations(ct)["sigmoid"]
+
+    @cuda.jit(device=True, inline=True)
+    def none(x):
+        return one
+
+    @cuda.jit(device=True, inline=True)
+    def relu(x):
+        return one if x > zero else zero
+
+    @cuda.jit(device=True, inline=True)
+    def gelu(x):
+        cdf = half * (one + math.erf(x * rsqrt2))
+        return cdf + x * math.exp(-half * x * x) * inv_sqrt_2pi
+
+    @cuda.jit(device=True, inline=True)
+    def gelu_tanh(x):
+        s = sig(two * c0 * (x + c1 * x * x * x))
+        return s + two * x * s * (one - s) * c0 * (one + three * c1 * x * x)
+
+    @cuda.jit(device=True, inline=True)
+    def silu(x):
+        s = sig(x)
+        return s * (one + x * (one - s))
+
+    @cuda.jit(device=True, inline=True)
+    def sigmoid(x):
+        s = sig(x)
+        return s * (one - s)
+
+    @cuda.jit(device=True, inline=True)
+    def tanh(x):
+        t = math.tanh(x)
+        return one - t * t
 
     return dict(none=none, relu=relu, gelu=gelu, gelu_tanh=gelu_tanh, silu=silu,
                 sigmoid=sigmoid, tanh=tanh)

@@ -4,7 +4,11 @@ Thread mapping: one block per row; thread t of T holds the row elements t, t + T
 t + (PER - 1) T in registers (a local array of compile-time size PER), so a row is read from
 memory once and written once. Row sums are block reductions through shared memory (a tree of
 log2(T) steps; shared memory rather than warp shuffles so that the same kernel runs under the
-CUDA simulator). T is a power of two from 32 to 1024, the smallest with T * PER >= row length.
+CUDA simulator). T is a power of two from 32 (`runtime.MIN_THREADS`) to 1024, the smallest with
+T * PER >= row length.
+
+The training variants (`minifuse.kernels.cuda.training`, `attention_training`) are these kernels
+with two more outputs switched on: LayerNorm's xhat and rstd, the softmax's row max and row sum.
 """
 import functools
 import math
@@ -13,14 +17,14 @@ import numpy as np
 
 from . import checks
 from .mathfn import compute_dtype
-from .runtime import cuda, launch
+from .runtime import MIN_THREADS, cuda, launch
 
 PER = 8          # row elements per thread (registers)
 MAX_THREADS = 1024
 
 
 def threads_for(width, fn):
-    t = 32
+    t = MIN_THREADS
     while t * PER < width:
         t *= 2
     if t > MAX_THREADS:
@@ -68,7 +72,9 @@ def _layer_norm_kernel(ct):
     zero = ctype(0)
 
     @cuda.jit
-    def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out):
+    def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep):
+        """out = LN(x + res + bias) gamma + beta; with keep (training) also xhat = (v - mean) rstd
+        and rstd per row, what the fused backward reads."""
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
@@ -93,23 +99,31 @@ def _layer_norm_kernel(ct):
             if tid + i * nt < d:
                 c = vals[i] - mean
                 sq += c * c
-        rstd = ctype(1) / math.sqrt(block_sum(buf, sq) / ctype(d) + eps)
+        r = ctype(1) / math.sqrt(block_sum(buf, sq) / ctype(d) + eps)
         for i in range(PER):
             j = tid + i * nt
             if j < d:
-                out[row, j] = (vals[i] - mean) * rstd * ctype(gamma[j]) + ctype(beta[j])
+                v = (vals[i] - mean) * r
+                out[row, j] = v * ctype(gamma[j]) + ctype(beta[j])
+                if keep:
+                    xhat[row, j] = v
+        if keep and tid == 0:
+            rstd[row] = r
     return residual_layer_norm
 
 
-def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2):
-    """Checked-arguments entry: x2, res2, out2 (N, D) C-contiguous (res2 and bias may be None)."""
+def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None):
+    """Checked-arguments entry: x2, res2, out2 (N, D) C-contiguous (res2 and bias may be None);
+    xhat (N, D) and rstd (N,) are written too when given (training keeps them for backward)."""
     n, d = x2.shape
     if n == 0:
         return out2
     ct = compute_dtype(x2.dtype)
+    keep = xhat is not None
     launch(_layer_norm_kernel(ct), n, threads_for(d, "residual_layer_norm"),
            x2, x2 if res2 is None else res2, res2 is not None,
-           gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2)
+           gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2,
+           xhat if keep else out2[:0], rstd if keep else out2[0, :0], keep)
     return out2
 
 
@@ -145,8 +159,9 @@ def _softmax_kernel(ct):
     zero, ninf = ctype(0), ctype(-np.inf)
 
     @cuda.jit
-    def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale):
-        """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch])."""
+    def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
+        """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch]); with keep
+        (training) also each row's max and sum of exp(t - max), what the fused backward reads."""
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
@@ -171,25 +186,40 @@ def _softmax_kernel(ct):
             e = math.exp(vals[i] - mx) if tid + i * nt < sk else zero
             vals[i] = e
             total += e
-        inv = ctype(1) / block_sum(buf, total)
+        total = block_sum(buf, total)
+        inv = ctype(1) / total
         for i in range(PER):
             j = tid + i * nt
             if j < sk:
                 s[row, j] = vals[i] * inv
+        if keep and tid == 0:
+            rowmax[row] = mx
+            rowsum[row] = total
     return masked_softmax
+
+
+def mask_add(xp, key_mask, dtype):
+    """key_mask (B, Sk), 1 keep / 0 pad -> the additive (B, Sk) mask: 0 / finfo(dtype).min."""
+    return xp.where(key_mask == 0, float(np.finfo(dtype).min), 0.0).astype(compute_dtype(dtype))
+
+
+def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax=None, rowsum=None):
+    """scores2 (R, Sk) C-contiguous, in place, madd from `mask_add` (any (B, Sk) when not
+    has_mask); rowmax, rowsum (R,) written when given."""
+    r, sk = scores2.shape
+    if r == 0:
+        return scores2
+    ct = compute_dtype(scores2.dtype)
+    keep = rowmax is not None
+    launch(_softmax_kernel(ct), r, threads_for(sk, "attention"), scores2, rows_per_batch, madd,
+           has_mask, ct.type(scale), rowmax if keep else scores2[0, :0], rowsum if keep else scores2[0, :0],
+           keep)
+    return scores2
 
 
 def apply_masked_softmax(xp, scores2, rows_per_batch, key_mask, scale):
     """scores2 (R, Sk) C-contiguous, in place; key_mask (B, Sk) or None: padded keys (mask 0)
     get finfo(scores dtype).min added after scaling, as the unfused path does."""
-    r, sk = scores2.shape
-    if r == 0:
-        return scores2
     ct = compute_dtype(scores2.dtype)
-    if key_mask is None:
-        madd = xp.zeros((1, 1), ct)
-    else:
-        madd = xp.where(key_mask == 0, float(np.finfo(scores2.dtype).min), 0.0).astype(ct)
-    launch(_softmax_kernel(ct), r, threads_for(sk, "attention"), scores2, rows_per_batch, madd,
-           key_mask is not None, ct.type(scale))
-    return scores2
+    madd = xp.zeros((1, 1), ct) if key_mask is None else mask_add(xp, key_mask, scores2.dtype)
+    return launch_masked_softmax(scores2, rows_per_batch, madd, key_mask is not None, scale)

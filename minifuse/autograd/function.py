@@ -34,6 +34,12 @@ def set_tracer(tracer):
     return old
 
 
+def mixed_devices(op, name0, dev0, name, dev):
+    """The error for tensors of two devices in one op (one wording for every op and fused function)."""
+    return RuntimeError(f"{op}: all tensors must be on one device; argument '{name0}' is on {dev0}, "
+                        f"'{name}' on {dev}")
+
+
 class Context:
     """What forward leaves for backward; also the tape node (``tensor.grad_fn``)."""
 
@@ -160,9 +166,7 @@ class Function:
                 raise TypeError(f"{cls.op_name()}: argument '{arg_name(cls, i)}' must be a floating-point "
                                 f"tensor (float16/32/64), got {t.dtype}")
             if device_of(t.data) != dev:
-                raise RuntimeError(f"{cls.op_name()}: all tensors must be on one device; argument "
-                                   f"'{arg_name(cls, first_i)}' is on {dev}, '{arg_name(cls, i)}' on "
-                                   f"{device_of(t.data)}")
+                raise mixed_devices(cls.op_name(), arg_name(cls, first_i), dev, arg_name(cls, i), device_of(t.data))
             if cls.same_dtype and is_floating(t.dtype):
                 if ref_dtype is None:
                     ref_dtype = (i, t.dtype)

@@ -7,13 +7,13 @@ pre-activation ``y``; the bias is a parameter, held anyway): backward recomputes
 and the activation's slope from it, which costs a few flops per element and no memory.
 ``input_store_dtype=float16`` keeps that saved input in half precision (Megatron's
 ``fp8_input_store``): half the bytes, gradients evaluated at the rounded input.
+On CUDA tensors the same code runs the CUDA kernels of the same names (``_kernels``).
 """
-import numpy as np
-
 from ..autograd.function import Function
-from ..kernels.cpu import glu, training
 from ..kernels.cpu.epilogue import ACTIVATIONS
+from ..kernels.cpu.glu import GATES
 from . import _args as A
+from . import _kernels
 
 __all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "BiasAct", "GatedUnit"]
 
@@ -25,23 +25,26 @@ class BiasAct(Function):
 
     @staticmethod
     def forward(ctx, y, bias, code, store_dtype=None):
-        y2 = A.rows(y, y.shape[-1])
-        bias = A.contiguous(bias)
-        out = np.empty(y2.shape, y.dtype)
-        training.bias_act_forward(y2, A.or_empty(bias, y.dtype), bias is not None, code, out)
+        K = _kernels.kernels(y)
+        xp = K.xp
+        y2 = A.rows(xp, y, y.shape[-1])
+        bias = A.contiguous(xp, bias)
+        out = xp.empty(y2.shape, y.dtype)
+        K.training.bias_act_forward(y2, A.or_empty(xp, bias, y.dtype), bias is not None, code, out)
         ctx.save_for_backward(A.store(y2, store_dtype), bias)
-        ctx.meta = (code, y.shape, y.dtype)
+        ctx.meta = (K, code, y.shape, y.dtype)
         return out.reshape(y.shape)
 
     @staticmethod
     def backward(ctx, g):
         y2, bias = ctx.saved_tensors
-        code, shape, dtype = ctx.meta
+        K, code, shape, dtype = ctx.meta
+        xp = K.xp
         want_db = bias is not None and ctx.needs_input_grad[1]
-        dy = np.empty(y2.shape, dtype)
-        db = np.empty(shape[-1] if want_db else 0, dtype)
-        training.bias_act_backward(A.rows(g, shape[-1]), A.restore(y2, dtype), A.or_empty(bias, dtype),
-                                   bias is not None, code, dy, db, want_db)
+        dy = xp.empty(y2.shape, dtype)
+        db = xp.empty(shape[-1] if want_db else 0, dtype)
+        K.training.bias_act_backward(A.rows(xp, g, shape[-1]), A.restore(y2, dtype), A.or_empty(xp, bias, dtype),
+                                     bias is not None, code, dy, db, want_db)
         return dy.reshape(shape), (db if want_db else None)
 
 
@@ -68,31 +71,35 @@ class GatedUnit(Function):
 
     @staticmethod
     def forward(ctx, y, bias, weights, silu, store_dtype=None):
+        K = _kernels.kernels(y)
+        xp = K.xp
         width = y.shape[-1]
-        y2 = A.rows(y, width)
+        y2 = A.rows(xp, y, width)
         n, h = y2.shape[0], width // 2
-        bias = A.contiguous(bias)
-        w = None if weights is None else A.rows(weights, 1).reshape(n)
-        out = np.empty((n, h), y.dtype)
+        bias = A.contiguous(xp, bias)
+        w = None if weights is None else A.rows(xp, weights, 1).reshape(n)
+        out = xp.empty((n, h), y.dtype)
         if w is not None:
-            training.weighted_glu_forward(y2, silu, w, out)
+            K.training.weighted_glu_forward(y2, silu, w, out)
         elif n:
-            glu.apply_bias_glu(y2, bias, glu.GATES["silu" if silu else "sigmoid"], out)
+            K.bias_glu(y2, bias, GATES["silu" if silu else "sigmoid"], out)
         ctx.save_for_backward(A.store(y2, store_dtype), bias, w)
-        ctx.meta = (silu, y.shape, y.dtype, None if weights is None else weights.shape)
+        ctx.meta = (K, silu, y.shape, y.dtype, None if weights is None else weights.shape)
         return out.reshape(y.shape[:-1] + (h,))
 
     @staticmethod
     def backward(ctx, g):
         y2, bias, w = ctx.saved_tensors
-        silu, shape, dtype, w_shape = ctx.meta
+        K, silu, shape, dtype, w_shape = ctx.meta
+        xp = K.xp
         n, h = y2.shape[0], shape[-1] // 2
         want_db = bias is not None and ctx.needs_input_grad[1]
-        dy = np.empty(y2.shape, dtype)
-        db = np.empty(2 * h if want_db else 0, dtype)
-        dw = np.empty(n if w is not None else 0, dtype)
-        training.glu_backward(A.rows(g, h), A.restore(y2, dtype), A.or_empty(bias, dtype), bias is not None,
-                              silu, np.ones(n, dtype) if w is None else w, w is not None, dy, db, want_db, dw)
+        dy = xp.empty(y2.shape, dtype)
+        db = xp.empty(2 * h if want_db else 0, dtype)
+        dw = xp.empty(n if w is not None else 0, dtype)
+        K.training.glu_backward(A.rows(xp, g, h), A.restore(y2, dtype), A.or_empty(xp, bias, dtype),
+                                bias is not None, silu, xp.ones(n, dtype) if w is None else w, w is not None,
+                                dy, db, want_db, dw)
         return dy.reshape(shape), (db if want_db else None), (None if w is None else dw.reshape(w_shape))
 
 

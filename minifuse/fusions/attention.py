@@ -15,17 +15,18 @@ docs/fused-training.md):
 
 The products are batched NumPy matmuls on strided views of the packed arrays (no copies into
 head-major layout); the row-wise softmax and dS are one Numba kernel each
-(``minifuse/kernels/cpu/attention_training.py``).
+(``minifuse/kernels/cpu/attention_training.py``). On CUDA tensors the products are batched
+cuBLAS GEMMs (CuPy) and the two kernels those of ``minifuse/kernels/cuda/attention_training.py``.
 """
 import math
 
 import numpy as np
 
-from ..autograd.function import Function
-from ..kernels.cpu import attention_training as kern
-from ..kernels.cpu.attention import _mask_add, _scale, split_heads
+from ..autograd.function import Function, mixed_devices
+from ..kernels.cpu.attention import _scale, split_heads
 from ..tensor import Tensor
 from . import _args as A
+from . import _kernels
 
 __all__ = ["fused_attention", "FusedAttention"]
 
@@ -41,35 +42,38 @@ class FusedAttention(Function):
 
     @staticmethod
     def forward(ctx, qkv, mask_add, has_mask, num_heads, scale):
-        qkv = np.ascontiguousarray(qkv)
+        K = _kernels.kernels(qkv)
+        xp = K.xp
+        qkv = xp.ascontiguousarray(qkv)
         nb, s, d3 = qkv.shape
         q, k, v = _heads(qkv, num_heads)
-        scores = np.matmul(q, k.transpose(0, 1, 3, 2))
-        rowmax = np.empty((nb, num_heads, s), qkv.dtype)
-        rowsum = np.empty((nb, num_heads, s), qkv.dtype)
-        kern.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
-        out = np.empty((nb, s, d3 // 3), qkv.dtype)
-        np.matmul(scores, v, out=split_heads(out, 0, d3 // 3, num_heads))
+        scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
+        rowmax = xp.empty((nb, num_heads, s), qkv.dtype)
+        rowsum = xp.empty((nb, num_heads, s), qkv.dtype)
+        K.attention.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
+        out = xp.empty((nb, s, d3 // 3), qkv.dtype)
+        xp.matmul(scores, v, out=split_heads(out, 0, d3 // 3, num_heads))
         ctx.save_for_backward(qkv, out, rowmax, rowsum, mask_add)
-        ctx.meta = (has_mask, num_heads, scale)
+        ctx.meta = (K, has_mask, num_heads, scale)
         return out
 
     @staticmethod
     def backward(ctx, g):
         qkv, out, rowmax, rowsum, mask_add = ctx.saved_tensors
-        has_mask, num_heads, scale = ctx.meta
+        K, has_mask, num_heads, scale = ctx.meta
+        xp = K.xp
         d = out.shape[2]
         q, k, v = _heads(qkv, num_heads)
-        go = split_heads(np.ascontiguousarray(g), 0, d, num_heads)
+        go = split_heads(xp.ascontiguousarray(g), 0, d, num_heads)
         o = split_heads(out, 0, d, num_heads)
-        scores = np.matmul(q, k.transpose(0, 1, 3, 2))
-        dp = np.matmul(go, v.transpose(0, 1, 3, 2))
-        kern.softmax_backward(scores, dp, mask_add, has_mask, scale, rowmax, rowsum, go, o)
-        dqkv = np.empty(qkv.shape, qkv.dtype)
+        scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
+        dp = xp.matmul(go, v.transpose(0, 1, 3, 2))
+        K.attention.softmax_backward(scores, dp, mask_add, has_mask, scale, rowmax, rowsum, go, o)
+        dqkv = xp.empty(qkv.shape, qkv.dtype)
         dq, dk, dv = _heads(dqkv, num_heads)
-        np.matmul(dp, k, out=dq)                       # dS K (scale is inside dS)
-        np.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)
-        np.matmul(scores.transpose(0, 1, 3, 2), go, out=dv)
+        xp.matmul(dp, k, out=dq)                       # dS K (scale is inside dS)
+        xp.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)
+        xp.matmul(scores.transpose(0, 1, 3, 2), go, out=dv)
         return (dqkv,)
 
 
@@ -92,7 +96,9 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
         raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
                          f"got shape {qkv.shape}")
     if isinstance(key_mask, Tensor):
+        if key_mask.device != qkv.device:
+            raise mixed_devices(fn, "qkv", qkv.device, "key_mask", key_mask.device)
         key_mask = key_mask.data
-    mask_add = _mask_add(fn, key_mask, nb, s, qkv.dtype)
+    mask_add = _kernels.kernels(qkv.data).mask_add(fn, key_mask, nb, s, qkv.data)   # a host mask goes to qkv's GPU
     scale = _scale(fn, 1.0 / math.sqrt(width // (3 * num_heads)) if scale is None else scale, qkv.dtype)
     return FusedAttention.apply(qkv, mask_add, key_mask is not None, int(num_heads), scale)

@@ -11,11 +11,9 @@ all in one kernel (row sums per row, parameter sums per row chunk).
 """
 import math
 
-import numpy as np
-
 from ..autograd.function import Function
-from ..kernels.cpu import training
 from . import _args as A
+from . import _kernels
 
 __all__ = ["residual_layer_norm", "ResidualLayerNorm"]
 
@@ -25,31 +23,34 @@ class ResidualLayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, residual, gamma, beta, eps, store_dtype=None):
+        K = _kernels.kernels(x)
+        xp = K.xp
         d = x.shape[-1]
-        x2 = A.rows(x, d)
+        x2 = A.rows(xp, x, d)
         n = x2.shape[0]
-        r2 = x2 if residual is None else A.rows(residual, d)
-        out = np.empty((n, d), x.dtype)
-        xhat = np.empty((n, d), x.dtype)
-        rstd = np.empty(n, x.dtype)
-        gamma = A.contiguous(gamma)
-        training.residual_layer_norm_forward(x2, r2, residual is not None, gamma, A.contiguous(beta),
-                                             float(eps), out, xhat, rstd)
+        r2 = x2 if residual is None else A.rows(xp, residual, d)
+        out = xp.empty((n, d), x.dtype)
+        xhat = xp.empty((n, d), x.dtype)
+        rstd = xp.empty(n, x.dtype)
+        gamma = A.contiguous(xp, gamma)
+        K.training.residual_layer_norm_forward(x2, r2, residual is not None, gamma, A.contiguous(xp, beta),
+                                               float(eps), out, xhat, rstd)
         ctx.save_for_backward(A.store(xhat, store_dtype), rstd, gamma)
-        ctx.meta = (x.shape, x.dtype)
+        ctx.meta = (K, x.shape, x.dtype)
         return out.reshape(x.shape)
 
     @staticmethod
     def backward(ctx, g):
         xhat, rstd, gamma = ctx.saved_tensors
-        shape, dtype = ctx.meta
+        K, shape, dtype = ctx.meta
+        xp = K.xp
         d = shape[-1]
         want_params = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
-        dx = np.empty(xhat.shape, dtype)
-        dgamma = np.empty(d if want_params else 0, dtype)
-        dbeta = np.empty(d if want_params else 0, dtype)
-        training.residual_layer_norm_backward(A.rows(g, d), A.restore(xhat, dtype), rstd, gamma,
-                                              dx, dgamma, dbeta, want_params)
+        dx = xp.empty(xhat.shape, dtype)
+        dgamma = xp.empty(d if want_params else 0, dtype)
+        dbeta = xp.empty(d if want_params else 0, dtype)
+        K.training.residual_layer_norm_backward(A.rows(xp, g, d), A.restore(xhat, dtype), rstd, gamma,
+                                                dx, dgamma, dbeta, want_params)
         dx = dx.reshape(shape)
         return dx, dx, (dgamma if want_params else None), (dbeta if want_params else None)
 

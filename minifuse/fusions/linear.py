@@ -7,13 +7,12 @@ two GEMMs, dx = dz W and dW = dz^T x.
 What is saved: x always (dW needs it), and z only with ``save='preact'``. With
 ``save='recompute'`` backward recomputes z = x W^T: one more GEMM (a third more FLOPs for this
 layer) for N*M fewer saved elements. Activation 'none' saves x only: its slope is 1.
+On CUDA tensors the GEMMs are cuBLAS (CuPy) and the kernels the CUDA ones of the same names.
 """
-import numpy as np
-
 from ..autograd.function import Function
-from ..kernels.cpu import epilogue, glu, training
-from ..kernels.cpu.linear import gemm
+from ..kernels.cpu import epilogue, glu
 from . import _args as A
+from . import _kernels
 
 __all__ = ["fused_linear_act", "FusedLinearAct", "ACTIVATIONS", "SAVE"]
 
@@ -22,38 +21,40 @@ ACTIVATIONS = {**epilogue.ACTIVATIONS, **{name: name for name in GATED}}
 SAVE = {"preact": True, "recompute": False}
 
 
-def act_forward(z, bias, activation, keep_z):
+def act_forward(K, z, bias, activation, keep_z):
     """act(z + bias) for z (N, M) = x W^T: a new array when ``keep_z`` (z is saved for backward),
-    else in place over z (the gated activations always write a new (N, M/2) array)."""
+    else in place over z (the gated activations always write a new (N, M/2) array).
+    K: the device's kernels (``_kernels``)."""
     n, m = z.shape
     code = ACTIVATIONS[activation]
     if activation in GATED:
-        out = np.empty((n, m // 2), z.dtype)
+        out = K.xp.empty((n, m // 2), z.dtype)
         if n:
-            glu.apply_bias_glu(z, bias, glu.GATES["silu" if GATED[activation] else "sigmoid"], out)
+            K.bias_glu(z, bias, glu.GATES["silu" if GATED[activation] else "sigmoid"], out)
         return out
     if keep_z:
-        out = np.empty((n, m), z.dtype)
-        training.bias_act_forward(z, A.or_empty(bias, z.dtype), bias is not None, code, out)
+        out = K.xp.empty((n, m), z.dtype)
+        K.training.bias_act_forward(z, A.or_empty(K.xp, bias, z.dtype), bias is not None, code, out)
         return out
     if n:
-        epilogue.apply_bias_act(z, bias, code)
+        K.bias_act_(z, bias, code)
     return z
 
 
-def act_backward(g2, z, bias, activation, want_db):
+def act_backward(K, g2, z, bias, activation, want_db):
     """(dz, db) for out = act(z + bias): dz = g2 * act'(z + bias) (gated: [da | db]) and the bias
     gradient summed over rows (None unless ``want_db``). One kernel each; z is not modified."""
+    xp = K.xp
     n, m = z.shape
     dtype = z.dtype
-    db = np.empty(m if want_db else 0, dtype)
-    dz = np.empty((n, m), dtype)
-    b = A.or_empty(bias, dtype)
+    db = xp.empty(m if want_db else 0, dtype)
+    dz = xp.empty((n, m), dtype)
+    b = A.or_empty(xp, bias, dtype)
     if activation in GATED:
-        training.glu_backward(g2, z, b, bias is not None, GATED[activation], np.ones(n, dtype), False,
-                              dz, db, want_db, np.empty(0, dtype))
+        K.training.glu_backward(g2, z, b, bias is not None, GATED[activation], xp.ones(n, dtype), False,
+                                dz, db, want_db, xp.empty(0, dtype))
     else:
-        training.bias_act_backward(g2, z, b, bias is not None, ACTIVATIONS[activation], dz, db, want_db)
+        K.training.bias_act_backward(g2, z, b, bias is not None, ACTIVATIONS[activation], dz, db, want_db)
     return dz, (db if want_db else None)
 
 
@@ -63,29 +64,29 @@ class FusedLinearAct(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation, save_preact, store_dtype=None):
-        x2 = A.rows(x, x.shape[-1])
-        bias = A.contiguous(bias)
-        z = gemm(x2, weight, np.empty((x2.shape[0], weight.shape[0]), x.dtype))
+        K = _kernels.kernels(x)
+        x2 = A.rows(K.xp, x, x.shape[-1])
+        bias = A.contiguous(K.xp, bias)
+        z = A.linear(K.xp, x2, weight)
         keep_z = save_preact and ACTIVATIONS[activation] != 0
-        out = act_forward(z, bias, activation, keep_z)
+        out = act_forward(K, z, bias, activation, keep_z)
         ctx.save_for_backward(A.store(x2, store_dtype), weight, bias, A.store(z if keep_z else None, store_dtype))
-        ctx.meta = (activation, x.shape, x.dtype)
+        ctx.meta = (K, activation, x.shape, x.dtype)
         return out.reshape(x.shape[:-1] + (out.shape[1],))
 
     @staticmethod
     def backward(ctx, g):
         x2, weight, bias, z = ctx.saved_tensors
-        activation, x_shape, dtype = ctx.meta
+        K, activation, x_shape, dtype = ctx.meta
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         x2 = A.restore(x2, dtype)
-        g2 = A.rows(g, g.shape[-1])
+        g2 = A.rows(K.xp, g, g.shape[-1])
         want_db = bias is not None and need_b
         if ACTIVATIONS[activation] == 0:                    # identity: dz is g itself
             dz, db = g2, (g2.sum(axis=0) if want_db else None)
         else:
-            z = gemm(x2, weight, np.empty((x2.shape[0], weight.shape[0]), dtype)) if z is None \
-                else A.restore(z, dtype)
-            dz, db = act_backward(g2, z, bias, activation, want_db)
+            z = A.linear(K.xp, x2, weight) if z is None else A.restore(z, dtype)
+            dz, db = act_backward(K, g2, z, bias, activation, want_db)
         dx = (dz @ weight).reshape(x_shape) if need_x else None
         dw = dz.T @ x2 if need_w else None
         return dx, dw, db

@@ -11,11 +11,9 @@ Backward, with g the output gradient (all sums over the leading dims):
     dz, db1 = dh * act'(z + b1), sum of that   (one kernel, ``act_backward``),
     dW1 = dz^T x,  dx = dz W1.
 """
-import numpy as np
-
 from ..autograd.function import Function
-from ..kernels.cpu.linear import gemm
 from . import _args as A
+from . import _kernels
 from .linear import ACTIVATIONS, GATED, SAVE, act_backward, act_forward, check_layer
 
 __all__ = ["fused_mlp", "FusedMLP"]
@@ -25,31 +23,30 @@ class FusedMLP(Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation, save_preact, store_dtype=None):
-        x2 = A.rows(x, x.shape[-1])
-        b1, b2 = A.contiguous(b1), A.contiguous(b2)
-        n = x2.shape[0]
-        z = gemm(x2, w1, np.empty((n, w1.shape[0]), x.dtype))
-        h = act_forward(z, b1, activation, keep_z=save_preact)
-        out = gemm(h, w2, np.empty((n, w2.shape[0]), x.dtype))
-        act_forward(out, b2, "none", keep_z=False)          # + b2 in place
+        K = _kernels.kernels(x)
+        xp = K.xp
+        x2 = A.rows(xp, x, x.shape[-1])
+        b1, b2 = A.contiguous(xp, b1), A.contiguous(xp, b2)
+        z = A.linear(xp, x2, w1)
+        h = act_forward(K, z, b1, activation, keep_z=save_preact)
+        out = act_forward(K, A.linear(xp, h, w2), b2, "none", keep_z=False)   # + b2 in place
         ctx.save_for_backward(A.store(x2, store_dtype), w1, b1, w2,
                               A.store(z if save_preact else None, store_dtype))
-        ctx.meta = (activation, x.shape, x.dtype, b2 is not None)
+        ctx.meta = (K, activation, x.shape, x.dtype, b2 is not None)
         return out.reshape(x.shape[:-1] + (w2.shape[0],))
 
     @staticmethod
     def backward(ctx, g):
         x2, w1, b1, w2, z = ctx.saved_tensors
-        activation, x_shape, dtype, has_b2 = ctx.meta
+        K, activation, x_shape, dtype, has_b2 = ctx.meta
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
         x2 = A.restore(x2, dtype)
-        n = x2.shape[0]
-        z = gemm(x2, w1, np.empty((n, w1.shape[0]), dtype)) if z is None else A.restore(z, dtype)
-        g2 = A.rows(g, g.shape[-1])
-        h = act_forward(z, b1, activation, keep_z=True)      # fc2's input, recomputed
+        z = A.linear(K.xp, x2, w1) if z is None else A.restore(z, dtype)
+        g2 = A.rows(K.xp, g, g.shape[-1])
+        h = act_forward(K, z, b1, activation, keep_z=True)      # fc2's input, recomputed
         dw2 = g2.T @ h if need_w2 else None
         db2 = g2.sum(axis=0) if has_b2 and need_b2 else None
-        dz, db1 = act_backward(g2 @ w2, z, b1, activation, b1 is not None and need_b1)
+        dz, db1 = act_backward(K, g2 @ w2, z, b1, activation, b1 is not None and need_b1)
         dx = (dz @ w1).reshape(x_shape) if need_x else None
         dw1 = dz.T @ x2 if need_w1 else None
         return dx, dw1, db1, dw2, db2

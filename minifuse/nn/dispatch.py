@@ -75,6 +75,12 @@ def fused_kernels(*tensors):
     x = tensors[0]
     if x.dtype not in (np.float32, np.float64) or x.ndim == 0:
         return None
+    return _kernel_package(x)
+
+
+def _kernel_package(x):
+    """``minifuse.kernels.cpu`` for NumPy data, ``minifuse.kernels.cuda`` for CuPy data (None
+    when numba-cuda is missing)."""
     if x.xp is np:
         from ..kernels import cpu
         return cpu
@@ -86,9 +92,10 @@ def fused_kernels(*tensors):
 
 
 def fused_training_available(x):
-    """True when the fused autograd functions (``minifuse.fusions``, CPU kernels) can train on
-    ``x``: fusion enabled and the data on the CPU. On CUDA layers train through the taped ops."""
-    return fusion_enabled() and x.xp is np
+    """True when the fused autograd functions (``minifuse.fusions``) can train on ``x``: fusion
+    enabled, and the data on the CPU, or on CUDA with the CUDA kernels importable (numba-cuda,
+    ``minifuse.kernels.cuda.training``); otherwise layers train through the taped ops."""
+    return fusion_enabled() and _kernel_package(x) is not None
 
 
 def inactive(dropout):

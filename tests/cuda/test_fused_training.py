@@ -1,0 +1,285 @@
+"""The fused training functions (minifuse.fusions) on CUDA against the same functions on the CPU:
+forward and every gradient, float32 within 1e-4 and float64 within 1e-10 relative, on odd sizes,
+size 1 and an empty batch; one tape node whose kernels are the CUDA set; NaN propagation; the
+float16 input store; the layers (MLP backend='fused', FusedLinear and TransformerLayer
+fused_training) training on CUDA; argument and mixed-device errors.
+
+On a GPU the tensors live on the device (CuPy, cuBLAS GEMMs). Under the Numba CUDA simulator
+(NUMBA_ENABLE_CUDASIM=1, no CuPy) the tensors stay NumPy arrays and `on_cuda()` swaps the fusions'
+kernel choice (`minifuse.fusions._kernels.kernels`) for the CUDA set: the same Python code of
+each Function then drives the CUDA kernels, with NumPy's matmul in place of cuBLAS.
+"""
+import contextlib
+import warnings
+
+import numpy as np
+import pytest
+
+import minifuse as mf
+from cudatest import GPU, SIMULATOR, needs_gpu, needs_kernels, to_dev, to_host
+from minifuse import fusions as FU
+from minifuse import nn
+from minifuse.fusions import _kernels
+
+pytestmark = [needs_kernels, pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaIRAssumptionWarning")]
+
+if SIMULATOR or GPU:
+    from fusions.test_fusions import CASES, EPS       # tests/fusions: the cases and their builders
+    from fusions.test_wiring import _nodes
+
+RTOL = {np.float32: 1e-4, np.float64: 1e-10}
+DEVICE = "cuda" if GPU else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def quiet_simulator():
+    # the simulator evaluates math.exp in NumPy scalars, which warn on overflow to inf
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
+@contextlib.contextmanager
+def on_cuda():
+    """Within: the fused functions run their CUDA kernels (see the module docstring)."""
+    if not SIMULATOR:
+        yield
+        return
+    saved = _kernels.kernels
+    _kernels.kernels = lambda a: _kernels.cuda()
+    try:
+        yield
+    finally:
+        _kernels.kernels = saved
+
+
+def _run(fn, arrays, g, device):
+    """Output, gradients of every input (zeros where none) and the output's tape node."""
+    ts = [mf.tensor(a, device=device, requires_grad=True) for a in arrays]
+    out = fn(*ts)
+    out.backward(mf.tensor(g, device=device))
+    got = [np.asarray(out.detach())] + [np.asarray(t.grad) if t.grad is not None else np.zeros(t.shape)
+                                        for t in ts]
+    return got, out.grad_fn
+
+
+def _close(got, want, dtype):
+    rtol = RTOL[dtype]
+    for k, (a, b) in enumerate(zip(got, want)):
+        assert a.shape == b.shape and a.dtype == b.dtype, (k, a.shape, b.shape, a.dtype, b.dtype)
+        scale = max(float(np.max(np.abs(b), initial=0.0)), 1.0)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * scale, err_msg=f"output {k}")
+
+
+def _cpu_and_cuda(fn, arrays, g):
+    want, _ = _run(fn, arrays, g, "cpu")
+    with on_cuda():
+        got, node = _run(fn, arrays, g, DEVICE)
+    assert node.meta[0] is _kernels.cuda()           # the node ran (and will backward) on the CUDA set
+    return got, want
+
+
+def _case_arrays(name, lead, n, dtype, seed=0):
+    build, _, unfused = CASES[name]
+    rng = np.random.default_rng(seed)
+    arrays = build(rng, lead, n, dtype, False)
+    g = rng.standard_normal(unfused(*[mf.tensor(a) for a in arrays]).shape).astype(dtype)
+    return arrays, g
+
+
+def _names():
+    return sorted(CASES) if SIMULATOR or GPU else []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", _names())
+def test_equals_cpu(name, dtype):
+    """Odd sizes (widths 3, 5, 6 and the like), two leading dims."""
+    arrays, g = _case_arrays(name, (2, 3), 3, dtype)
+    got, want = _cpu_and_cuda(CASES[name][1], arrays, g)
+    _close(got, want, dtype)
+
+
+# one case per kernel path
+SOME = ["bias_gelu_tanh", "gelu_no_bias", "swiglu", "bias_swiglu", "weighted_swiglu", "residual_layer_norm",
+        "layer_norm_no_residual", "linear_none_preact", "linear_relu_recompute", "linear_glu_preact",
+        "mlp_gelu_recompute", "mlp_swiglu_preact"]
+
+
+@pytest.mark.parametrize("lead, n", [((1,), 1), ((0,), 2), ((2, 0), 1)])
+@pytest.mark.parametrize("name", SOME)
+def test_size_one_and_empty_batch(name, lead, n):
+    arrays, g = _case_arrays(name, lead, n, np.float32, seed=1)
+    got, want = _cpu_and_cuda(CASES[name][1], arrays, g)
+    _close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("name", SOME)
+def test_rows_walked_and_columns_across_blocks(name, monkeypatch):
+    """More rows than row blocks (each thread or block walks several rows, each row-block
+    writes one row of partial sums) and rows wider than a block (the weighted SwiGLU's
+    per-row weight gradient adds the blocks of a row)."""
+    from minifuse.kernels.cuda import elementwise, training
+    monkeypatch.setattr(training, "PARTS", 3)
+    monkeypatch.setattr(training, "LN_PARTS", 2)
+    monkeypatch.setattr(elementwise, "ROW_BLOCKS", 2)
+    arrays, g = _case_arrays(name, (7,), 70 if GPU else 9, np.float32, seed=2)
+    got, want = _cpu_and_cuda(CASES[name][1], arrays, g)
+    _close(got, want, np.float32)
+
+
+@pytest.mark.parametrize("name", ["bias_gelu_tanh", "bias_gelu_none", "weighted_swiglu", "residual_layer_norm",
+                                  "linear_silu_preact", "linear_swiglu_recompute", "mlp_gelu_preact"])
+def test_nan_propagates_like_cpu(name):
+    arrays, g = _case_arrays(name, (4,), 4, np.float32, seed=3)
+    arrays[0][1, 2] = np.nan
+    got, want = _cpu_and_cuda(CASES[name][1], arrays, g)
+    assert np.isnan(got[0]).any()
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+
+
+@pytest.mark.parametrize("name, call", [
+    ("bias_gelu_tanh", lambda y, b: FU.bias_gelu(y, b, input_store_dtype=mf.float16)),
+    ("residual_layer_norm", lambda x, r, g, b: FU.residual_layer_norm(x, r, g, b, EPS, mf.float16)),
+    ("mlp_swiglu_recompute", lambda *t: FU.fused_mlp(*t, "swiglu", "recompute", mf.float16)),
+])
+def test_input_store_float16(name, call):
+    """Saved in float16 on the device too; the same rounded inputs give the CPU's gradients."""
+    arrays, g = _case_arrays(name, (5,), 4, np.float32, seed=4)
+    got, want = _cpu_and_cuda(call, arrays, g)
+    _close(got, want, np.float32)
+    with on_cuda():
+        out = call(*[mf.tensor(a, device=DEVICE, requires_grad=True) for a in arrays])
+    assert any(getattr(a, "dtype", None) == np.float16 for a in out.grad_fn._saved)
+
+
+def _attention_run(batch, seq, heads, dh, dtype, mask):
+    rng = np.random.default_rng(7)
+    qkv = rng.standard_normal((batch, seq, 3 * heads * dh)).astype(dtype)
+    g = rng.standard_normal((batch, seq, heads * dh)).astype(dtype)
+    return _cpu_and_cuda(lambda t: FU.fused_attention(t, mask, heads), [qkv], g)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_equals_cpu(dtype, masked):
+    """Second row of keys all padded when masked: P uniform and finite, as on the CPU."""
+    mask = np.array([[1, 1, 0], [0, 0, 0]]) if masked else None
+    got, want = _attention_run(2, 3, 2, 3, dtype, mask)
+    assert all(np.isfinite(a).all() for a in got)
+    _close(got, want, dtype)
+
+
+def test_attention_empty_batch_and_tensor_mask():
+    got, want = _attention_run(0, 3, 1, 2, np.float32, np.ones((0, 3)))
+    _close(got, want, np.float32)
+    mask = mf.tensor(np.array([[1, 0, 1]]), device=DEVICE)
+    got, want = _attention_run(1, 3, 1, 2, np.float32, mask)
+    _close(got, want, np.float32)
+
+
+def test_codes_are_shared_with_the_cpu():
+    """The CUDA training kernels take the CPU's activation and gate codes: index = code."""
+    from minifuse.kernels.cpu import epilogue, glu
+    from minifuse.kernels.cuda import mathfn
+    assert {name: mathfn.ACTIVATIONS.index(name) for name in mathfn.ACTIVATIONS} == epilogue.ACTIVATIONS
+    assert {name: mathfn.GATES.index(name) for name in mathfn.GATES} == glu.GATES
+
+
+@pytest.mark.parametrize("code", range(7))
+def test_bias_act_backward_kernel_at_extremes(code):
+    """The slope of every activation against the CPU kernel, NaN, +-inf and large values included."""
+    from minifuse.kernels.cpu import training as cpu
+    from minifuse.kernels.cuda import training as gpu
+    y = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 50.0, -50.0, 1e-30, -100.0, 90.0],
+                  np.linspace(-6, 6, 12)], np.float32)
+    g = np.linspace(-2, 2, 24).reshape(2, 12).astype(np.float32)
+    b = np.zeros(12, np.float32)
+    want_dy, want_db = np.empty_like(y), np.empty(12, np.float32)
+    cpu.bias_act_backward(g, y, b, True, code, want_dy, want_db, True)
+    dy, db = to_dev(np.empty_like(y)), to_dev(np.empty(12, np.float32))
+    gpu.bias_act_backward(to_dev(g), to_dev(y), to_dev(b), True, code, dy, db, True)
+    for a, e in ((to_host(dy), want_dy), (to_host(db), want_db)):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
+        ok = ~np.isnan(e)
+        np.testing.assert_allclose(a[ok], e[ok], rtol=1e-5, atol=1e-6)
+
+
+# ---- layers ------------------------------------------------------------------------------------
+
+def _layer_step(module, device, *args):
+    """(op classes on the tape, [output, parameter gradients...]) of one step of ``module`` on
+    ``device`` (a copy: the module itself stays where it is)."""
+    import copy
+    m = copy.deepcopy(module).to(device)
+    args = [mf.tensor(a, device=device) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
+    out = m(*args)
+    kinds = [fn.__name__ for fn in _nodes(out)]
+    out.backward(mf.tensor(np.random.default_rng(0).standard_normal(out.shape).astype(np.float32), device=device))
+    return sorted(kinds), [np.asarray(out.detach())] + [np.asarray(p.grad) for p in m.parameters()]
+
+
+def _layer_cpu_and_cuda(module, *args):
+    kinds_cpu, want = _layer_step(module, "cpu", *args)
+    with on_cuda():
+        kinds, got = _layer_step(module, DEVICE, *args)
+    assert kinds == kinds_cpu
+    _close(got, want, np.float32)
+    return kinds
+
+
+def test_mlp_fused_backend_on_cuda(rng):
+    mf.manual_seed(0)
+    x = rng.standard_normal((2, 3, 6)).astype(np.float32)
+    kinds = _layer_cpu_and_cuda(nn.MLP(6, "swiglu", backend="fused"), x)
+    assert kinds == ["FusedMLP"]
+
+
+def test_fused_linear_on_cuda(rng):
+    mf.manual_seed(1)
+    kinds = _layer_cpu_and_cuda(nn.FusedLinear(5, 3, "gelu", fused_training=True),
+                                rng.standard_normal((4, 5)).astype(np.float32))
+    assert kinds == ["FusedLinearAct"]
+
+
+def test_transformer_layer_fused_training_on_cuda(rng):
+    mf.manual_seed(2)
+    layer = nn.TransformerLayer(8, 2, 12, fused_training=True)
+    mask = np.array([[1, 1, 1], [1, 1, 0]])
+    kinds = _layer_cpu_and_cuda(layer, rng.standard_normal((2, 3, 8)).astype(np.float32), mask)
+    assert kinds == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
+
+
+# ---- on a GPU only: CuPy tensors ------------------------------------------------------------------
+
+@needs_gpu
+def test_layers_choose_fused_training_on_cuda():
+    from minifuse.nn.dispatch import fused_training_available
+    x = mf.ones(2, 4, device="cuda")
+    assert fused_training_available(x)
+    with nn.fusion(False):
+        assert not fused_training_available(x)
+
+
+@needs_gpu
+@pytest.mark.parametrize("call", [
+    lambda c, h: FU.bias_gelu(c(2, 3), h(3)),
+    lambda c, h: FU.weighted_swiglu(c(2, 4), h(2, 1)),
+    lambda c, h: FU.fused_linear_act(c(2, 3), h(4, 3)),
+    lambda c, h: FU.fused_mlp(c(2, 3), c(4, 3), None, h(2, 4), None),
+    lambda c, h: FU.residual_layer_norm(c(2, 3), h(2, 3), c(3), c(3)),
+    lambda c, h: FU.residual_layer_norm(h(2, 3), None, h(3), c(3)),
+    lambda c, h: FU.fused_attention(c(1, 2, 6), mf.ones(1, 2), 1),
+])
+def test_mixed_devices_raise_the_one_device_error(call):
+    cuda = lambda *s: mf.ones(*s, device="cuda")  # noqa: E731
+    with pytest.raises(RuntimeError, match=r"all tensors must be on one device; argument '\w+' is on "
+                                           r"(cuda:0|cpu), '\w+' on (cpu|cuda:0)"):
+        call(cuda, mf.ones)
+
+
+@needs_gpu
+def test_cuda_float16_is_refused_like_on_the_cpu():
+    with pytest.raises(TypeError, match="bias_gelu: 'y' must be float32 or float64, got float16"):
+        FU.bias_gelu(mf.ones(2, 3, dtype=mf.float16, device="cuda"), None)

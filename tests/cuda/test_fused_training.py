@@ -154,11 +154,13 @@ def test_input_store_float16(name, call):
     assert any(getattr(a, "dtype", None) == np.float16 for a in out.grad_fn._saved)
 
 
-def _attention_run(batch, seq, heads, dh, dtype, mask):
+def _attention_run(batch, seq, heads, dh, dtype, mask, mask_tensor=False):
+    """mask_tensor: the mask as a Tensor on the device of qkv (an array is copied there)."""
     rng = np.random.default_rng(7)
     qkv = rng.standard_normal((batch, seq, 3 * heads * dh)).astype(dtype)
     g = rng.standard_normal((batch, seq, heads * dh)).astype(dtype)
-    return _cpu_and_cuda(lambda t: FU.fused_attention(t, mask, heads), [qkv], g)
+    as_given = (lambda t: mf.tensor(mask, device=t.device)) if mask_tensor else (lambda t: mask)
+    return _cpu_and_cuda(lambda t: FU.fused_attention(t, as_given(t), heads), [qkv], g)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -174,8 +176,7 @@ def test_attention_equals_cpu(dtype, masked):
 def test_attention_empty_batch_and_tensor_mask():
     got, want = _attention_run(0, 3, 1, 2, np.float32, np.ones((0, 3)))
     _close(got, want, np.float32)
-    mask = mf.tensor(np.array([[1, 0, 1]]), device=DEVICE)
-    got, want = _attention_run(1, 3, 1, 2, np.float32, mask)
+    got, want = _attention_run(1, 3, 1, 2, np.float32, np.array([[1, 0, 1]]), mask_tensor=True)
     _close(got, want, np.float32)
 
 

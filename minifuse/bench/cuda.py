@@ -55,6 +55,10 @@ def rel_err(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
+def _gelu_tanh64(y):
+    return 0.5 * y * (1 + np.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * y ** 3)))
+
+
 def gemm_ceiling(results):
     import cupy
     import torch
@@ -89,9 +93,25 @@ def linear(results, ceiling):
     tx, tw, tb = (torch.as_tensor(a, device="cuda") for a in (x, w, b))
     flop = 2 * n * k * m
     r = {}
+    from minifuse.kernels.cuda import cublaslt
+    r["cublaslt"] = cublaslt._instance() is not None   # linear_act: cuBLASLt GEMM + bias/GELU kernel
     r["ours_ms"] = _cupy_time(lambda: K.linear_act(x, w, b, "gelu_tanh", out=out))
     r["ours_gemm_only_ms"] = _cupy_time(lambda: cupy.matmul(x, w.T, out=out))
     r["ours_epilogue_ms"] = _cupy_time(lambda: K.bias_act_(out, b, "gelu_tanh"))
+    r["ours_cublas_plus_epilogue_kernel_ms"] = _cupy_time(
+        lambda: K.bias_act_(cupy.matmul(x, w.T, out=out), b, "gelu_tanh"))
+    # the other ways to split the work: cuBLAS (CuPy) or cuBLASLt GEMM, the bias in or out of it
+    r["lt_gemm_only_ms"] = _cupy_time(lambda: cublaslt.linear(x, w, None, out))
+    r["lt_gemm_then_bias_gelu_kernel_ms"] = _cupy_time(
+        lambda: (cublaslt.linear(x, w, None, out), K.bias_act_(out, b, "gelu_tanh")))
+    r["lt_bias_then_gelu_kernel_ms"] = _cupy_time(
+        lambda: (cublaslt.linear(x, w, b, out), K.bias_act_(out, None, "gelu_tanh")))
+    # the epilogue kernel's GPU time alone: ten launches replayed from a CUDA graph (no Python)
+    graph = K.CudaGraph(lambda: [K.bias_act_(out, b, "gelu_tanh") for _ in range(10)])
+    r["epilogue_kernel_gpu_us"] = _cupy_time(graph.replay) * 100
+    r["epilogue_kernel_tb_per_s"] = 2 * n * m * 4 / r["epilogue_kernel_gpu_us"] / 1e6
+    ty = torch.as_tensor(out, device="cuda")
+    r["torch_gelu_alone_us"] = _torch_time(lambda: F.gelu(ty, approximate="tanh")) * 1000
     c = math.sqrt(2 / math.pi)
 
     def cupy_unfused():
@@ -106,7 +126,11 @@ def linear(results, ceiling):
         r[f"tiled_{cfg}_tflops"] = flop / r[f"tiled_{cfg}_ms"] / 1e9
         r[f"tiled_{cfg}_rel_err"] = rel_err(out.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
     K.linear_act(x, w, b, "gelu_tanh", out=out)
-    r["rel_err_vs_torch"] = rel_err(out.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
+    want = F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu().numpy()
+    r["rel_err_vs_torch"] = rel_err(out.get(), want)
+    r["max_abs_diff_vs_torch"] = float(np.abs(out.get() - want).max())
+    r["rel_err_vs_float64"] = rel_err(out.get(), _gelu_tanh64(x.get().astype(np.float64) @ w.get().astype(np.float64).T
+                                                              + b.get()))
     r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
     r["tflops"] = flop / r["ours_ms"] / 1e9
     r["fraction_of_ceiling"] = r["tflops"] / ceiling
@@ -120,6 +144,12 @@ def linear(results, ceiling):
     txh, twh, tbh = tx.half(), tw.half(), tb.half()
     rh = dict(ours_ms=_cupy_time(lambda: K.linear_act(xh, wh, bh, "gelu_tanh", out=outh)),
               torch_ms=_torch_time(lambda: F.gelu(F.linear(txh, twh, tbh), approximate="tanh")))
+    try:   # the cuBLASLt call captured in a CUDA graph: one launch, no Python per call
+        graph = K.CudaGraph(lambda: K.linear_act(xh, wh, bh, "gelu_tanh", out=outh))
+        rh["ours_graph_ms"] = _cupy_time(graph.replay)
+        rh["graph_ratio_vs_torch"] = rh["ours_graph_ms"] / rh["torch_ms"]
+    except RuntimeError as e:
+        rh["ours_graph_ms"] = repr(e)
     rh["ratio_vs_torch"] = rh["ours_ms"] / rh["torch_ms"]
     rh["rel_err_vs_torch_fp32"] = rel_err(outh.get(), F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu())
     results["linear_4096x768x3072_gelu_tanh_fp16"] = rh
@@ -162,6 +192,7 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     got = torch.as_tensor(ours(*args), device="cuda").float()
     keep = ~pad
     r["rel_err_vs_torch"] = rel_err(got[keep].cpu(), ref[keep].cpu())
+    r["max_abs_diff_vs_torch"] = float((got[keep] - ref[keep]).abs().max())
     # the GEMM floor: the same cuBLAS calls alone (4 projections + 2 batched attention products)
     x2 = args[0].reshape(n, d)
     bufs = [cupy.empty((n, 3 * d), args[0].dtype), cupy.empty((n, d), args[0].dtype),
@@ -178,6 +209,13 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
         cupy.matmul(bufs[3], args[7].T, out=bufs[2])
         cupy.matmul(bufs[2], args[9].T, out=bufs[1])
     r["gemm_floor_ms"] = _cupy_time(gemms)
+    try:   # the whole layer captured once and replayed from a CUDA graph (kernels/cuda/graphs.py)
+        graph = K.CudaGraph(ours, *args)
+        r["ours_graph_ms"] = _cupy_time(graph.replay)
+        r["graph_ratio_vs_torch"] = r["ours_graph_ms"] / r["torch_ms"]
+        r["graph_max_abs_diff_vs_eager"] = float(abs(graph.replay() - ours(*args)).max())
+    except RuntimeError as e:
+        r["ours_graph_ms"] = repr(e)
     r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
     r["non_gemm_ms"] = r["ours_ms"] - r["gemm_floor_ms"]
     r["tflops"] = flop / r["ours_ms"] / 1e9
@@ -214,7 +252,7 @@ def launch_profile(results):
     y = cupy.ones((4, 256), cupy.float32)
     b = cupy.ones(256, cupy.float32)
     kern = _bias_act_kernel("relu", np.dtype(np.float32))
-    dy, db, s = rt.device_array(y), rt.device_array(b), rt.stream()
+    dy, db, dz, s = rt.device_array(y), rt.device_array(b), rt.device_array(y[:0]), rt.stream()
 
     def us(fn, n=300):
         fn()
@@ -226,13 +264,13 @@ def launch_profile(results):
              cached_view=us(lambda: rt.device_array(y)),
              external_stream=us(lambda: rt.cuda.external_stream(cupy.cuda.get_current_stream().ptr)),
              cached_stream=us(rt.stream),
-             launch_converted=us(lambda: kern[(1, 4), 256, s](dy, db, True)),
-             launch_raw_cupy=us(lambda: kern[(1, 4), 256, s](y, b, True)),
+             launch_converted=us(lambda: kern[(1, 4), 256, s](dy, db, True, dz)),
+             launch_raw_cupy=us(lambda: kern[(1, 4), 256, s](y, b, True, y[:0])),
              bias_act_call=us(lambda: K.bias_act_(y, b, "relu")),
              cupy_add=us(lambda: cupy.add(y, y)))
     try:  # numba's compiled kernel object, launched without the dispatcher's type lookup
         kobj = next(iter(kern.overloads.values()))
-        r["launch_direct"] = us(lambda: kobj.launch([dy, db, True], (1, 4, 1), (256, 1, 1), s, 0))
+        r["launch_direct"] = us(lambda: kobj.launch([dy, db, True, dz], (1, 4, 1), (256, 1, 1), s, 0))
     except Exception as e:
         r["launch_direct"] = repr(e)
     cupy.cuda.Device().synchronize()

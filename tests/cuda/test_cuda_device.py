@@ -95,11 +95,20 @@ def test_cuda_graph_replay_matches_eager(rng):
 
 
 @needs_gpu
-def test_cuda_graph_of_cublas_work_says_why_it_cannot(rng):
+def test_cuda_graph_captures_cublaslt_gemms_and_says_why_not_cupy_matmul(rng):
     import cupy
     from minifuse.kernels import cuda as K
+    x = cupy.asarray(rng.standard_normal((64, 32)).astype(np.float32))
+    w = cupy.asarray(rng.standard_normal((48, 32)).astype(np.float32))
+    b = cupy.asarray(rng.standard_normal(48).astype(np.float32))
+    graph = K.CudaGraph(lambda a: K.linear_act(a, w, b, "gelu_tanh"), x)   # cuBLASLt: capturable
+    want = K.linear_act(x, w, b, "gelu_tanh").get()
+    x[...] = 2 * x
+    np.testing.assert_allclose(graph.replay().get(), K.linear_act(x, w, b, "gelu_tanh").get(), rtol=1e-6)
+    assert not np.allclose(graph.output.get(), want)
+    q = cupy.ones((1, 2, 8, 4), cupy.float64)     # float64: CuPy's batched matmul, not cuBLASLt
     with pytest.raises(RuntimeError, match="CuPy cannot capture cuBLAS"):
-        K.CudaGraph(lambda a: K.linear_act(a, a, None, "relu"), cupy.ones((8, 8), cupy.float32))
+        K.CudaGraph(lambda a: K.attention(a, a, a, None, 1.0), q)
     # the stream is usable again afterwards
     assert float(K.bias_act_(cupy.ones((2, 2), cupy.float32), None, "relu").sum()) == 4.0
 

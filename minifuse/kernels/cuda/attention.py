@@ -3,7 +3,9 @@
 Semantics (those of the CPU kernel and the unfused path): scores = (q @ k^T) * scale; where
 key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out = P @ v.
 
-The two products are batched cuBLAS GEMMs (CuPy), one per (batch, head) in a single call. Between
+The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
+(cublaslt.py, so that a CUDA graph can capture them) on contiguous copies of q, k, v (CuPy's
+matmul makes the same copies), CuPy's cuBLAS matmul where cuBLASLt does not apply. Between
 them, ONE numba kernel (rowwise.masked_softmax) does what the unfused path does in six passes
 over the (B, H, Sq, Sk) scores (scale, mask add, max, subtract+exp, sum, divide): one read and
 one write of the scores, in place. A flash-attention kernel (scores never in memory) would also
@@ -14,14 +16,26 @@ import math
 
 import numpy as np
 
-from . import checks
+from . import checks, cublaslt
 from .rowwise import apply_masked_softmax
 
 
 def _attend(xp, q, k, v, key_mask, scale, out):
     """out[...] = softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k, v (B, H, Sk, D)."""
-    nb, nh, sq, _ = q.shape
+    nb, nh, sq, dh = q.shape
     sk = k.shape[2]
+    if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
+        q3, k3, v3 = (xp.ascontiguousarray(t).reshape(nb * nh, -1, dh) for t in (q, k, v))
+        scores = xp.empty((nb * nh, sq, sk), q.dtype)
+        ctx = xp.empty((nb * nh, sq, dh), q.dtype)
+        if cublaslt.bmm(q3, k3, scores, trans_b=True):
+            apply_masked_softmax(xp, scores.reshape(-1, sk), nh * sq, key_mask, scale)
+            if cublaslt.bmm(scores, v3, ctx):
+                ctx = ctx.reshape(nb, nh, sq, dh)
+                if out is None:
+                    return ctx
+                out[...] = ctx
+                return out
     scores = xp.matmul(q, xp.swapaxes(k, -1, -2))                 # (B, H, Sq, Sk), cuBLAS
     apply_masked_softmax(xp, scores.reshape(-1, sk), nh * sq, key_mask, scale)
     return xp.matmul(scores, v, out=out)

@@ -1,7 +1,7 @@
 """GEMM epilogues on CUDA: y = act(y + bias) in place, and bias + GLU/SwiGLU.
 
 Thread mapping: threadIdx.x + blockIdx.x * blockDim.x is the column (coalesced: a warp reads 32
-neighbouring elements of a row), blockIdx.y walks rows with stride gridDim.y. Each thread loads
+neighbouring elements of a row), blockIdx.y walks rows with stride gridDim.y, four rows per step. Each thread loads
 its bias element once and reuses it for every row it visits; there is no integer division.
 
 Unfused, `act(x @ W.T + b)` costs a write of the GEMM result, a read and write for `+ b`, and a
@@ -32,22 +32,39 @@ def _bias_act_kernel(activation, ct, in_place=True):
     act = activations(ct)[activation]
     ctype = np.dtype(ct).type
 
+    @cuda.jit(device=True, inline=True)
+    def put(y, out, r, c, v):
+        if in_place:                       # a compile-time constant: one arm is compiled
+            y[r, c] = v
+        else:
+            out[r, c] = v
+
     @cuda.jit
     def bias_act(y, bias, has_bias, out):
-        """out = act(y + bias), or y itself when in_place (a compile-time constant; out unused)."""
+        """out = act(y + bias), or y itself when in_place (out unused then)."""
         n, m = y.shape
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= m:
             return
         b = ctype(bias[c]) if has_bias else ctype(0)
         r = cuda.blockIdx.y
+        g = cuda.gridDim.y
+        # Four rows per step, all loads before any store: four independent loads in flight per
+        # thread (a load after a store to the same array must wait, the compiler cannot prove
+        # they do not alias). One row at a time the kernel ran at 2.6 TB/s of the 3.0 a copy gets.
+        while r + 3 * g < n:
+            v0 = ctype(y[r, c])
+            v1 = ctype(y[r + g, c])
+            v2 = ctype(y[r + 2 * g, c])
+            v3 = ctype(y[r + 3 * g, c])
+            put(y, out, r, c, act(v0 + b))
+            put(y, out, r + g, c, act(v1 + b))
+            put(y, out, r + 2 * g, c, act(v2 + b))
+            put(y, out, r + 3 * g, c, act(v3 + b))
+            r += 4 * g
         while r < n:
-            v = act(ctype(y[r, c]) + b)
-            if in_place:
-                y[r, c] = v
-            else:
-                out[r, c] = v
-            r += cuda.gridDim.y
+            put(y, out, r, c, act(ctype(y[r, c]) + b))
+            r += g
     return bias_act
 
 

@@ -1,6 +1,6 @@
 """CUDA-graph capture and replay for fixed-shape inference.
 
-A BERT-base layer is ~11 launches (cuBLAS through CuPy, numba kernels); each numba launch costs
+A BERT-base layer is ~16 launches (cuBLASLt GEMMs, head copies, numba kernels); each numba launch costs
 30-130 us of Python, so at small batch sizes the GPU waits for the CPU. A CUDA graph records the
 launches once and replays them all with one call (measured ~3.6 us per kernel on an H100).
 
@@ -11,11 +11,12 @@ with `sync=False` (a synchronisation is illegal during capture). Every buffer al
 capture is held by the graph object, so the memory pool cannot hand it to anyone else while the
 graph may still write it.
 
-Limit: CuPy (13 and 14) refuses any cuBLAS call while a stream is being captured ("calling
-cuBLAS API during stream capture is currently unsupported": cuBLAS would need a user-provided
-workspace). So CuPy GEMMs (`linear_act`, `attention`, `transformer_layer`) cannot be captured;
-numba kernels (the epilogues, LayerNorm, softmax, `tiled_linear_act`) and CuPy elementwise
-work can. Capturing cuBLAS needs a handle with its own workspace (PyTorch does that).
+Limit: CuPy (13 and 14) refuses any cuBLAS call of its own while a stream is being captured
+("calling cuBLAS API during stream capture is currently unsupported": cuBLAS would need a
+user-provided workspace). minifuse's float32 and float16 GEMMs, the attention products included,
+go through cuBLASLt with a workspace of their own (cublaslt.py), so `linear_act`, `mlp`,
+`attention` and a whole `transformer_layer` are captured. float64 GEMMs use CuPy's matmul, and
+capturing them raises the RuntimeError below. Numba kernels and CuPy elementwise work are captured.
 
 Replay reuses the same buffers: write new inputs into the arrays that were captured (`graph.args`)
 and read the result from `graph.output` (overwritten by the next replay).
@@ -50,8 +51,8 @@ class CudaGraph:
                     self.output = fn(*args)
                 except NotImplementedError as e:
                     _end_quietly(self.stream)
-                    raise RuntimeError(f"CudaGraph: {e}. CuPy cannot capture cuBLAS (matmul); capture "
-                                       f"numba kernels only (see minifuse/kernels/cuda/graphs.py)") from e
+                    raise RuntimeError(f"CudaGraph: {e}. CuPy cannot capture cuBLAS (its matmul, e.g. "
+                                       f"attention's batched products); see minifuse/kernels/cuda/graphs.py") from e
                 except BaseException:
                     _end_quietly(self.stream)
                     raise

@@ -6,7 +6,7 @@ QKV bias add, masked softmax, residual+bias+LayerNorm, bias+GELU, residual+bias+
 """
 import numpy as np
 
-from . import checks
+from . import checks, cublaslt
 from .attention import METHODS, default_scale, packed
 from .elementwise import apply_bias_act, apply_bias_glu
 from .mathfn import ACTIVATIONS
@@ -16,9 +16,22 @@ MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
 _GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}
 
 
-def gemm(xp, x2, w, out2):
-    """out2 (N, M) = x2 (N, K) @ w.T through cuBLAS, no copy of the transposed weight."""
-    return xp.matmul(x2, w.T, out=out2)
+def gemm(xp, x2, w, out2, bias=None):
+    """out2 (N, M) = x2 (N, K) @ w.T (+ bias, in the GEMM's epilogue) through cuBLASLt
+    (cublaslt.py: capturable in a CUDA graph), else cuBLAS plus a bias pass; no copy of w.T."""
+    if xp is not np and cublaslt.linear(x2, w, bias, out2):
+        return out2
+    xp.matmul(x2, w.T, out=out2)
+    return apply_bias_act(out2, bias, "none")
+
+
+def gemm_act(xp, x2, w, bias, activation, out2):
+    """out2 = act(x2 @ w.T + bias): the bias alone goes into the GEMM's epilogue; with an
+    activation, the GEMM then one bias + activation kernel (faster than cuBLASLt's GELU epilogue,
+    see cublaslt.py)."""
+    if activation == "none":
+        return gemm(xp, x2, w, out2, bias)
+    return apply_bias_act(gemm(xp, x2, w, out2), bias, activation)
 
 
 def check_weight(fn, name, w, in_features, like):
@@ -42,9 +55,7 @@ def linear_act(x, weight, bias, activation, out=None):
     checks.choice(fn, "activation", activation, ACTIVATIONS)
     out = checks.output(fn, out, tuple(x.shape[:-1]) + (m,), like,
                         [("x", x), ("weight", weight), ("bias", bias)])
-    out2 = out.reshape(-1, m)
-    gemm(xp, checks.rows(xp, x, x.shape[-1]), weight, out2)
-    apply_bias_act(out2, bias, activation)
+    gemm_act(xp, checks.rows(xp, x, x.shape[-1]), weight, bias, activation, out.reshape(-1, m))
     return out
 
 
@@ -89,15 +100,13 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
 
     n = nb * s
     x2 = checks.rows(xp, x, d)
-    qkv = gemm(xp, x2, qkv_w, xp.empty((n, 3 * d), x.dtype))
-    apply_bias_act(qkv, qkv_b, "none")
+    qkv = gemm_act(xp, x2, qkv_w, qkv_b, "none", xp.empty((n, 3 * d), x.dtype))
     ctx = packed(xp, qkv.reshape(nb, s, 3 * d), key_mask, num_heads, default_scale(d // num_heads),
                  xp.empty((nb, s, d), x.dtype))
     proj = gemm(xp, ctx.reshape(n, d), out_w, xp.empty((n, d), x.dtype))
     h = xp.empty((n, d), x.dtype)
     apply_residual_layer_norm(x2, proj, out_b, ln1_g, ln1_b, eps, h)      # out_b folded in here
-    hidden = gemm(xp, h, fc1_w, xp.empty((n, f), x.dtype))
-    apply_bias_act(hidden, fc1_b, activation)
+    hidden = gemm_act(xp, h, fc1_w, fc1_b, activation, xp.empty((n, f), x.dtype))
     gemm(xp, hidden, fc2_w, proj)                                         # proj buffer reused
     out = xp.empty((nb, s, d), x.dtype)
     apply_residual_layer_norm(h, proj, fc2_b, ln2_g, ln2_b, eps, out.reshape(n, d))
@@ -126,11 +135,11 @@ def mlp(x, w1, b1, w2, b2, activation):
     b2 = checks.vector(fn, "b2", b2, cout, "(Cout,)", like)
 
     x2 = checks.rows(xp, x, c)
-    y = gemm(xp, x2, w1, xp.empty((x2.shape[0], width), x.dtype))
+    y = xp.empty((x2.shape[0], width), x.dtype)
     if gated:
-        hidden = apply_bias_glu(y, b1, _GATE_OF[activation], xp.empty((x2.shape[0], hid), x.dtype))
+        hidden = apply_bias_glu(gemm(xp, x2, w1, y), b1, _GATE_OF[activation], xp.empty((x2.shape[0], hid), x.dtype))
     else:
-        hidden = apply_bias_act(y, b1, activation)
+        hidden = gemm_act(xp, x2, w1, b1, activation, y)
     out = xp.empty(tuple(x.shape[:-1]) + (cout,), x.dtype)
-    apply_bias_act(gemm(xp, hidden, w2, out.reshape(-1, cout)), b2, "none")
+    gemm_act(xp, hidden, w2, b2, "none", out.reshape(-1, cout))
     return out

@@ -12,9 +12,10 @@ import functools
 
 import numpy as np
 
+from .. import validate
 from . import checks
 from .mathfn import ACTIVATIONS, GATES, activations, compute_dtype
-from .runtime import MIN_THREADS, blocks, cuda, launch
+from .runtime import MIN_THREADS, blocks, cuda, launch, xp_for
 
 ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 rows
 
@@ -51,7 +52,8 @@ def _bias_act_kernel(activation, ct, in_place=True):
         g = cuda.gridDim.y
         # Four rows per step, all loads before any store: four independent loads in flight per
         # thread (a load after a store to the same array must wait, the compiler cannot prove
-        # they do not alias). One row at a time the kernel ran at 2.6 TB/s of the 3.0 a copy gets.
+        # they do not alias). H100, 4096 x 3072 float32 gelu_tanh: 38.7 us in four-row steps
+        # against 58.8 us one row at a time (2048 row blocks); a plain copy takes 36 us.
         while r + 3 * g < n:
             v0 = ctype(y[r, c])
             v1 = ctype(y[r + g, c])
@@ -136,13 +138,8 @@ def bias_glu(y, bias, gate, out=None):
     y (..., 2H), bias (2H,) or None, gate 'sigmoid' (GLU) or 'silu' (SwiGLU) -> (..., H).
     """
     fn = "bias_glu"
-    xp = checks.float_array(fn, "y", y, min_ndim=1)
-    like = ("y", y)
+    bias, gate, out = validate.bias_glu(checks.CHECKS, fn, y, bias, gate, GATES, out)
+    xp = xp_for(fn, "y", y)
     width = y.shape[-1]
-    if width % 2:
-        raise ValueError(f"{fn}: 'y' last dim must be even (2H), got shape {tuple(y.shape)}")
-    bias = checks.vector(fn, "bias", bias, width, "(2H,)", like)
-    checks.choice(fn, "gate", gate, GATES)
-    out = checks.output(fn, out, tuple(y.shape[:-1]) + (width // 2,), like, [("y", y), ("bias", bias)])
     apply_bias_glu(checks.rows(xp, y, width), bias, gate, out.reshape(-1, width // 2))
     return out

@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import checks as shared, validate
 from . import checks, mathfn
 from .jit import kernel
 from .rows import LANES, row_max, row_sum
@@ -122,16 +123,12 @@ def _mask_add(fn, key_mask, batch, keys, dtype):
         return np.zeros((batch, 0), dtype)   # never read: has_mask is False
     if not isinstance(key_mask, np.ndarray):
         raise TypeError(f"{fn}: 'key_mask' must be a numpy.ndarray or None, got {type(key_mask).__name__}")
-    if key_mask.dtype.kind not in "biuf":
-        raise TypeError(f"{fn}: 'key_mask' must be bool, integer or float, got {key_mask.dtype}")
-    checks.shape(fn, "key_mask", key_mask, (batch, keys), "(B, Sk)")
+    shared.key_mask_values(fn, key_mask, batch, keys)
     return np.where(key_mask == 0, np.finfo(dtype).min, 0).astype(dtype)
 
 
 def _scale(fn, scale, dtype):
-    if not np.isscalar(scale) or not np.isreal(scale):
-        raise TypeError(f"{fn}: 'scale' must be a real number, got {scale!r}")
-    return dtype.type(scale)
+    return dtype.type(shared.real_number(fn, "scale", scale))
 
 
 METHODS = {"loop": _attention, "bmm": _attention_bmm}
@@ -146,18 +143,11 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     fused softmax kernel; faster for longer inputs, see dispatch.attention_threshold).
     """
     fn = "attention"
-    checks.float_array(fn, "q", q, ndim=4)
-    dt = ("q", q.dtype)
-    nb, nh, sq, dh = q.shape
-    checks.float_array(fn, "k", k, ndim=4, dtype=dt)
-    sk = k.shape[2]
-    checks.shape(fn, "k", k, (nb, nh, sk, dh), "(B, H, Sk, D)")
-    checks.float_array(fn, "v", v, ndim=4, dtype=dt)
-    checks.shape(fn, "v", v, (nb, nh, sk, dh), "(B, H, Sk, D) like 'k'")
+    validate.attention_heads(checks.CHECKS, fn, q, k, v)
     run = checks.choice(fn, "method", method, METHODS)
-    madd = _mask_add(fn, key_mask, nb, sk, q.dtype)
+    madd = _mask_add(fn, key_mask, q.shape[0], k.shape[2], q.dtype)
     scale = _scale(fn, scale, q.dtype)
-    out = checks.output(fn, out, q.shape, dt, [("q", q), ("k", k), ("v", v)])
+    out = checks.output(fn, out, q.shape, ("q", q), [("q", q), ("k", k), ("v", v)])
     run(q, k, v, madd, key_mask is not None, scale, out)
     return out
 
@@ -177,18 +167,12 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     """
     fn = "attention_packed"
     run = checks.choice(fn, "method", method, METHODS)
-    checks.float_array(fn, "qkv", qkv, ndim=3)
-    dt = ("qkv", qkv.dtype)
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int, got {num_heads!r}")
+    validate.attention_packed(checks.CHECKS, fn, qkv, num_heads)
     nb, s, width = qkv.shape
-    if width % (3 * num_heads):
-        raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
-                         f"got shape {qkv.shape}")
     d = width // 3
     madd = _mask_add(fn, key_mask, nb, s, qkv.dtype)
     scale = _scale(fn, scale, qkv.dtype)
-    out = checks.output(fn, out, (nb, s, d), dt, [("qkv", qkv)])
+    out = checks.output(fn, out, (nb, s, d), ("qkv", qkv), [("qkv", qkv)])
     q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
     run(q, k, v, madd, key_mask is not None, scale, split_heads(out, 0, d, num_heads))
     return out

@@ -6,6 +6,7 @@ Here each output element reads its two inputs once and writes the half-width res
 """
 from numba import prange
 
+from .. import validate
 from . import checks, mathfn
 from .jit import kernel
 
@@ -38,14 +39,7 @@ def bias_glu(y, bias, gate, out=None):
 
     y (..., 2H), bias (2H,) or None, gate 'sigmoid' (GLU) or 'silu' (SwiGLU) -> (..., H).
     """
-    fn = "bias_glu"
-    checks.float_array(fn, "y", y, min_ndim=1)
-    dt = ("y", y.dtype)
+    bias, code, out = validate.bias_glu(checks.CHECKS, "bias_glu", y, bias, gate, GATES, out)
     width = y.shape[-1]
-    if width % 2:
-        raise ValueError(f"{fn}: 'y' last dim must be even (2H), got shape {y.shape}")
-    bias = checks.vector(fn, "bias", bias, width, "(2H,)", dt)
-    code = checks.choice(fn, "gate", gate, GATES)
-    out = checks.output(fn, out, y.shape[:-1] + (width // 2,), dt, [("y", y), ("bias", bias)])
     apply_bias_glu(checks.rows(y, width), bias, code, out.reshape(-1, width // 2))
     return out

@@ -8,9 +8,9 @@ memory once: the add writes v into the out row and sums it in the same loop; the
 """
 import math
 
-import numpy as np
 from numba import prange
 
+from .. import validate
 from . import checks
 from .jit import reduction
 
@@ -53,19 +53,9 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
     x, residual (..., D), gamma, beta (D,) -> (..., D).
     """
     fn = "residual_layer_norm"
-    checks.float_array(fn, "x", x, min_ndim=1)
-    dt = ("x", x.dtype)
+    gamma, beta = validate.residual_layer_norm(checks.CHECKS, fn, x, residual, gamma, beta, eps)
+    out = checks.output(fn, out, x.shape, ("x", x), [("x", x), ("residual", residual)])
     d = x.shape[-1]
-    if residual is not None:
-        checks.float_array(fn, "residual", residual, dtype=dt)
-        checks.shape(fn, "residual", residual, x.shape, "the shape of 'x'")
-    gamma = checks.vector(fn, "gamma", gamma, d, "(D,)", dt)
-    beta = checks.vector(fn, "beta", beta, d, "(D,)", dt)
-    if gamma is None or beta is None:
-        raise TypeError(f"{fn}: 'gamma' and 'beta' are required arrays, got None")
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
-    out = checks.output(fn, out, x.shape, dt, [("x", x), ("residual", residual)])
     res2 = None if residual is None else checks.rows(residual, d)
     apply_residual_layer_norm(checks.rows(x, d), res2, None, gamma, beta, eps, out.reshape(-1, d))
     return out

@@ -10,24 +10,14 @@ import math
 
 import numpy as np
 
+from .. import validate
+from ..validate import GATE_OF
 from . import checks
 from .attention import METHODS, _mask_add, split_heads
 from .epilogue import ACTIVATIONS, apply_bias_act
 from .glu import GATES, apply_bias_glu
 from .layernorm import apply_residual_layer_norm
-from .linear import check_weight, gemm
-
-MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
-_GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}
-
-
-def _layer_arrays(fn, x, weights, dt):
-    """Check (name, array, expected shape or None-for-optional-vector) triples."""
-    for name, a, shape, meaning in weights:
-        if a is None and meaning.startswith("bias"):
-            continue
-        checks.float_array(fn, name, a, dtype=dt)
-        checks.shape(fn, name, a, shape, meaning)
+from .linear import gemm
 
 
 def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b,
@@ -44,26 +34,14 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
     attention_method 'loop' or 'bmm' (see `attention`).
     """
     fn = "transformer_layer"
-    checks.float_array(fn, "x", x, ndim=3)
-    dt = ("x", x.dtype)
+    params = validate.transformer_layer(checks.CHECKS, fn, x, num_heads, [
+        qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b])
+    qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b = params
     nb, s, d = x.shape
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or d % num_heads:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int dividing d = {d}, got {num_heads!r}")
-    checks.float_array(fn, "fc1_w", fc1_w, ndim=2, dtype=dt)
     f = fc1_w.shape[0]
-    _layer_arrays(fn, x, [
-        ("qkv_w", qkv_w, (3 * d, d), "(3d, d)"), ("qkv_b", qkv_b, (3 * d,), "bias (3d,)"),
-        ("out_w", out_w, (d, d), "(d, d)"), ("out_b", out_b, (d,), "bias (d,)"),
-        ("ln1_g", ln1_g, (d,), "(d,)"), ("ln1_b", ln1_b, (d,), "(d,)"),
-        ("fc1_w", fc1_w, (f, d), "(F, d)"), ("fc1_b", fc1_b, (f,), "bias (F,)"),
-        ("fc2_w", fc2_w, (d, f), "(d, F)"), ("fc2_b", fc2_b, (d,), "bias (d,)"),
-        ("ln2_g", ln2_g, (d,), "(d,)"), ("ln2_b", ln2_b, (d,), "(d,)")], dt)
     code = checks.choice(fn, "activation", activation, ACTIVATIONS)
     attend = checks.choice(fn, "attention_method", attention_method, METHODS)
     madd = _mask_add(fn, key_mask, nb, s, x.dtype)
-    vec = np.ascontiguousarray
-    qkv_b, out_b, fc1_b, fc2_b = (None if b is None else vec(b) for b in (qkv_b, out_b, fc1_b, fc2_b))
-    ln1_g, ln1_b, ln2_g, ln2_b = (vec(a) for a in (ln1_g, ln1_b, ln2_g, ln2_b))
 
     n = nb * s
     x2 = checks.rows(x, d)
@@ -91,26 +69,14 @@ def mlp(x, w1, b1, w2, b2, activation):
     activation: relu, gelu (exact erf), gelu_tanh, silu, or gated glu / swiglu, where layer1
     gives 2H features and out = layer2(gate(a) * b) with a = the FIRST half (the gate).
     """
-    fn = "mlp"
-    checks.float_array(fn, "x", x, min_ndim=1)
-    dt = ("x", x.dtype)
-    if activation not in MLP_ACTIVATIONS:
-        raise ValueError(f"{fn}: 'activation' must be one of {list(MLP_ACTIVATIONS)}, got {activation!r}")
-    c = x.shape[-1]
-    width = check_weight(fn, "w1", w1, c, dt)
-    b1 = checks.vector(fn, "b1", b1, width, "(w1.shape[0],)", dt)
-    gated = activation in _GATE_OF
-    if gated and width % 2:
-        raise ValueError(f"{fn}: gated '{activation}' needs an even w1.shape[0] (2H), got {w1.shape}")
-    hid = width // 2 if gated else width
-    cout = check_weight(fn, "w2", w2, hid, dt)
-    b2 = checks.vector(fn, "b2", b2, cout, "(Cout,)", dt)
+    b1, b2 = validate.mlp(checks.CHECKS, "mlp", x, w1, b1, w2, b2, activation)
+    cout = w2.shape[0]
 
-    x2 = checks.rows(x, c)
-    y = gemm(x2, w1, np.empty((x2.shape[0], width), x.dtype))
-    if gated:
-        hidden = np.empty((x2.shape[0], hid), x.dtype)
-        apply_bias_glu(y, b1, GATES[_GATE_OF[activation]], hidden)
+    x2 = checks.rows(x, x.shape[-1])
+    y = gemm(x2, w1, np.empty((x2.shape[0], w1.shape[0]), x.dtype))
+    if activation in GATE_OF:
+        hidden = np.empty((x2.shape[0], w2.shape[1]), x.dtype)
+        apply_bias_glu(y, b1, GATES[GATE_OF[activation]], hidden)
     else:
         hidden = y
         apply_bias_act(y, b1, ACTIVATIONS[activation])

@@ -16,8 +16,10 @@ import math
 
 import numpy as np
 
+from .. import validate
 from . import checks, cublaslt
 from .rowwise import apply_masked_softmax
+from .runtime import xp_for
 
 
 def _attend(xp, q, k, v, key_mask, scale, out):
@@ -55,15 +57,10 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     """
     fn = "attention"
     checks.choice(fn, "method", method, {m: m for m in METHODS})
-    xp = checks.float_array(fn, "q", q, ndim=4)
+    validate.attention_heads(checks.CHECKS, fn, q, k, v)
+    xp = xp_for(fn, "q", q)
     like = ("q", q)
-    nb, nh, sq, dh = q.shape
-    checks.float_array(fn, "k", k, ndim=4, like=like)
-    sk = k.shape[2]
-    checks.shape(fn, "k", k, (nb, nh, sk, dh), "(B, H, Sk, D)")
-    checks.float_array(fn, "v", v, ndim=4, like=like)
-    checks.shape(fn, "v", v, (nb, nh, sk, dh), "(B, H, Sk, D) like 'k'")
-    key_mask = checks.key_mask(fn, key_mask, nb, sk, like)
+    key_mask = checks.key_mask(fn, key_mask, q.shape[0], k.shape[2], like)
     scale = checks.scale(fn, scale)
     out = checks.output(fn, out, q.shape, like, [("q", q), ("k", k), ("v", v)])
     return _attend(xp, q, k, v, key_mask, scale, out)
@@ -93,14 +90,10 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     """
     fn = "attention_packed"
     checks.choice(fn, "method", method, {m: m for m in METHODS})
-    xp = checks.float_array(fn, "qkv", qkv, ndim=3)
+    validate.attention_packed(checks.CHECKS, fn, qkv, num_heads)
+    xp = xp_for(fn, "qkv", qkv)
     like = ("qkv", qkv)
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int, got {num_heads!r}")
     nb, s, width = qkv.shape
-    if width % (3 * num_heads):
-        raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
-                         f"got shape {tuple(qkv.shape)}")
     key_mask = checks.key_mask(fn, key_mask, nb, s, like)
     scale = checks.scale(fn, scale)
     out = checks.output(fn, out, (nb, s, width // 3), like, [("qkv", qkv)])

@@ -6,14 +6,14 @@ QKV bias add, masked softmax, residual+bias+LayerNorm, bias+GELU, residual+bias+
 """
 import numpy as np
 
+from .. import validate
+from ..validate import GATE_OF
 from . import checks, cublaslt
 from .attention import METHODS, default_scale, packed
 from .elementwise import apply_bias_act, apply_bias_glu
 from .mathfn import ACTIVATIONS
 from .rowwise import apply_residual_layer_norm, threads_for
-
-MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
-_GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}
+from .runtime import xp_for
 
 
 def gemm(xp, x2, w, out2, bias=None):
@@ -34,28 +34,15 @@ def gemm_act(xp, x2, w, bias, activation, out2):
     return apply_bias_act(gemm(xp, x2, w, out2), bias, activation)
 
 
-def check_weight(fn, name, w, in_features, like):
-    """weight (M, K) in PyTorch layout with K == in_features; returns M."""
-    checks.float_array(fn, name, w, ndim=2, like=like)
-    if w.shape[1] != in_features:
-        raise ValueError(f"{fn}: '{name}' has shape {tuple(w.shape)}, expected (M, K) with K = {in_features}")
-    return w.shape[0]
-
-
 def linear_act(x, weight, bias, activation, out=None):
     """act(x @ weight.T + bias): x (..., K), weight (M, K), bias (M,) or None -> (..., M).
 
     The GEMM is cuBLAS writing into `out`; bias and activation are one fused pass over it.
     """
     fn = "linear_act"
-    xp = checks.float_array(fn, "x", x, min_ndim=1)
-    like = ("x", x)
-    m = check_weight(fn, "weight", weight, x.shape[-1], like)
-    bias = checks.vector(fn, "bias", bias, m, "(M,)", like)
-    checks.choice(fn, "activation", activation, ACTIVATIONS)
-    out = checks.output(fn, out, tuple(x.shape[:-1]) + (m,), like,
-                        [("x", x), ("weight", weight), ("bias", bias)])
-    gemm_act(xp, checks.rows(xp, x, x.shape[-1]), weight, bias, activation, out.reshape(-1, m))
+    bias, activation, out = validate.linear_act(checks.CHECKS, fn, x, weight, bias, activation, ACTIVATIONS, out)
+    xp = xp_for(fn, "x", x)
+    gemm_act(xp, checks.rows(xp, x, x.shape[-1]), weight, bias, activation, out.reshape(-1, weight.shape[0]))
     return out
 
 
@@ -74,28 +61,14 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
     """
     fn = "transformer_layer"
     checks.choice(fn, "attention_method", attention_method, {m: m for m in METHODS})
-    xp = checks.float_array(fn, "x", x, ndim=3)
-    like = ("x", x)
+    params = validate.transformer_layer(checks.CHECKS, fn, x, num_heads, [
+        qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b])
+    qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b = params
+    xp = xp_for(fn, "x", x)
     nb, s, d = x.shape
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or d % num_heads:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int dividing d = {d}, got {num_heads!r}")
-    f = check_weight(fn, "fc1_w", fc1_w, d, like)
-    for name, a, shape, meaning in [
-            ("qkv_w", qkv_w, (3 * d, d), "(3d, d)"), ("out_w", out_w, (d, d), "(d, d)"),
-            ("fc2_w", fc2_w, (d, f), "(d, F)")]:
-        checks.float_array(fn, name, a, like=like)
-        checks.shape(fn, name, a, shape, meaning)
-    qkv_b = checks.vector(fn, "qkv_b", qkv_b, 3 * d, "(3d,)", like)
-    out_b = checks.vector(fn, "out_b", out_b, d, "(d,)", like)
-    fc1_b = checks.vector(fn, "fc1_b", fc1_b, f, "(F,)", like)
-    fc2_b = checks.vector(fn, "fc2_b", fc2_b, d, "(d,)", like)
-    ln = [checks.vector(fn, name, a, d, "(d,)", like) for name, a in
-          (("ln1_g", ln1_g), ("ln1_b", ln1_b), ("ln2_g", ln2_g), ("ln2_b", ln2_b))]
-    if any(a is None for a in ln):
-        raise TypeError(f"{fn}: the LayerNorm parameters ln1_g, ln1_b, ln2_g, ln2_b are required")
-    ln1_g, ln1_b, ln2_g, ln2_b = ln
+    f = fc1_w.shape[0]
     checks.choice(fn, "activation", activation, ACTIVATIONS)
-    key_mask = checks.key_mask(fn, key_mask, nb, s, like)
+    key_mask = checks.key_mask(fn, key_mask, nb, s, ("x", x))
     threads_for(max(d, s), fn)
 
     n = nb * s
@@ -114,30 +87,18 @@ def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b,
 
 
 def mlp(x, w1, b1, w2, b2, activation):
-    """layer2(act(layer1(x))): x (..., C), w1 (H or 2H, C), w2 (Cout, H), biases or None.
-
-    activation: relu, gelu (exact erf), gelu_tanh, silu, or gated glu / swiglu, where layer1
-    gives 2H features and out = layer2(gate(a) * b) with a = the FIRST half (the gate).
+    """layer2(act(layer1(x))) with cuBLAS GEMMs: the arguments, activations (gated glu / swiglu
+    included) and errors of `minifuse.kernels.cpu.mlp` (one validation: `validate.mlp`).
     """
-    fn = "mlp"
-    xp = checks.float_array(fn, "x", x, min_ndim=1)
-    like = ("x", x)
-    if activation not in MLP_ACTIVATIONS:
-        raise ValueError(f"{fn}: 'activation' must be one of {list(MLP_ACTIVATIONS)}, got {activation!r}")
-    c = x.shape[-1]
-    width = check_weight(fn, "w1", w1, c, like)
-    b1 = checks.vector(fn, "b1", b1, width, "(w1.shape[0],)", like)
-    gated = activation in _GATE_OF
-    if gated and width % 2:
-        raise ValueError(f"{fn}: gated '{activation}' needs an even w1.shape[0] (2H), got {tuple(w1.shape)}")
-    hid = width // 2 if gated else width
-    cout = check_weight(fn, "w2", w2, hid, like)
-    b2 = checks.vector(fn, "b2", b2, cout, "(Cout,)", like)
+    b1, b2 = validate.mlp(checks.CHECKS, "mlp", x, w1, b1, w2, b2, activation)
+    xp = xp_for("mlp", "x", x)
+    cout = w2.shape[0]
 
-    x2 = checks.rows(xp, x, c)
-    y = xp.empty((x2.shape[0], width), x.dtype)
-    if gated:
-        hidden = apply_bias_glu(gemm(xp, x2, w1, y), b1, _GATE_OF[activation], xp.empty((x2.shape[0], hid), x.dtype))
+    x2 = checks.rows(xp, x, x.shape[-1])
+    y = xp.empty((x2.shape[0], w1.shape[0]), x.dtype)
+    if activation in GATE_OF:
+        hidden = apply_bias_glu(gemm(xp, x2, w1, y), b1, GATE_OF[activation],
+                                xp.empty((x2.shape[0], w2.shape[1]), x.dtype))
     else:
         hidden = gemm_act(xp, x2, w1, b1, activation, y)
     out = xp.empty(tuple(x.shape[:-1]) + (cout,), x.dtype)

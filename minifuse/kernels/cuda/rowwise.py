@@ -15,9 +15,10 @@ import math
 
 import numpy as np
 
+from .. import validate
 from . import checks
 from .mathfn import compute_dtype
-from .runtime import MIN_THREADS, cuda, launch
+from .runtime import MIN_THREADS, cuda, launch, xp_for
 
 PER = 8          # row elements per thread (registers)
 MAX_THREADS = 1024
@@ -133,20 +134,11 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
     x, residual (..., D), gamma, beta (D,) -> (..., D).
     """
     fn = "residual_layer_norm"
-    xp = checks.float_array(fn, "x", x, min_ndim=1)
-    like = ("x", x)
+    gamma, beta = validate.residual_layer_norm(checks.CHECKS, fn, x, residual, gamma, beta, eps)
+    xp = xp_for(fn, "x", x)
     d = x.shape[-1]
-    if residual is not None:
-        checks.float_array(fn, "residual", residual, like=like)
-        checks.shape(fn, "residual", residual, x.shape, "the shape of 'x'")
-    if gamma is None or beta is None:
-        raise TypeError(f"{fn}: 'gamma' and 'beta' are required arrays, got None")
-    gamma = checks.vector(fn, "gamma", gamma, d, "(D,)", like)
-    beta = checks.vector(fn, "beta", beta, d, "(D,)", like)
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
     threads_for(d, fn)
-    out = checks.output(fn, out, x.shape, like, [("x", x), ("residual", residual)])
+    out = checks.output(fn, out, x.shape, ("x", x), [("x", x), ("residual", residual)])
     res2 = None if residual is None else checks.rows(xp, residual, d)
     apply_residual_layer_norm(checks.rows(xp, x, d), res2, None, gamma, beta, eps, out.reshape(-1, d))
     return out

@@ -19,8 +19,8 @@ import functools
 
 import numpy as np
 
+from .. import validate
 from . import checks
-from .layers import check_weight
 from .mathfn import ACTIVATIONS, activations, compute_dtype
 from .runtime import blocks, cuda, launch
 
@@ -98,7 +98,7 @@ def tiled_linear_act(x, weight, bias, activation, out=None, config="128x128"):
     fn = "tiled_linear_act"
     checks.float_array(fn, "x", x, ndim=2)
     like = ("x", x)
-    m = check_weight(fn, "weight", weight, x.shape[1], like)
+    m = validate.weight(checks.CHECKS, fn, "weight", weight, x.shape[1], like)
     bias = checks.vector(fn, "bias", bias, m, "(M,)", like)
     checks.choice(fn, "activation", activation, ACTIVATIONS)
     checks.choice(fn, "config", config, CONFIGS)

@@ -1,0 +1,137 @@
+"""Argument checks run in Python before any compiled kernel sees an array, for both backends.
+
+The kernels do no bounds checks (that is what lets them vectorize, and a CUDA thread has no
+error path), so every shape, dtype, contiguity, device and `out` problem must be caught here,
+with a message naming the function, the argument, what was expected and what came.
+
+The CPU and CUDA kernels have the same names, signatures and messages, so the checks are written
+once, here, and only what differs is a parameter: `ArrayChecks` holds which arrays a backend
+takes (its array type, its float dtypes, where an array lives). `cpu/checks.py` and
+`cuda/checks.py` bind these checks to their backend; `validate.py` builds each kernel's whole
+argument validation from them. This module imports NumPy only: CPU use must never import CuPy or
+numba-cuda.
+"""
+import numpy as np
+
+
+def _words(names):
+    """['a', 'b', 'c'] -> 'a, b or c'."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+
+
+class ArrayChecks:
+    """The checks that depend on which arrays a backend takes.
+
+    dtypes: the float dtypes its kernels compute in. module_of(fn, name, a): the array module that
+    owns `a` (numpy, cupy), a TypeError naming the argument for anything else. device_of(a): the
+    device `a` is on, for a backend with several (CUDA); None for one with a single place (CPU),
+    where comparing modules and devices could never fail and would only cost launch time.
+
+    `like` = (name0, ref) names the argument whose dtype (and module and device) the others must
+    share; ref is that array, or its dtype alone (what the CPU kernels' callers pass).
+    """
+
+    def __init__(self, dtypes, module_of, device_of=None):
+        self.dtypes = tuple(dtypes)
+        self.dtype_words = _words([d.name for d in self.dtypes])
+        self.module_of = module_of
+        self.device_of = device_of
+
+    def float_array(self, fn, name, a, ndim=None, min_ndim=None, like=None):
+        """`a` is a float array of this backend (sharing `like`'s dtype, module and device when
+        given) with `ndim`, or at least `min_ndim`, dims. Returns its array module."""
+        xp = self.module_of(fn, name, a)
+        if a.dtype not in self.dtypes:
+            raise TypeError(f"{fn}: '{name}' must be {self.dtype_words}, got {a.dtype}")
+        if like is not None:
+            name0, ref = like
+            if isinstance(ref, np.dtype):
+                dtype0 = ref
+            else:
+                dtype0 = ref.dtype
+                if self.device_of is not None:   # the place first: a copy is the fix, not a cast
+                    self._same_place(fn, name, a, xp, name0, ref)
+            if a.dtype != dtype0:
+                raise TypeError(f"{fn}: '{name}' has dtype {a.dtype}, expected {dtype0} "
+                                f"(the dtype of '{name0}'; all arrays must share one dtype)")
+        if ndim is not None and a.ndim != ndim:
+            raise ValueError(f"{fn}: '{name}' must be {ndim}-D, got shape {tuple(a.shape)}")
+        if min_ndim is not None and a.ndim < min_ndim:
+            raise ValueError(f"{fn}: '{name}' needs at least {min_ndim} dims, got shape {tuple(a.shape)}")
+        return xp
+
+    def _same_place(self, fn, name, a, xp, name0, a0):
+        if xp is not self.module_of(fn, name0, a0) or self.device_of(a) != self.device_of(a0):
+            raise ValueError(f"{fn}: '{name}' is on another device than '{name0}' "
+                             f"({self.device_of(a)} vs {self.device_of(a0)}); move it with "
+                             f"cupy.asarray under that device first")
+
+    def vector(self, fn, name, a, size, meaning, like):
+        """An optional 1-D parameter (bias, gamma, ...) of `size`; returned C-contiguous (a cheap
+        copy when it is a strided view), or None."""
+        if a is None:
+            return None
+        xp = self.float_array(fn, name, a, like=like)
+        shape(fn, name, a, (size,), meaning)
+        return xp.ascontiguousarray(a)
+
+    def output(self, fn, out, expected, like, inputs=()):
+        """`out` checked (or allocated like `like` when None): expected shape, dtype and device,
+        C-contiguous, writeable, and not overlapping any array in `inputs` (the kernels read
+        inputs after writing out)."""
+        if out is None:
+            name0, ref = like
+            if isinstance(ref, np.dtype):     # a dtype alone comes from the CPU's callers
+                return np.empty(tuple(expected), ref)
+            return self.module_of(fn, name0, ref).empty(tuple(expected), ref.dtype)
+        xp = self.float_array(fn, "out", out, like=like)
+        shape(fn, "out", out, expected, "the result shape")
+        c_contiguous(fn, "out", out)
+        if not getattr(out.flags, "writeable", True):   # CuPy arrays are always writeable
+            raise ValueError(f"{fn}: 'out' is read-only")
+        for name, a in inputs:
+            if a is not None and xp.may_share_memory(out, a):
+                raise ValueError(f"{fn}: 'out' overlaps '{name}'; pass a separate buffer")
+        return out
+
+
+# ---- checks that hold for any array type ------------------------------------------------------
+
+def shape(fn, name, a, expected, meaning):
+    """`a.shape == expected`; `meaning` spells the expected shape symbolically, e.g. '(M,)'."""
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{fn}: '{name}' has shape {tuple(a.shape)}, expected {meaning} = {tuple(expected)}")
+
+
+def c_contiguous(fn, name, a):
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{fn}: '{name}' must be C-contiguous (it is written in place), "
+                         f"got strides {a.strides} for shape {tuple(a.shape)}")
+
+
+def choice(fn, name, value, allowed):
+    """`value` is one of `allowed`. Returns its entry when `allowed` is a dict (the CPU maps
+    names to kernel codes), else the value itself (CUDA kernels are compiled per name)."""
+    if value not in allowed:
+        raise ValueError(f"{fn}: '{name}' must be one of {sorted(allowed)}, got {value!r}")
+    return allowed[value] if isinstance(allowed, dict) else value
+
+
+def rows(xp, a, last):
+    """The (N, last) C-contiguous 2-D view of `a` (..., last); copies only a non-contiguous `a`."""
+    return xp.ascontiguousarray(a).reshape(-1, last)
+
+
+def key_mask_values(fn, mask, batch, keys):
+    """A key mask's dtype and shape, once the backend has it as one of its arrays: (B, Sk) of
+    bool, integer or float."""
+    if mask.dtype.kind not in "biuf":
+        raise TypeError(f"{fn}: 'key_mask' must be bool, integer or float, got {mask.dtype}")
+    shape(fn, "key_mask", mask, (batch, keys), "(B, Sk)")
+
+
+def real_number(fn, name, value):
+    """`value` is a real scalar (a Python or NumPy number); returned unchanged."""
+    if not np.isscalar(value) or not np.isreal(value):
+        raise TypeError(f"{fn}: '{name}' must be a real number, got {value!r}")
+    return value

@@ -114,20 +114,20 @@ def wrap(array):
     return Tensor._from_op(array, None, 0)
 
 
-DEFAULT_ATTENTION_THRESHOLD = 64
+# Negative: the loop kernel is never chosen by default (see attention_threshold).
+DEFAULT_ATTENTION_THRESHOLD = -1
 
 
 def attention_threshold():
-    """MINIFUSE_FUSE_ATTN_THRESHOLD (default 64; 0 = no limit): the largest batch * seq for
-    which the CPU attention runs as the row-blocked loop kernel (``method='loop'``); above it,
-    as batched BLAS products around one fused softmax kernel (``method='bmm'``). Eager layers
-    and the graph pass use the same rule.
+    """MINIFUSE_FUSE_ATTN_THRESHOLD: the largest batch * seq for which the CPU attention runs as
+    the row-blocked loop kernel (``method='loop'``); larger inputs run as batched BLAS products
+    around one fused softmax kernel (``method='bmm'``). 0 = the loop kernel at every size; the
+    default, -1 = never. Eager layers and the graph pass use the same rule.
 
-    Chosen by measurement on the 2-core CPU (BENCHMARKS.md, "attention threshold"; rlx's default
-    is 64 too): with the loop kernel, 4-layer encoders ran 0.76-0.89x the time at batch * seq =
-    16, about the same at 64-128, and 1.01-1.12x at 1024, against batched BLAS matmuls plus a
-    softmax. At large sizes OpenBLAS's worker thread, still spinning after the preceding GEMM,
-    takes a core from the kernel's own threads, while the batched products run inside OpenBLAS.
+    Measured on the 2-core CPU (`python -m minifuse.bench graph`, compiled 4-layer encoders,
+    BENCHMARKS.md): since the softmax kernel vectorizes, 'bmm' is as fast or faster at every size
+    from 1 to 1024 tokens (loop / bmm = 1.00-1.07 up to 32 tokens, 1.24-1.53 at 1024). Before, when
+    the alternative was the taped softmax ops, the loop kernel won up to 64 tokens, the old default.
     """
     return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
 
@@ -140,4 +140,4 @@ def fuse_attention(batch, seq, x=None):
     if x is not None and x.xp is not np:
         return True
     limit = attention_threshold()
-    return limit == 0 or batch * seq <= limit
+    return limit == 0 or batch * seq <= limit          # a negative limit: never

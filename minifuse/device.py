@@ -86,6 +86,15 @@ def array_module(array):
     return np
 
 
+def capturing(array) -> bool:
+    """True while CuPy's current stream is being captured into a CUDA graph and ``array`` is a
+    CuPy array: no value may be read back to the host then (the read would synchronise)."""
+    if array_module(array) is np:
+        return False
+    import cupy
+    return cupy.cuda.get_current_stream().is_capturing()
+
+
 def device_of(array) -> Device:
     if array_module(array) is np:
         return CPU

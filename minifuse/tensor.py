@@ -12,7 +12,7 @@ import numpy as np
 
 from . import dtypes
 from .autograd import engine
-from .device import Device, array_module, device_of
+from .device import Device, array_module, capturing, device_of
 from .ops import elementwise as E, linalg as L, nn as N, reduce as R, shape as S
 from .ops._util import normalize_dims
 
@@ -327,7 +327,10 @@ class Tensor:
 
     def __getitem__(self, key):
         if isinstance(key, Tensor) and not dtypes.is_floating(key.dtype) and key.dtype != dtypes.bool_:
-            if key.numel() and (int(key.data.min()) < -self.shape[0] or int(key.data.max()) >= self.shape[0]):
+            # the range check reads back to the host: skipped inside a CUDA-graph capture (see
+            # nn.functional.embedding), where whoever captures checks the indices per replay
+            if (key.numel() and not capturing(key.data)
+                    and (int(key.data.min()) < -self.shape[0] or int(key.data.max()) >= self.shape[0])):
                 raise IndexError(f"index: indices in [{int(key.data.min())}, {int(key.data.max())}] are out "
                                  f"of range for dim 0 of size {self.shape[0]}")
             return S.IndexSelect.apply(self, key)

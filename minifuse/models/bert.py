@@ -13,9 +13,11 @@ safetensors and tokenizers are imported only when a checkpoint or tokenizer is l
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import os
+import weakref
 
 import numpy as np
 
@@ -99,7 +101,7 @@ class BertEmbeddings(Module):
 
     def forward(self, input_ids, token_type_ids):
         seq = input_ids.shape[1]
-        positions = Tensor(np.arange(seq, dtype=np.int64)).to(input_ids.device)
+        positions = Tensor(input_ids.xp.arange(seq, dtype=np.int64))   # made on the ids' device
         x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
              + self.token_type_embeddings(token_type_ids))
         return self.dropout(self.layer_norm(x))
@@ -336,12 +338,15 @@ class SentenceEncoder(Module):
         pooled = mean_pool(h, attention_mask)
         return l2_normalize(pooled) if self.normalize else pooled
 
-    def encode(self, sentences, batch_size=32):
+    def encode(self, sentences, batch_size=32, cuda_graph=True):
         """Embed a list of sentences (or (a, b) pairs) -> float array (N, H); a single str -> (H,).
 
         All texts are tokenized in one call, then sorted by token count, so that each batch pads
         only to its own longest (256 sentences of ~32 tokens: 6% fewer tokens than sorting by
-        characters), and the embeddings are put back in order."""
+        characters), and the embeddings are put back in order.
+
+        On CUDA each batch shape is captured once into a CUDA graph and replayed after
+        (``cuda_graph=False``: launch every kernel from Python each time); see ``_run_batch``."""
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
         if not texts:
@@ -354,11 +359,58 @@ class SentenceEncoder(Module):
             for start in range(0, len(texts), batch_size):
                 idx = order[start:start + batch_size]
                 longest = int(lengths[idx].max())
-                emb = self(**{k: v[idx, :longest] for k, v in tokens.items()}).numpy()
+                emb = self._run_batch({k: v[idx, :longest] for k, v in tokens.items()}, cuda_graph)
                 for row, i in enumerate(idx):
                     out[i] = emb[row]
         result = np.stack(out)
         return result[0] if single else result
+
+
+    def _run_batch(self, batch, cuda_graph):
+        """Embeddings of one tokenized batch (NumPy arrays in and out).
+
+        Eager, each of a MiniLM layer's ~16 launches costs 30-130 us of Python against a few us of
+        GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16:
+        float64 GEMMs cannot be captured), the first batch of each shape (B, S) is captured into a
+        ``CudaGraph`` (kernels/cuda/graphs.py); later batches of that shape copy their ids into the
+        captured input buffers and replay the whole forward with one launch. The graphs read the
+        parameters by address: they are dropped when a parameter array is replaced (``to``,
+        ``load_state_dict``), and in-place updates are seen by the next replay. At most
+        ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
+        weight = self.bert.embeddings.word_embeddings.weight
+        if not (cuda_graph and weight.device.type == "cuda" and weight.dtype != np.float64):
+            return self(**batch).numpy()
+        import cupy
+        from ..kernels.cuda import CudaGraph
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        ids = batch["input_ids"]
+        if ids.size and (ids.min() < 0 or ids.max() >= weight.shape[0]):   # checked here: not in capture
+            raise IndexError(f"SentenceEncoder: token ids in [{ids.min()}, {ids.max()}] but the vocabulary "
+                             f"has {weight.shape[0]} rows")
+        params = [p.data for p in self.parameters()]
+        cache = _GRAPHS.get(self)
+        if cache is None or any(a is not b for a, b in zip(cache["params"], params)):
+            # holding the arrays keeps their addresses from being reused while graphs point at them
+            cache = _GRAPHS[self] = {"params": params, "graphs": collections.OrderedDict()}
+        key = tuple((k, batch[k].shape) for k in names)
+        graph = cache["graphs"].pop(key, None)
+        with cupy.cuda.Device(weight.device.index):
+            if graph is None:
+                inputs = [cupy.asarray(batch[k], dtype=np.int64) for k in names]
+                graph = CudaGraph(lambda i, m, t: self(Tensor(i), Tensor(m), Tensor(t)).data, *inputs)
+                if len(cache["graphs"]) >= self.MAX_GRAPHS:
+                    cache["graphs"].popitem(last=False)
+            else:
+                for buf, k in zip(graph.args, names):
+                    buf.set(np.ascontiguousarray(batch[k], dtype=np.int64), stream=cupy.cuda.get_current_stream())
+            cache["graphs"][key] = graph
+            return cupy.asnumpy(graph.replay())
+
+    MAX_GRAPHS = 64
+
+
+# SentenceEncoder -> its CUDA graphs, outside the module so that copies and state dicts never see them
+_GRAPHS = weakref.WeakKeyDictionary()
 
 
 def _check_pooling(path):

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from .. import functions as mf
+from ..device import capturing
 from ..dtypes import is_floating
 from ..ops import elementwise as E, nn as N
 from ..random import generator
@@ -150,7 +151,9 @@ def embedding(input, weight):
     _check_tensor("embedding", "input", input)
     if is_floating(input.dtype) or input.dtype == np.bool_:
         raise TypeError(f"embedding: 'input' must be an integer tensor of indices, got {input.dtype}")
-    if input.numel():
+    # The range check reads two values back to the host; inside a CUDA-graph capture that is
+    # illegal, and whoever captures checks the indices before each replay (SentenceEncoder does).
+    if input.numel() and not capturing(input.data):
         lo, hi = int(input.data.min()), int(input.data.max())
         if lo < 0 or hi >= weight.shape[0]:
             raise IndexError(f"embedding: index out of range: 'input' holds values in [{lo}, {hi}] but "

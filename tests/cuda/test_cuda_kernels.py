@@ -44,6 +44,29 @@ def test_bias_act(rng, activation, dtype):
     check(yd, expected, dtype)
 
 
+@pytest.mark.parametrize("activation", ["relu", "gelu_tanh", "silu"])
+def test_bias_act_float32_pairs_and_single_lanes(rng, activation):
+    """float32 rows of even width run as complex64 pairs (two floats per thread); odd widths and
+    views that are not 8-byte aligned run one float per thread. Both, in place and into `out`,
+    against the reference; NaN stays NaN in either lane of a pair."""
+    from minifuse.kernels.cuda import elementwise as E
+    n, m = 5, 40
+    flat = to_dev(randn(rng, n * m + 1, np.float32, 3.0))
+    b = randn(rng, m, np.float32)
+    cases = [("pairs", flat[:n * m].reshape(n, m), b), ("odd width", flat[:n * (m - 1)].reshape(n, m - 1), b[:-1]),
+             ("4-byte aligned", flat[1:].reshape(n, m), b)]
+    for name, y, bias in cases:
+        assert (E._pairs(y) is not None) == (name == "pairs"), name
+        y[1, 0], y[2, 1] = np.nan, np.nan
+        expected = R.bias_act(to_host(y), bias, activation)
+        out = y.copy() * 0
+        assert E.apply_bias_act(y, to_dev(bias), activation, out=out) is out
+        check(out, expected, np.float32)
+        assert K.bias_act_(y, to_dev(bias), activation) is y
+        check(y, expected, np.float32)
+        assert np.isnan(to_host(y)[[1, 2], [0, 1]]).all(), name
+
+
 def test_bias_act_extremes_and_no_bias():
     y = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 50.0, -50.0, 1e-30, -100.0, 90.0]],
                  np.float32)

@@ -112,6 +112,32 @@ def test_encode_sorts_batches_and_restores_order(encoder, ref):
     assert encoder.encode([]).shape == (0, 384)
 
 
+@pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
+def test_encode_on_cuda_replays_one_graph_per_batch_shape(encoder, ref):
+    from minifuse.models.bert import _GRAPHS
+    gpu = SentenceEncoder(copy.deepcopy(encoder.bert).to("cuda"), encoder.tokenizer,
+                          encoder.max_seq_length).eval()
+    texts = list(ref["sentences"])
+    eager = gpu.encode(texts, batch_size=2, cuda_graph=False)
+    assert gpu not in _GRAPHS
+    captured = gpu.encode(texts, batch_size=2)                # 3 batch shapes: 3 captures
+    graphs = dict(_GRAPHS[gpu]["graphs"])
+    assert len(graphs) == 3
+    replayed = gpu.encode(texts, batch_size=2)                # the same shapes: replays only
+    assert dict(_GRAPHS[gpu]["graphs"]) == graphs
+    for emb in (eager, captured, replayed):
+        assert max_err(emb, ref["batch_embeddings"]) < EMBED_ATOL
+    np.testing.assert_array_equal(replayed, captured)
+    # a replaced parameter array drops the graphs (they point at the old one)
+    w = gpu.bert.pooler.weight
+    w.data = w.data.copy()
+    gpu.encode(texts[:1])
+    assert len(_GRAPHS[gpu]["graphs"]) == 1
+    with pytest.raises(IndexError, match="vocabulary"):
+        gpu._run_batch({"input_ids": np.array([[101, 10 ** 6]]), "attention_mask": np.ones((1, 2), np.int64),
+                        "token_type_ids": np.zeros((1, 2), np.int64)}, cuda_graph=True)
+
+
 def test_every_layer(encoder, ref):
     with mf.no_grad():
         last, layers = encoder.bert(ref["layers_input_ids"], output_hidden_states=True)

@@ -37,6 +37,7 @@ _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _LAYOUT_BATCH_COUNT, _LAYOUT_STRIDED_BATCH_OFFSET = 5, 6
 _PREF_MAX_WORKSPACE_BYTES = 1
 _EPILOGUE_DEFAULT, _EPILOGUE_BIAS = 1, 4
+_EPILOGUE_GELU_BIAS = 36               # tanh GELU after the bias; kept for the benchmark's comparison
 WORKSPACE_BYTES = 32 * 2 ** 20
 CANDIDATES = 8           # algorithms asked from the heuristic, each timed once per shape
 
@@ -163,16 +164,19 @@ class _CublasLt:
         self.plans[key] = plans[0]
         return plans[0]
 
-    def matmul(self, a, b, out, trans_b, bias=None):
+    def matmul(self, a, b, out, trans_b, bias=None, epilogue=None):
         """out = a @ b^T (trans_b) or a @ b (+ bias per output column); (batch, rows, cols) or 2-D
-        C-contiguous arrays of one dtype."""
+        C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
+        default / bias one (the benchmark times _EPILOGUE_GELU_BIAS)."""
         import cupy
         if self.workspace is None:
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)
         batch = a.shape[0] if a.ndim == 3 else 1
         n, k = a.shape[-2:]
         m = out.shape[-1]
-        key = (batch, n, k, m, trans_b, a.dtype, _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS)
+        if epilogue is None:
+            epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
+        key = (batch, n, k, m, trans_b, a.dtype, epilogue)
 
         def run(plan):
             desc, la, lb, ld, result = plan

@@ -29,13 +29,34 @@ def _threads(width):
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_kernel(activation, ct, in_place=True):
+def _bias_act_kernel(activation, ct, in_place=True, pairs=False):
+    """out = act(y + bias), or in place. With ``pairs`` (float32 only) y and out are complex64
+    views (N, M/2): a complex64 is two neighbouring float32s (real, imag), so each thread moves
+    8 bytes per load and store instead of 4. Fewer, wider memory instructions: H200, 4096 x 3072
+    gelu_tanh in place, 26.3 us against 32.1 us one float per thread (torch's F.gelu: 27.9 us; a
+    plain copy of those bytes: 23.8 us)."""
     act = activations(ct)[activation]
     ctype = np.dtype(ct).type
+    zero = ctype(0)
+
+    @cuda.jit(device=True, inline=True)
+    def bias_at(bias, has_bias, c):
+        """The bias of this thread's column, or of its two columns (b0, b1) for pairs."""
+        if not has_bias:
+            return zero, zero
+        if pairs:                          # compile-time constants: one arm is compiled
+            return ctype(bias[2 * c]), ctype(bias[2 * c + 1])
+        return ctype(bias[c]), zero
+
+    @cuda.jit(device=True, inline=True)
+    def f(v, b):
+        if pairs:
+            return complex(act(v.real + b[0]), act(v.imag + b[1]))
+        return act(ctype(v) + b[0])
 
     @cuda.jit(device=True, inline=True)
     def put(y, out, r, c, v):
-        if in_place:                       # a compile-time constant: one arm is compiled
+        if in_place:
             y[r, c] = v
         else:
             out[r, c] = v
@@ -47,7 +68,7 @@ def _bias_act_kernel(activation, ct, in_place=True):
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= m:
             return
-        b = ctype(bias[c]) if has_bias else ctype(0)
+        b = bias_at(bias, has_bias, c)     # loaded once, reused for every row
         r = cuda.blockIdx.y
         g = cuda.gridDim.y
         # Four rows per step, all loads before any store: four independent loads in flight per
@@ -55,19 +76,28 @@ def _bias_act_kernel(activation, ct, in_place=True):
         # they do not alias). H100, 4096 x 3072 float32 gelu_tanh: 38.7 us in four-row steps
         # against 58.8 us one row at a time (2048 row blocks); a plain copy takes 36 us.
         while r + 3 * g < n:
-            v0 = ctype(y[r, c])
-            v1 = ctype(y[r + g, c])
-            v2 = ctype(y[r + 2 * g, c])
-            v3 = ctype(y[r + 3 * g, c])
-            put(y, out, r, c, act(v0 + b))
-            put(y, out, r + g, c, act(v1 + b))
-            put(y, out, r + 2 * g, c, act(v2 + b))
-            put(y, out, r + 3 * g, c, act(v3 + b))
+            v0 = y[r, c]
+            v1 = y[r + g, c]
+            v2 = y[r + 2 * g, c]
+            v3 = y[r + 3 * g, c]
+            put(y, out, r, c, f(v0, b))
+            put(y, out, r + g, c, f(v1, b))
+            put(y, out, r + 2 * g, c, f(v2, b))
+            put(y, out, r + 3 * g, c, f(v3, b))
             r += 4 * g
         while r < n:
-            put(y, out, r, c, act(ctype(y[r, c]) + b))
+            put(y, out, r, c, f(y[r, c], b))
             r += g
     return bias_act
+
+
+def _pairs(a):
+    """``a`` (N, M) float32 as complex64 (N, M/2), or None where it cannot be viewed so (odd M,
+    not C-contiguous, not 8-byte aligned)."""
+    if a.dtype != np.float32 or a.shape[1] % 2 or not a.flags.c_contiguous:
+        return None
+    address = a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data
+    return a.view(np.complex64) if address % 8 == 0 else None
 
 
 def apply_bias_act(y, bias, activation, out=None):
@@ -76,13 +106,20 @@ def apply_bias_act(y, bias, activation, out=None):
     n, m = y.shape
     if n == 0 or m == 0 or (out is None and bias is None and activation == "none"):
         return y if out is None else out
+    ct = compute_dtype(y.dtype)
+    empty = y[0, :0]                       # a bias that is never read, of y's dtype
+    result = y if out is None else out
+    y2, out2 = _pairs(y), None if out is None else _pairs(out)
+    pairs = y2 is not None and (out is None or out2 is not None)
+    if pairs:
+        y, out, m = y2, out2, m // 2
     t = _threads(m)
-    kernel = _bias_act_kernel(activation, compute_dtype(y.dtype), out is None)
-    # no bias, no out: empty views, never read or written (a row of y would alias y, and the
-    # simulator copies every NumPy argument back after the launch)
-    launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, y[0, :0] if bias is None else bias,
+    kernel = _bias_act_kernel(activation, ct, out is None, pairs)
+    # no out: an empty view, never written (a row of y would alias y, and the simulator copies
+    # every NumPy argument back after the launch)
+    launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, empty if bias is None else bias,
            bias is not None, y[:0] if out is None else out)
-    return y if out is None else out
+    return result
 
 
 def bias_act_(y, bias, activation):

@@ -106,6 +106,11 @@ def linear(results, ceiling):
         lambda: (cublaslt.linear(x, w, None, out), K.bias_act_(out, b, "gelu_tanh")))
     r["lt_bias_then_gelu_kernel_ms"] = _cupy_time(
         lambda: (cublaslt.linear(x, w, b, out), K.bias_act_(out, None, "gelu_tanh")))
+    if r["cublaslt"]:   # cuBLASLt's own tanh-GELU epilogue: one kernel, the activation in the GEMM's tail
+        r["lt_gelu_bias_epilogue_ms"] = _cupy_time(lambda: cublaslt._instance().matmul(
+            x, w, out, trans_b=True, bias=b, epilogue=cublaslt._EPILOGUE_GELU_BIAS))
+        r["lt_gelu_bias_epilogue_rel_err_vs_float64"] = rel_err(out.get(), _gelu_tanh64(
+            x.get().astype(np.float64) @ w.get().astype(np.float64).T + b.get()))
     # the epilogue kernel's GPU time alone: ten launches replayed from a CUDA graph (no Python)
     graph = K.CudaGraph(lambda: [K.bias_act_(out, b, "gelu_tanh") for _ in range(10)])
     r["epilogue_kernel_gpu_us"] = _cupy_time(graph.replay) * 100

@@ -345,7 +345,7 @@ class SentenceEncoder(Module):
         only to its own longest (256 sentences of ~32 tokens: 6% fewer tokens than sorting by
         characters), and the embeddings are put back in order.
 
-        On CUDA each batch shape is captured once into a CUDA graph and replayed after
+        On CUDA, batches whose shape repeats run as CUDA graphs, captured once and replayed
         (``cuda_graph=False``: launch every kernel from Python each time); see ``_run_batch``."""
         single = isinstance(sentences, str)
         texts = [sentences] if single else list(sentences)
@@ -369,14 +369,19 @@ class SentenceEncoder(Module):
     def _run_batch(self, batch, cuda_graph):
         """Embeddings of one tokenized batch (NumPy arrays in and out).
 
-        Eager, each of a MiniLM layer's ~16 launches costs 30-130 us of Python against a few us of
+        Eager, each of a MiniLM layer's ~16 launches costs 40-100 us of Python against a few us of
         GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16:
-        float64 GEMMs cannot be captured), the first batch of each shape (B, S) is captured into a
-        ``CudaGraph`` (kernels/cuda/graphs.py); later batches of that shape copy their ids into the
-        captured input buffers and replay the whole forward with one launch. The graphs read the
-        parameters by address: they are dropped when a parameter array is replaced (``to``,
-        ``load_state_dict``), and in-place updates are seen by the next replay. At most
-        ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
+        float64 GEMMs cannot be captured), batches run as CUDA graphs (kernels/cuda/graphs.py):
+
+        - the length is padded up to a multiple of ``GRAPH_LENGTH_STEP`` tokens (padding is masked
+          out of attention and pooling), so that a corpus meets few distinct shapes (B, S);
+        - the first batch of a shape runs eagerly; the second is captured into a ``CudaGraph``;
+          later ones copy their ids into the captured input buffers and replay the whole forward
+          with one launch. A capture costs about two eager runs, so a shape met only once is never
+          captured;
+        - the graphs read the parameters by address: they are dropped when a parameter array is
+          replaced (``to``, ``load_state_dict``); in-place updates are seen by the next replay. At
+          most ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
         weight = self.bert.embeddings.word_embeddings.weight
         if not (cuda_graph and weight.device.type == "cuda" and weight.dtype != np.float64):
             return self(**batch).numpy()
@@ -391,22 +396,32 @@ class SentenceEncoder(Module):
         cache = _GRAPHS.get(self)
         if cache is None or any(a is not b for a, b in zip(cache["params"], params)):
             # holding the arrays keeps their addresses from being reused while graphs point at them
-            cache = _GRAPHS[self] = {"params": params, "graphs": collections.OrderedDict()}
-        key = tuple((k, batch[k].shape) for k in names)
+            cache = _GRAPHS[self] = {"params": params, "graphs": collections.OrderedDict(), "seen": set()}
+        b, s = ids.shape
+        padded = min(-(-s // self.GRAPH_LENGTH_STEP) * self.GRAPH_LENGTH_STEP,
+                     self.bert.config.max_position_embeddings)
+        fill = {"input_ids": self.bert.config.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+        batch = {k: np.pad(np.asarray(batch[k], np.int64), ((0, 0), (0, padded - s)), constant_values=fill[k])
+                 for k in names}
+        key = (b, padded)
         graph = cache["graphs"].pop(key, None)
+        if graph is None and key not in cache["seen"]:
+            cache["seen"].add(key)
+            return self(**batch).numpy()
         with cupy.cuda.Device(weight.device.index):
             if graph is None:
-                inputs = [cupy.asarray(batch[k], dtype=np.int64) for k in names]
+                inputs = [cupy.asarray(batch[k]) for k in names]
                 graph = CudaGraph(lambda i, m, t: self(Tensor(i), Tensor(m), Tensor(t)).data, *inputs)
                 if len(cache["graphs"]) >= self.MAX_GRAPHS:
                     cache["graphs"].popitem(last=False)
             else:
                 for buf, k in zip(graph.args, names):
-                    buf.set(np.ascontiguousarray(batch[k], dtype=np.int64), stream=cupy.cuda.get_current_stream())
+                    buf.set(batch[k], stream=cupy.cuda.get_current_stream())
             cache["graphs"][key] = graph
             return cupy.asnumpy(graph.replay())
 
     MAX_GRAPHS = 64
+    GRAPH_LENGTH_STEP = 8
 
 
 # SentenceEncoder -> its CUDA graphs, outside the module so that copies and state dicts never see them

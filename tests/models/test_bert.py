@@ -113,26 +113,31 @@ def test_encode_sorts_batches_and_restores_order(encoder, ref):
 
 
 @pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
-def test_encode_on_cuda_replays_one_graph_per_batch_shape(encoder, ref):
+def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
     from minifuse.models.bert import _GRAPHS
     gpu = SentenceEncoder(copy.deepcopy(encoder.bert).to("cuda"), encoder.tokenizer,
                           encoder.max_seq_length).eval()
-    texts = list(ref["sentences"])
-    eager = gpu.encode(texts, batch_size=2, cuda_graph=False)
+    one = [str(ref["sentences"][1])]                        # 12 tokens: padded to 16 for the graph
+    eager = gpu.encode(one, cuda_graph=False)
     assert gpu not in _GRAPHS
-    captured = gpu.encode(texts, batch_size=2)                # 3 batch shapes: 3 captures
-    graphs = dict(_GRAPHS[gpu]["graphs"])
-    assert len(graphs) == 3
-    replayed = gpu.encode(texts, batch_size=2)                # the same shapes: replays only
-    assert dict(_GRAPHS[gpu]["graphs"]) == graphs
-    for emb in (eager, captured, replayed):
-        assert max_err(emb, ref["batch_embeddings"]) < EMBED_ATOL
-    np.testing.assert_array_equal(replayed, captured)
+    runs = [gpu.encode(one)]                                # first time (1, 16) is met: eager
+    assert not _GRAPHS[gpu]["graphs"] and _GRAPHS[gpu]["seen"] == {(1, 16)}
+    runs.append(gpu.encode(one))                            # second time: captured
+    graph = _GRAPHS[gpu]["graphs"][(1, 16)]
+    runs.append(gpu.encode(one))                            # then replayed
+    assert _GRAPHS[gpu]["graphs"][(1, 16)] is graph
+    for emb in [eager] + runs:
+        assert max_err(emb, ref["single_embeddings"][1:2]) < EMBED_ATOL
+    np.testing.assert_array_equal(runs[2], runs[1])
+    texts = list(ref["sentences"])                          # several batch shapes, each run three times
+    for _ in range(3):
+        assert max_err(gpu.encode(texts, batch_size=2), ref["batch_embeddings"]) < EMBED_ATOL
+    assert set(_GRAPHS[gpu]["graphs"]) == _GRAPHS[gpu]["seen"]
     # a replaced parameter array drops the graphs (they point at the old one)
     w = gpu.bert.pooler.weight
     w.data = w.data.copy()
-    gpu.encode(texts[:1])
-    assert len(_GRAPHS[gpu]["graphs"]) == 1
+    gpu.encode(one)
+    assert not _GRAPHS[gpu]["graphs"]
     with pytest.raises(IndexError, match="vocabulary"):
         gpu._run_batch({"input_ids": np.array([[101, 10 ** 6]]), "attention_mask": np.ones((1, 2), np.int64),
                         "token_type_ids": np.zeros((1, 2), np.int64)}, cuda_graph=True)

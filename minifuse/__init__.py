@@ -6,7 +6,17 @@ what kernel fusion buys.
     (x.tanh() * 2).sum().backward()
     x.grad
 """
-from . import autograd, dtypes
+import os
+
+# After each GEMM, OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) before they sleep, and
+# a parallel Numba kernel that follows then shares a core with a spinning thread (measured on the
+# 2-core machine: a kernel after a GEMM ran at about half speed). 2^4 cycles makes them sleep at
+# once: BERT-base layer training step 409 -> 374 ms, MiniLM encode 2.17-2.28 -> 2.05-2.11 s
+# (BENCHMARKS.md). OpenBLAS reads the variable when NumPy loads it, so this takes effect only when
+# minifuse is imported before NumPy (or when the shell sets it), and a value set by the user wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from . import autograd, dtypes  # noqa: E402
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, ones, ones_like,
                        rand, randn, randn_like, tensor, zeros, zeros_like)

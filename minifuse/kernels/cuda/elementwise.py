@@ -33,8 +33,8 @@ def _bias_act_kernel(activation, ct, in_place=True, pairs=False):
     """out = act(y + bias), or in place. With ``pairs`` (float32 only) y and out are complex64
     views (N, M/2): a complex64 is two neighbouring float32s (real, imag), so each thread moves
     8 bytes per load and store instead of 4. Fewer, wider memory instructions: H200, 4096 x 3072
-    gelu_tanh in place, 26.3 us against 32.1 us one float per thread (torch's F.gelu: 27.9 us; a
-    plain copy of those bytes: 23.8 us)."""
+    gelu_tanh in place, 28.0-28.2 us against 32.3 us one float per thread (torch's F.gelu:
+    27.7-28.1 us; a plain copy of those bytes: 23.8 us; BENCHMARKS.md)."""
     act = activations(ct)[activation]
     ctype = np.dtype(ct).type
     zero = ctype(0)

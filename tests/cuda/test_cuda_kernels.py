@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 
-from cudatest import GPU, SIMULATOR, needs_kernels, to_dev, to_host
+from cudatest import GPU, SIMULATOR, needs_gpu, needs_kernels, to_dev, to_host
 from kernels import reference as R
 
 pytestmark = needs_kernels
@@ -65,6 +65,22 @@ def test_bias_act_float32_pairs_and_single_lanes(rng, activation):
         assert K.bias_act_(y, to_dev(bias), activation) is y
         check(y, expected, np.float32)
         assert np.isnan(to_host(y)[[1, 2], [0, 1]]).all(), name
+
+
+@needs_gpu
+def test_launch_fast_path_is_taken_and_equals_numbas_launch(rng):
+    """The first launch of a kernel with given argument kinds goes through numba and records the
+    compiled kernel (runtime._FAST); the next one marshals the arguments itself: same result."""
+    from minifuse.kernels.cuda import runtime
+    y, b = to_dev(randn(rng, (5, 40), np.float32, 3.0)), to_dev(randn(rng, 40, np.float32))
+    runtime._FAST.clear()
+    first = y.copy()
+    K.bias_act_(first, b, "gelu_tanh")
+    assert len(runtime._FAST) == 1 and all(runtime._FAST.values())
+    second = y.copy()
+    K.bias_act_(second, b, "gelu_tanh")
+    np.testing.assert_array_equal(to_host(second), to_host(first))
+    check(second, R.bias_act(to_host(y), to_host(b), "gelu_tanh"), np.float32)
 
 
 def test_bias_act_extremes_and_no_bias():

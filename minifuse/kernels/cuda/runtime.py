@@ -88,11 +88,12 @@ def stream():
 
 def launch(kernel, grid, block, *args):
     """``kernel[grid, block, stream](*args)`` with every array converted once; after the first
-    launch of a kernel with given argument kinds, through `_fast_launch` (same launch, less Python)."""
+    launch of a kernel with given argument kinds, through `_fast_launcher`'s function (the same
+    launch with less Python)."""
     if SIMULATOR:
         kernel[grid, block](*(device_array(a) for a in args))
         return
-    key = (kernel, cupy_device_id(args[0]), tuple(_kind(a) for a in args))
+    key = (kernel, _device_id_of(args[0]), tuple(_kind(a) for a in args))
     fast = _FAST.get(key)
     if fast:
         fast(grid, block, args)
@@ -116,7 +117,8 @@ _FAST = {}
 _CONFIGS = {}
 
 
-def cupy_device_id(a):
+def _device_id_of(a):
+    """The GPU of a CuPy array (a compiled kernel belongs to one device's context)."""
     device = getattr(a, "device", None)
     return getattr(device, "id", None)
 

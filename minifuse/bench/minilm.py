@@ -50,8 +50,9 @@ def _set_threads(threads):
 def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
                    cuda_graph=True):
     """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
-    CUDA run is timed up to its last copy back). On CUDA the warm-up run captures one CUDA graph
-    per batch shape and the timed runs replay them, unless ``cuda_graph=False``."""
+    CUDA run is timed up to its last copy back). On CUDA, unless ``cuda_graph=False``, the warm-up
+    run meets each batch shape once (eager), the first timed run captures a CUDA graph per shape
+    and the later ones replay them (SentenceEncoder._run_batch)."""
     from minifuse.models import SentenceEncoder
     if threads:
         _set_threads(threads)

@@ -12,7 +12,7 @@ import numpy as np
 from .. import functions as mf
 from ..device import capturing
 from ..dtypes import is_floating
-from ..ops import elementwise as E, nn as N
+from ..ops import elementwise as E, nn as N, shape as S
 from ..random import generator
 from ..tensor import Tensor
 
@@ -158,7 +158,7 @@ def embedding(input, weight):
         if lo < 0 or hi >= weight.shape[0]:
             raise IndexError(f"embedding: index out of range: 'input' holds values in [{lo}, {hi}] but "
                              f"'weight' has {weight.shape[0]} rows")
-    return weight[input]
+    return S.IndexSelect.apply(weight, input)        # checked above: not again through weight[input]
 
 
 def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoothing=0.0):

@@ -23,6 +23,7 @@ from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_li
 from .device import Device, cuda_available, device
 from .dtypes import (bool_, float16, float32, float64, get_default_dtype, int32, int64,
                      set_default_dtype)
+from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, ...)
 from .random import manual_seed
 from .serialization import load, save

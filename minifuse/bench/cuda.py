@@ -6,8 +6,14 @@ float32 with TF32 off everywhere (torch.backends.cuda.matmul.allow_tf32 = False;
 TF32 unless CUPY_TF32=1), plus float16. Each time is the median over `REPEATS` rounds of `INNER`
 back-to-back calls timed with CUDA events on the default stream, after a warm-up; calls are
 queued without synchronising, so Python launch cost shows only where it exceeds the GPU work.
+One untimed call is queued before the start event of each round: the GPU is then busy while
+Python queues the timed calls. (Without it the first call's Python time was GPU idle time inside
+the round: 0.1 ms over 20 calls put 5 us on each of minifuse's linear calls, ~1 us on torch's.)
+`*_latency_us`: one call and a synchronize, wall clock, median: what a single call costs a
+caller that waits for its result, Python included.
 """
 import argparse
+import contextlib
 import json
 import math
 import statistics
@@ -25,6 +31,7 @@ def _cupy_time(fn, inner=INNER, repeats=REPEATS):
     times = []
     for _ in range(repeats):
         start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        fn()                 # queued untimed: keeps the GPU busy while the timed calls are queued
         start.record()
         for _ in range(inner):
             fn()
@@ -41,6 +48,7 @@ def _torch_time(fn, inner=INNER, repeats=REPEATS):
     times = []
     for _ in range(repeats):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        fn()
         start.record()
         for _ in range(inner):
             fn()
@@ -48,6 +56,31 @@ def _torch_time(fn, inner=INNER, repeats=REPEATS):
         end.synchronize()
         times.append(start.elapsed_time(end) / inner)
     return statistics.median(times)
+
+
+def latency_us(fn, sync, n=50):
+    """Median wall-clock microseconds of one call followed by ``sync()``."""
+    import time
+    fn()
+    sync()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e6
+
+
+@contextlib.contextmanager
+def _precision(p):
+    """minifuse's float32 GEMM precision set to ``p`` inside the block."""
+    import minifuse as mf
+    mf.set_float32_matmul_precision(p)
+    try:
+        yield
+    finally:
+        mf.set_float32_matmul_precision("highest")
 
 
 def rel_err(a, b):
@@ -137,6 +170,22 @@ def linear(results, ceiling):
     r["rel_err_vs_float64"] = rel_err(out.get(), _gelu_tanh64(x.get().astype(np.float64) @ w.get().astype(np.float64).T
                                                               + b.get()))
     r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
+    # float32 on the tensor cores: 'high' = the 3xTF32 split, 'medium' = one TF32 product (and
+    # torch's TF32, allow_tf32 = True, beside it)
+    want64 = _gelu_tanh64(x.get().astype(np.float64) @ w.get().astype(np.float64).T + b.get())
+    for p in ("high", "medium"):
+        with _precision(p):
+            r[f"ours_{p}_ms"] = _cupy_time(lambda: K.linear_act(x, w, b, "gelu_tanh", out=out))
+            r[f"ours_{p}_rel_err_vs_float64"] = rel_err(out.get(), want64)
+            r[f"{p}_ratio_vs_torch"] = r[f"ours_{p}_ms"] / r["torch_ms"]
+    torch.backends.cuda.matmul.allow_tf32 = True
+    r["torch_tf32_ms"] = _torch_time(lambda: F.gelu(F.linear(tx, tw, tb), approximate="tanh"))
+    r["torch_tf32_rel_err_vs_float64"] = rel_err(F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu(), want64)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    r["ours_latency_us"] = latency_us(lambda: K.linear_act(x, w, b, "gelu_tanh", out=out),
+                                      cupy.cuda.Device().synchronize)
+    r["torch_latency_us"] = latency_us(lambda: F.gelu(F.linear(tx, tw, tb), approximate="tanh"),
+                                       torch.cuda.synchronize)
     r["tflops"] = flop / r["ours_ms"] / 1e9
     r["fraction_of_ceiling"] = r["tflops"] / ceiling
     r["epilogue_bytes_MB"] = 2 * n * m * 4 / 1e6
@@ -222,6 +271,19 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     except RuntimeError as e:
         r["ours_graph_ms"] = repr(e)
     r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
+    if dtype == np.float32:   # the layer's four projections as 3xTF32 (minifuse.set_float32_matmul_precision)
+        with _precision("high"):
+            r["ours_high_ms"] = _cupy_time(lambda: ours(*args))
+            r["high_ratio_vs_torch"] = r["ours_high_ms"] / r["torch_ms"]
+            high = torch.as_tensor(ours(*args), device="cuda")
+            r["high_rel_err_vs_torch"] = rel_err(high[keep].cpu(), ref[keep].cpu())
+            r["high_rel_err_vs_highest"] = rel_err(high[keep].cpu(), got[keep].cpu())
+            graph = K.CudaGraph(ours, *args)
+            r["ours_high_graph_ms"] = _cupy_time(graph.replay)
+            r["high_graph_ratio_vs_torch"] = r["ours_high_graph_ms"] / r["torch_ms"]
+    r["ours_latency_us"] = latency_us(lambda: ours(*args), cupy.cuda.Device().synchronize)
+    with torch.inference_mode():
+        r["torch_latency_us"] = latency_us(lambda: layer(tx, src_key_padding_mask=pad), torch.cuda.synchronize)
     r["non_gemm_ms"] = r["ours_ms"] - r["gemm_floor_ms"]
     r["tflops"] = flop / r["ours_ms"] / 1e9
     r["torch_tflops"] = flop / r["torch_ms"] / 1e9
@@ -295,7 +357,8 @@ def main(argv=None):
                    torch=torch.__version__, cupy=cupy.__version__, numpy=np.__version__)
     ceiling = gemm_ceiling(results)
     steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
-             (bert_layer, (results, ceiling, np.float16)), (launches, (results,)),
+             (bert_layer, (results, ceiling, np.float16)),
+             (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (launches, (results,)),
              (launch_profile, (results,))]
     for step, step_args in steps:
         try:

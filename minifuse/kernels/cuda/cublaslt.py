@@ -32,6 +32,7 @@ import numpy as np
 # cuBLASLt / CUDA enum values (cublasLt.h, library_types.h).
 _CUDA_R = {np.dtype(np.float32): 0, np.dtype(np.float16): 2}
 _COMPUTE_32F = 68                      # CUBLAS_COMPUTE_32F: no TF32, like torch with allow_tf32=False
+_COMPUTE_32F_FAST_TF32 = 77            # float32 in and out, TF32 products on the tensor cores
 _OP_N, _OP_T = 0, 1
 _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _LAYOUT_BATCH_COUNT, _LAYOUT_STRIDED_BATCH_OFFSET = 5, 6
@@ -135,14 +136,14 @@ class _CublasLt:
 
     def plan(self, key, run):
         """(descriptor, A/B/D layouts, algorithm) for ``key`` = (batch, n, k, m, trans_b, dtype,
-        epilogue), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
+        epilogue, compute type), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
         algorithms are each timed on the real arrays and the fastest is kept. While a CUDA graph is
         being captured nothing may be timed: the heuristic's first choice is used."""
         found = self.plans.get(key)
         if found is not None:
             return found
-        batch, n, k, m, trans_b, dtype, epilogue = key
-        desc = self._new("cublasLtMatmulDescCreate", _COMPUTE_32F, 0)     # scale type float32
+        batch, n, k, m, trans_b, dtype, epilogue, compute = key
+        desc = self._new("cublasLtMatmulDescCreate", compute, 0)          # scale type float32
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSA, ctypes.c_int32(_OP_T if trans_b else _OP_N))
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSB, ctypes.c_int32(_OP_N))
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
@@ -164,10 +165,11 @@ class _CublasLt:
         self.plans[key] = plans[0]
         return plans[0]
 
-    def matmul(self, a, b, out, trans_b, bias=None, epilogue=None):
+    def matmul(self, a, b, out, trans_b, bias=None, epilogue=None, compute=_COMPUTE_32F):
         """out = a @ b^T (trans_b) or a @ b (+ bias per output column); (batch, rows, cols) or 2-D
         C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
-        default / bias one (the benchmark times _EPILOGUE_GELU_BIAS)."""
+        default / bias one (the benchmark times _EPILOGUE_GELU_BIAS). ``compute``:
+        _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
         import cupy
         if self.workspace is None:
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)
@@ -176,7 +178,7 @@ class _CublasLt:
         m = out.shape[-1]
         if epilogue is None:
             epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
-        key = (batch, n, k, m, trans_b, a.dtype, epilogue)
+        key = (batch, n, k, m, trans_b, a.dtype, epilogue, compute)
 
         def run(plan):
             desc, la, lb, ld, result = plan
@@ -214,21 +216,26 @@ def _usable(*arrays):
                                   for a in arrays))
 
 
-def linear(x2, w, bias, out2):
+def applies(*arrays):
+    """True where `linear` / `bmm` would run these arrays (None entries ignored) in cuBLASLt."""
+    return _usable(*[a for a in arrays if a is not None]) and _instance() is not None
+
+
+def linear(x2, w, bias, out2, tf32=False):
     """out2 = x2 @ w.T (+ bias) in one cuBLASLt call: x2 (N, K), w (M, K), bias (M,) or None,
-    out2 (N, M). Returns False (nothing done) where cuBLASLt does not apply, for the caller's
-    cuBLAS path."""
-    arrays = [a for a in (x2, w, bias, out2) if a is not None]
-    if not _usable(*arrays) or _instance() is None:
+    out2 (N, M); ``tf32``: float32 products as TF32 on the tensor cores. Returns False (nothing
+    done) where cuBLASLt does not apply, for the caller's cuBLAS path."""
+    if not applies(x2, w, bias, out2):
         return False
-    _instance().matmul(x2, w, out2, trans_b=True, bias=bias)
+    compute = _COMPUTE_32F_FAST_TF32 if tf32 and x2.dtype == np.float32 else _COMPUTE_32F
+    _instance().matmul(x2, w, out2, trans_b=True, bias=bias, compute=compute)
     return True
 
 
 def bmm(a, b, out, trans_b=False):
     """out[i] = a[i] @ b[i]^T (trans_b) or a[i] @ b[i], for C-contiguous (batch, ., .) arrays.
     Returns False (nothing done) where cuBLASLt does not apply."""
-    if not _usable(a, b, out) or _instance() is None:
+    if not applies(a, b, out):
         return False
     _instance().matmul(a, b, out, trans_b=trans_b)
     return True

@@ -6,6 +6,7 @@ QKV bias add, masked softmax, residual+bias+LayerNorm, bias+GELU, residual+bias+
 """
 import numpy as np
 
+from ...precision import get_float32_matmul_precision
 from .. import validate
 from ..validate import GATE_OF
 from . import checks, cublaslt
@@ -14,13 +15,23 @@ from .elementwise import apply_bias_act, apply_bias_glu
 from .mathfn import ACTIVATIONS
 from .rowwise import apply_residual_layer_norm, threads_for
 from .runtime import xp_for
+from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
 
 
 def gemm(xp, x2, w, out2, bias=None):
     """out2 (N, M) = x2 (N, K) @ w.T (+ bias, in the GEMM's epilogue) through cuBLASLt
-    (cublaslt.py: capturable in a CUDA graph), else cuBLAS plus a bias pass; no copy of w.T."""
-    if xp is not np and cublaslt.linear(x2, w, bias, out2):
-        return out2
+    (cublaslt.py: capturable in a CUDA graph), else cuBLAS plus a bias pass; no copy of w.T.
+    float32 at precision 'high' or 'medium' (`minifuse.set_float32_matmul_precision`): on the
+    tensor cores, 'high' as the 3xTF32 split (tf32x3.py)."""
+    if xp is not np:
+        precision = get_float32_matmul_precision()
+        if precision != "highest" and x2.dtype == np.float32 and cublaslt.applies(x2, w, bias, out2):
+            if precision == "high":
+                x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
+            cublaslt.linear(x2, w, bias, out2, tf32=True)
+            return out2
+        if cublaslt.linear(x2, w, bias, out2):
+            return out2
     xp.matmul(x2, w.T, out=out2)
     return apply_bias_act(out2, bias, "none")
 

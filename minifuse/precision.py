@@ -1,0 +1,35 @@
+"""How float32 matrix products may be computed on CUDA: PyTorch's
+``set_float32_matmul_precision`` / ``get_float32_matmul_precision``, process-wide.
+
+- ``"highest"`` (default): float32 arithmetic, the GEMMs on the GPU's float32 cores (no TF32),
+  as torch with ``allow_tf32 = False``.
+- ``"high"``: float32 accuracy from the tensor cores, by the 3xTF32 split
+  (`minifuse.kernels.cuda.tf32x3`): each operand is hi + lo, both TF32 numbers, and a @ b is
+  alo bhi + ahi blo + ahi bhi, one TF32 GEMM over three times the inner size with float32
+  accumulation. Measured (H200, 4096 x 768 -> 3072): relative error 1.8e-6 against float64,
+  where the float32 cores give 5.0e-7 and one TF32 GEMM 2.9e-4; the GEMM 2.2x faster.
+- ``"medium"``: one TF32 GEMM (10-bit mantissas in the products, about 1e-3 relative error),
+  what torch's ``allow_tf32 = True`` does.
+
+It applies to the float32 GEMMs of minifuse's fused CUDA inference kernels (linear_act, mlp,
+transformer_layer: Linear / FusedLinear / MLP / TransformerLayer without gradients) that run
+through cuBLASLt. The CPU, float16/float64, the taped ops (training) and the attention products
+are unaffected. A CUDA graph keeps the precision it was captured with.
+"""
+PRECISIONS = ("highest", "high", "medium")
+_state = {"float32_matmul": "highest"}
+
+__all__ = ["set_float32_matmul_precision", "get_float32_matmul_precision"]
+
+
+def set_float32_matmul_precision(precision):
+    """Set the precision of float32 GEMMs on CUDA: 'highest', 'high' or 'medium' (see module)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"set_float32_matmul_precision: 'precision' must be one of "
+                         f"{', '.join(map(repr, PRECISIONS))}, got {precision!r}")
+    _state["float32_matmul"] = precision
+
+
+def get_float32_matmul_precision():
+    """The current float32 GEMM precision: 'highest' (default), 'high' or 'medium'."""
+    return _state["float32_matmul"]

@@ -132,5 +132,5 @@ def transformer_layer(c, fn, x, num_heads, params):
             continue
         xp = c.float_array(fn, name, a, like=like)
         shape(fn, name, a, expected, meaning)
-        checked.append(xp.ascontiguousarray(a) if len(expected) == 1 else a)
+        checked.append(xp.ascontiguousarray(a) if len(expected) == 1 and not a.flags.c_contiguous else a)
     return checked

@@ -126,7 +126,7 @@ def test_linear_act_precisions_against_float64(rng, precision, n, k, m):
         precision(p)
         err[p] = _rel_err(K.linear_act(x, w, b, "tanh"), want)
     assert err["highest"] < 1e-6 and err["high"] < 5e-6, err
-    if k >= 64:      # cuBLAS runs a tiny GEMM (K = 13 seen) on the float32 cores even when TF32 is allowed
+    if k % 32 == 0:  # cuBLAS may time a float32-core kernel faster for small or unaligned K (K = 13, 130 seen)
         assert 1e-5 < err["medium"] < 3e-3 and err["medium"] > 30 * err["high"], err
 
 

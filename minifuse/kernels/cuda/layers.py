@@ -25,12 +25,10 @@ def gemm(xp, x2, w, out2, bias=None):
     tensor cores, 'high' as the 3xTF32 split (tf32x3.py)."""
     if xp is not np:
         precision = get_float32_matmul_precision()
-        if precision != "highest" and x2.dtype == np.float32 and cublaslt.applies(x2, w, bias, out2):
-            if precision == "high":
-                x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
-            cublaslt.linear(x2, w, bias, out2, tf32=True)
-            return out2
-        if cublaslt.linear(x2, w, bias, out2):
+        tf32 = precision != "highest" and x2.dtype == np.float32
+        if tf32 and precision == "high" and cublaslt.applies(bias, out2):   # (the split copies are aligned)
+            x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
+        if cublaslt.linear(x2, w, bias, out2, tf32=tf32):
             return out2
     xp.matmul(x2, w.T, out=out2)
     return apply_bias_act(out2, bias, "none")

@@ -123,11 +123,16 @@ def _device_id_of(a):
     return getattr(device, "id", None)
 
 
+_SCALARS = (bool, int, float, np.generic)
+
+
 def _kind(a):
-    """What decides the compiled overload: dtype, ndim and layout of an array; a scalar's type."""
-    if hasattr(a, "__cuda_array_interface__"):
-        return (a.dtype.str, a.ndim, a.flags.c_contiguous, a.flags.f_contiguous)
-    return type(a)
+    """What decides the compiled overload: dtype, ndim and layout of an array; a scalar's type.
+    (Not ``hasattr(a, "__cuda_array_interface__")``: that builds CuPy's interface dict, ~3 us.)"""
+    flags = None if isinstance(a, _SCALARS) else getattr(a, "flags", None)
+    if flags is None:
+        return type(a)
+    return (a.dtype, a.ndim, flags.c_contiguous, flags.f_contiguous)
 
 
 def _fast_launcher(kernel, converted):
@@ -170,8 +175,28 @@ def _fast_launcher(kernel, converted):
         config = _CONFIGS.get((grid, block))
         if config is None:
             config = _CONFIGS[(grid, block)] = LaunchConfig(grid=grid, block=block, shmem_size=0)
-        core_launch(stream(), config, cuda_kernel, *params)
+        core_launch(_core_stream(), config, cuda_kernel, *params)
     return fast
+
+
+_CORE_STREAMS = {}
+
+
+def _core_stream():
+    """cuda.core's Stream for CuPy's current stream, cached by handle (cuda.core.launch given
+    numba's stream object converts it on every call: 7.8 against 6.0 us per launch, H200 host)."""
+    import cupy
+    ptr = cupy.cuda.get_current_stream().ptr
+    s = _CORE_STREAMS.get(ptr)
+    if s is None:
+        from cuda.core import Stream
+        if len(_CORE_STREAMS) > 64:
+            _CORE_STREAMS.clear()
+        s = _CORE_STREAMS[ptr] = Stream.from_handle(ptr)
+    return s
+
+
+_C_STRIDES = {}
 
 
 def _strides(a):
@@ -179,11 +204,18 @@ def _strides(a):
     any stride for a dimension of size 0 or 1), the array's own otherwise."""
     if not a.flags.c_contiguous:
         return a.strides
-    strides, step = [], a.itemsize
-    for n in reversed(a.shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
+    key = (a.shape, a.itemsize)
+    found = _C_STRIDES.get(key)
+    if found is None:
+        strides, step = [], a.itemsize
+        for n in reversed(a.shape):
+            strides.append(step)
+            step *= n
+        found = tuple(reversed(strides))
+        if len(_C_STRIDES) > 4096:
+            _C_STRIDES.clear()
+        _C_STRIDES[key] = found
+    return found
 
 
 def blocks(n, threads):

@@ -178,6 +178,10 @@ def linear(results, ceiling):
             r[f"ours_{p}_ms"] = _cupy_time(lambda: K.linear_act(x, w, b, "gelu_tanh", out=out))
             r[f"ours_{p}_rel_err_vs_float64"] = rel_err(out.get(), want64)
             r[f"{p}_ratio_vs_torch"] = r[f"ours_{p}_ms"] / r["torch_ms"]
+    from minifuse.kernels.cuda import tf32x3   # the 3xTF32 operand splits alone, GPU time (10 per graph)
+    for name, a, lo_at in (("x", x, tf32x3.LO_FIRST), ("w", w, tf32x3.LO_MIDDLE)):
+        graph = K.CudaGraph(lambda: [tf32x3.split3(cupy, a, lo_at) for _ in range(10)])
+        r[f"high_split_{name}_gpu_us"] = _cupy_time(graph.replay) * 100
     torch.backends.cuda.matmul.allow_tf32 = True
     r["torch_tf32_ms"] = _torch_time(lambda: F.gelu(F.linear(tx, tw, tb), approximate="tanh"))
     r["torch_tf32_rel_err_vs_float64"] = rel_err(F.gelu(F.linear(tx, tw, tb), approximate="tanh").cpu(), want64)

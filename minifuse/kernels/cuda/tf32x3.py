@@ -77,8 +77,9 @@ def _split_kernel():
     @cuda.jit
     def split(x, lo_at, out):
         """out (N, 3K) = three blocks of x's K columns: tf32(x) in two, the rest in block lo_at.
-        Thread per column, rows strided by gridDim.y, four loads before their stores (as the
-        bias_act kernel: H200, 4096 x 768, 23 us one row at a time)."""
+        Thread per column, rows strided by gridDim.y, four loads before their stores, as the
+        bias_act kernel (H200, GPU time: x 4096 x 768 15.2 us, w 3072 x 768 12.7 us; one row at
+        a time 23.4 and 21.9 us, measured on another H200 machine)."""
         n, k = x.shape
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= k:

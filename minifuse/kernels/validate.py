@@ -9,7 +9,7 @@ length limit, the attention method) stays in the backend.
 """
 import numpy as np
 
-from .checks import choice, shape
+from .checks import choice, contiguous, shape
 
 MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
 GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}   # gated MLP activation -> the gate of its GLU
@@ -132,5 +132,5 @@ def transformer_layer(c, fn, x, num_heads, params):
             continue
         xp = c.float_array(fn, name, a, like=like)
         shape(fn, name, a, expected, meaning)
-        checked.append(xp.ascontiguousarray(a) if len(expected) == 1 and not a.flags.c_contiguous else a)
+        checked.append(contiguous(xp, a) if len(expected) == 1 else a)
     return checked

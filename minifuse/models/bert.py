@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..autograd import no_grad
+from ..precision import get_float32_matmul_precision
 from ..tensor import Tensor
 from ..nn import Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerLayer
 from ..nn.dropout import Dropout
@@ -365,7 +366,6 @@ class SentenceEncoder(Module):
         result = np.stack(out)
         return result[0] if single else result
 
-
     def _run_batch(self, batch, cuda_graph):
         """Embeddings of one tokenized batch (NumPy arrays in and out).
 
@@ -380,7 +380,9 @@ class SentenceEncoder(Module):
           with one launch. A capture costs about two eager runs, so a shape met only once is never
           captured;
         - the graphs read the parameters by address: they are dropped when a parameter array is
-          replaced (``to``, ``load_state_dict``); in-place updates are seen by the next replay. At
+          replaced (``to``, ``load_state_dict``); in-place updates are seen by the next replay. They
+          are also dropped when the float32 GEMM precision changes
+          (``minifuse.set_float32_matmul_precision``: a graph keeps the GEMMs it captured). At
           most ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
         weight = self.bert.embeddings.word_embeddings.weight
         if not (cuda_graph and weight.device.type == "cuda" and weight.dtype != np.float64):
@@ -393,10 +395,13 @@ class SentenceEncoder(Module):
             raise IndexError(f"SentenceEncoder: token ids in [{ids.min()}, {ids.max()}] but the vocabulary "
                              f"has {weight.shape[0]} rows")
         params = [p.data for p in self.parameters()]
+        precision = get_float32_matmul_precision()
         cache = _GRAPHS.get(self)
-        if cache is None or any(a is not b for a, b in zip(cache["params"], params)):
+        if (cache is None or cache["precision"] != precision
+                or any(a is not b for a, b in zip(cache["params"], params))):
             # holding the arrays keeps their addresses from being reused while graphs point at them
-            cache = _GRAPHS[self] = {"params": params, "graphs": collections.OrderedDict(), "seen": set()}
+            cache = _GRAPHS[self] = {"params": params, "precision": precision,
+                                     "graphs": collections.OrderedDict(), "seen": set()}
         b, s = ids.shape
         padded = min(-(-s // self.GRAPH_LENGTH_STEP) * self.GRAPH_LENGTH_STEP,
                      self.bert.config.max_position_embeddings)

@@ -131,6 +131,21 @@ def test_linear_act_precisions_against_float64(rng, precision, n, k, m):
 
 
 @needs_gpu
+@pytest.mark.parametrize("p, tol", [("high", 5e-6), ("medium", 3e-3)])
+def test_tensor_core_precisions_take_empty_and_strided_inputs(rng, precision, p, tol):
+    """An empty batch, a Fortran-order weight and a strided x at 'high' / 'medium': the split
+    kernel reads any strides, and the result is the float64 reference's."""
+    import cupy
+    (x, w, b), want = _linear_case(rng, 9, 64, 40)
+    precision(p)
+    assert K.linear_act(x[:0], w, b, "tanh").shape == (0, 40)
+    assert _rel_err(K.linear_act(x, cupy.asfortranarray(w), b, "tanh"), want) < tol
+    wide = cupy.zeros((9, 128), np.float32)
+    wide[:, ::2] = x
+    assert _rel_err(K.linear_act(wide[:, ::2], w, b[::-1].copy()[::-1], "tanh"), want) < tol
+
+
+@needs_gpu
 def test_high_precision_propagates_nan_and_inf(rng, precision):
     (x, w, b), _ = _linear_case(rng, 6, 40, 24)
     x[1, 3], x[4, 0] = np.nan, np.inf

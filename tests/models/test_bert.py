@@ -148,6 +148,29 @@ def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
                         "token_type_ids": np.zeros((1, 2), np.int64)}, cuda_graph=True)
 
 
+@pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
+def test_encode_graphs_follow_the_float32_matmul_precision(encoder, ref):
+    """A graph keeps the GEMMs it captured: changing the precision drops encode's graphs, so the
+    runs at 'high' (eager, captured, replayed) agree with each other exactly and not with the
+    graph captured at 'highest'."""
+    from minifuse.models.bert import _GRAPHS
+    gpu = SentenceEncoder(copy.deepcopy(encoder.bert).to("cuda"), encoder.tokenizer,
+                          encoder.max_seq_length).eval()
+    one = [str(ref["sentences"][1])]
+    highest = [gpu.encode(one) for _ in range(3)]           # (1, 16): eager, captured, replayed
+    assert _GRAPHS[gpu]["precision"] == "highest" and (1, 16) in _GRAPHS[gpu]["graphs"]
+    mf.set_float32_matmul_precision("high")
+    try:
+        high = [gpu.encode(one) for _ in range(3)]          # the graphs dropped: eager, captured, replayed
+        assert _GRAPHS[gpu]["precision"] == "high" and (1, 16) in _GRAPHS[gpu]["graphs"]
+    finally:
+        mf.set_float32_matmul_precision("highest")
+    np.testing.assert_array_equal(high[1], high[0])
+    np.testing.assert_array_equal(high[2], high[0])
+    assert not np.array_equal(high[2], highest[2])          # 3xTF32 GEMMs differ in the last bits
+    assert max_err(high[2], ref["single_embeddings"][1:2]) < EMBED_ATOL
+
+
 def test_every_layer(encoder, ref):
     with mf.no_grad():
         last, layers = encoder.bert(ref["layers_input_ids"], output_hidden_states=True)

@@ -22,17 +22,12 @@ from .rowwise import apply_masked_softmax
 from .runtime import xp_for
 
 
-def _contiguous(xp, a):
-    """``a`` itself when C-contiguous (CuPy's ascontiguousarray costs ~7 us even then)."""
-    return a if a.flags.c_contiguous else xp.ascontiguousarray(a)
-
-
 def _attend(xp, q, k, v, key_mask, scale, out):
     """out[...] = softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k, v (B, H, Sk, D)."""
     nb, nh, sq, dh = q.shape
     sk = k.shape[2]
     if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
-        q3, k3, v3 = (_contiguous(xp, t).reshape(nb * nh, -1, dh) for t in (q, k, v))
+        q3, k3, v3 = (checks.contiguous(xp, t).reshape(nb * nh, -1, dh) for t in (q, k, v))
         scores = xp.empty((nb * nh, sq, sk), q.dtype)
         ctx = xp.empty((nb * nh, sq, dh), q.dtype)
         if cublaslt.bmm(q3, k3, scores, trans_b=True):
@@ -76,7 +71,7 @@ def packed(xp, qkv, key_mask, num_heads, scale, out):
     nb, s, width = qkv.shape
     d = width // 3
     # q, k, v as contiguous (B, H, S, Dh) blocks of ONE copy (3, B, H, S, Dh): one copy kernel, not three
-    heads = _contiguous(xp, qkv.reshape(nb, s, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4))
+    heads = checks.contiguous(xp, qkv.reshape(nb, s, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4))
     ctx = _attend(xp, heads[0], heads[1], heads[2], key_mask, scale, None)   # (B, H, S, Dh)
     out.reshape(nb, s, num_heads, d // num_heads)[...] = ctx.transpose(0, 2, 1, 3)
     return out

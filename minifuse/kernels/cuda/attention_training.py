@@ -14,10 +14,9 @@ import math
 import numpy as np
 
 from . import checks
-from .elementwise import _threads
 from .mathfn import compute_dtype
 from .rowwise import MAX_THREADS, _block_sum, launch_masked_softmax, mask_add as _mask_add
-from .runtime import SIMULATOR, cuda, launch, xp_for
+from .runtime import SIMULATOR, cuda, launch, row_threads, xp_for
 
 __all__ = ["softmax_forward", "softmax_backward", "mask_add"]
 
@@ -88,5 +87,5 @@ def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
     if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided views
         do, o = np.ascontiguousarray(do), np.ascontiguousarray(o)
     ct = compute_dtype(s.dtype)
-    launch(_softmax_backward_kernel(ct), rows, _threads(max(sk, o.shape[3])), s, dp, mask_add, has_mask,
+    launch(_softmax_backward_kernel(ct), rows, row_threads(max(sk, o.shape[3])), s, dp, mask_add, has_mask,
            ct.type(scale), rowmax, rowsum, do, o)

@@ -9,7 +9,7 @@ module and GPU all others must share; `float_array` returns the array module.
 import numpy as np
 
 from .. import checks as shared
-from ..checks import c_contiguous, choice, rows, shape  # noqa: F401  (this backend's names for them)
+from ..checks import c_contiguous, choice, contiguous, rows, shape  # noqa: F401  (this backend's names for them)
 from .runtime import xp_for
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))

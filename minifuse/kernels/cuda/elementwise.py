@@ -15,17 +15,9 @@ import numpy as np
 from .. import validate
 from . import checks
 from .mathfn import ACTIVATIONS, GATES, activations, compute_dtype
-from .runtime import MIN_THREADS, blocks, cuda, launch, xp_for
+from .runtime import blocks, cuda, launch, row_threads, xp_for
 
 ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 rows
-
-
-def _threads(width):
-    """Threads per block along a row: a power of two in [MIN_THREADS, 256] (32 on a GPU)."""
-    t = MIN_THREADS
-    while t < width and t < 256:
-        t *= 2
-    return t
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +105,7 @@ def apply_bias_act(y, bias, activation, out=None):
     pairs = y2 is not None and (out is None or out2 is not None)
     if pairs:
         y, out, m = y2, out2, m // 2
-    t = _threads(m)
+    t = row_threads(m)
     kernel = _bias_act_kernel(activation, ct, out is None, pairs)
     # no out: an empty view, never written (a row of y would alias y, and the simulator copies
     # every NumPy argument back after the launch)
@@ -162,7 +154,7 @@ def apply_bias_glu(y2, bias, gate, out2, w=None):
     n, h = out2.shape
     if n == 0 or h == 0:
         return out2
-    t = _threads(h)
+    t = row_threads(h)
     kernel = _bias_glu_kernel(gate, compute_dtype(y2.dtype))
     launch(kernel, (blocks(h, t), min(n, ROW_BLOCKS)), t, y2, y2[0] if bias is None else bias,
            bias is not None, y2[0, :0] if w is None else w, w is not None, out2)

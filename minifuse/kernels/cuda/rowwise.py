@@ -18,7 +18,7 @@ import numpy as np
 from .. import validate
 from . import checks
 from .mathfn import compute_dtype
-from .runtime import MIN_THREADS, blocks, cuda, launch, xp_for
+from .runtime import MIN_THREADS, blocks, cuda, launch, row_threads, xp_for
 
 PER = 8          # row elements per thread (registers)
 MAX_THREADS = 1024
@@ -210,7 +210,7 @@ def mask_add(xp, key_mask, dtype):
     nb, sk = key_mask.shape
     out = xp.empty((nb, sk), ct)
     if out.size:
-        t = min(MAX_THREADS, max(MIN_THREADS, 1 << (sk - 1).bit_length()))
+        t = row_threads(sk)
         launch(_mask_add_kernel(ct), (blocks(sk, t), nb), t, key_mask, ct.type(np.finfo(dtype).min), out)
     return out
 

@@ -26,7 +26,8 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 # threads (a power of two, as the tree reductions need): same kernels, several times faster tests.
 MIN_THREADS = 4 if SIMULATOR else 32
 
-__all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_array", "stream", "launch", "blocks"]
+__all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_array", "stream", "launch", "blocks",
+           "row_threads"]
 
 
 def xp_for(fn, name, a):
@@ -179,6 +180,8 @@ def _fast_launcher(kernel, converted):
                 params.append(pack(a))
         config = _CONFIGS.get((grid, block))
         if config is None:
+            if len(_CONFIGS) > 4096:          # grids follow the shapes: keep the table bounded
+                _CONFIGS.clear()
             config = _CONFIGS[(grid, block)] = LaunchConfig(grid=grid, block=block, shmem_size=0)
         # cuda.core's own Stream, cached by handle (given numba's stream object, cuda.core.launch
         # converts it on every call: 7.8 against 6.0 us per launch, H200 host)
@@ -209,6 +212,14 @@ def _strides(a):
             _C_STRIDES.clear()
         _C_STRIDES[key] = found
     return found
+
+
+def row_threads(width):
+    """Threads per block along a row of ``width`` items: a power of two in [MIN_THREADS, 256]."""
+    t = MIN_THREADS
+    while t < width and t < 256:
+        t *= 2
+    return t
 
 
 def blocks(n, threads):

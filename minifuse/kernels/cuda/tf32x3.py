@@ -30,8 +30,8 @@ import math
 
 import numpy as np
 
-from .elementwise import ROW_BLOCKS, _threads
-from .runtime import SIMULATOR, blocks, cuda, launch
+from .elementwise import ROW_BLOCKS
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads
 
 LO_FIRST, LO_MIDDLE = 0, 1   # where the lo block goes: [lo|hi|hi] for a, [hi|lo|hi] for b
 
@@ -105,6 +105,6 @@ def split3(xp, x, lo_at):
     n, k = x.shape
     out = xp.empty((n, 3 * k), np.float32)
     if n and k:
-        t = _threads(k)
+        t = row_threads(k)
         launch(_split_kernel(), (blocks(k, t), min(n, ROW_BLOCKS)), t, x, lo_at, out)
     return out

@@ -23,10 +23,10 @@ import functools
 
 import numpy as np
 
-from .elementwise import _threads, apply_bias_act as _bias_act_named, apply_bias_glu as _bias_glu_named
+from .elementwise import apply_bias_act as _bias_act_named, apply_bias_glu as _bias_glu_named
 from .mathfn import ACTIVATIONS, GATES, activations, compute_dtype, derivatives
 from .rowwise import MAX_THREADS, PER, _block_sum, apply_residual_layer_norm, threads_for
-from .runtime import blocks, cuda, launch, xp_for
+from .runtime import blocks, cuda, launch, row_threads, xp_for
 
 __all__ = ["bias_act_forward", "bias_act_backward", "weighted_glu_forward", "glu_backward",
            "residual_layer_norm_forward", "residual_layer_norm_backward", "apply_bias_act", "apply_bias_glu"]
@@ -93,7 +93,7 @@ def bias_act_backward(g, y, bias, has_bias, code, dy, dbias, want_dbias):
             dbias[...] = 0
         return
     xp = xp_for("bias_act_backward", "g", g)
-    t, parts = _threads(m), min(n, PARTS)
+    t, parts = row_threads(m), min(n, PARTS)
     partial = xp.empty((parts, m) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
     launch(_bias_act_backward_kernel(ACTIVATIONS[code], compute_dtype(g.dtype)), (blocks(m, t), parts), t,
            g, y, bias if has_bias else y[0, :0], has_bias, dy, partial, want_dbias)
@@ -175,7 +175,7 @@ def glu_backward(g, y, bias, has_bias, silu, w, has_w, dy, dbias, want_dbias, dw
             dw[...] = 0
         return
     xp = xp_for("glu_backward", "g", g)
-    t, parts = _threads(h), min(n, PARTS)
+    t, parts = row_threads(h), min(n, PARTS)
     nbx = blocks(h, t)
     partial = xp.empty((parts, 2 * h) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
     dw_part = xp.empty((n, nbx) if has_w else (1, 1), np.float64)

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import special
 
 from minifuse.kernels import cpu
+from minifuse.kernels.weights import LayerWeights
 
 
 def timed(fn, repeat):
@@ -119,7 +120,7 @@ def run(report=print, repeat=15):
     for name, act in (("relu", "relu"), ("swiglu", "swiglu")):
         cpu.mlp(np.ones((2, 4), np.float32), np.ones((8, 4), np.float32), None, np.ones((3, 8 if act == "relu" else 4), np.float32), None, act)
     small = layer_params(rng, 8, 16)
-    cpu.transformer_layer(np.ones((1, 2, 8), np.float32), *small, np.ones((1, 2)), 2, 1e-12)
+    cpu.transformer_layer(np.ones((1, 2, 8), np.float32), LayerWeights(*small), np.ones((1, 2)), 2, 1e-12)
     report(f"first calls of every float32 kernel (compile, or load from the numba cache): {time.perf_counter() - t:.2f} s")
     for line in environment():
         report(line)
@@ -175,7 +176,7 @@ def run(report=print, repeat=15):
         n = nb * s
         a_d, a_f = (rng.standard_normal((n, c)).astype(np.float32) for c in (d, f))   # not np.empty: denormals
         floor = gemm_floor([(a_d, p[0]), (a_d, p[2]), (a_d, p[6]), (a_f, p[8])], repeat)
-        fused = timed(lambda: cpu.transformer_layer(x, *p, mask, heads, 1e-12), repeat)
+        fused = timed(lambda: cpu.transformer_layer(x, LayerWeights(*p), mask, heads, 1e-12), repeat)
         row(f"transformer layer {name}", fused, floor, timed(lambda: np_layer(x, p, mask, heads, 1e-12), max(3, repeat // 3)),
             torch_layer(torch, x, p, mask, heads, repeat))
         q = rng.standard_normal((nb, s, 3 * d)).astype(np.float32)

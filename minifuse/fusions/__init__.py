@@ -1,7 +1,7 @@
 """Fused training functions (Megatron-LM ``core.fusions`` style): each is one ``Function``, so one
 node on the tape, whose forward and backward are one Numba kernel each (GEMMs through BLAS
-alongside), and which saves only what its backward needs. CPU and CUDA tensors alike: the CUDA
-kernels (cuBLAS GEMMs) have the CPU ones' names (``_kernels``). See docs/fused-training.md.
+alongside), and which saves only what its backward needs. CPU and CUDA tensors alike: each runs
+the kernels of its tensors' backend (``minifuse.kernels.registry``). See docs/fused-training.md.
 
     bias_gelu(y, bias, approximate='tanh')         gelu(y + bias)
     swiglu(y), bias_swiglu(y, bias)                silu(a) * b, [a | b] = y (+ bias)

@@ -1,15 +1,28 @@
 """Argument checks and saved-array helpers shared by the fused functions.
 
 Every check runs at the Python boundary, before any kernel: a kernel does no bounds checks, so
-a wrong shape, dtype or device must fail here, naming the function and the argument. Tensors may
-be on the CPU or on CUDA, all on one device; the forward and backward code below takes the
-array module ``xp`` (numpy or cupy) for what it allocates.
+a wrong shape, dtype or device must fail here, naming the function and the argument, with the
+wording of the kernels' own checks (``minifuse.kernels.checks``). Tensors may be on any device
+with a kernel backend, all on one device; the forward and backward code takes the backend's
+kernel package ``K`` (``minifuse.kernels.registry``) and its array module ``K.xp``.
 """
 import numpy as np
 
 from ..autograd.function import mixed_devices
-from ..kernels.cpu import checks
+from ..device import array_module
+from ..kernels import registry
+from ..kernels.checks import ArrayChecks, choice, contiguous, rows  # noqa: F401  (used by the functions)
 from ..tensor import Tensor
+
+# The dtypes the fused training functions take (their kernels accumulate in float64 partial sums
+# and keep statistics in the input's dtype).
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+CHECKS = ArrayChecks(DTYPES, lambda fn, name, a: array_module(a))
+
+
+def kernels(a):
+    """The kernel package for raw arrays like ``a`` (the registry's backend for its array type)."""
+    return registry.for_array(a).kernels
 
 
 def tensor(fn, name, t, like=None, min_ndim=None):
@@ -18,24 +31,17 @@ def tensor(fn, name, t, like=None, min_ndim=None):
         raise TypeError(f"{fn}: '{name}' must be a Tensor, got {type(t).__name__}")
     if like is not None and t.device != like[1].device:
         raise mixed_devices(fn, like[0], like[1].device, name, t.device)
-    checks.float_array(fn, name, _host_like(t.data), min_ndim=min_ndim,
-                       dtype=None if like is None else (like[0], like[1].dtype))
+    CHECKS.float_array(fn, name, t.data, min_ndim=min_ndim,
+                       like=None if like is None else (like[0], np.dtype(like[1].dtype)))
     return t
-
-
-def _host_like(a):
-    """``a`` (NumPy), or for a CuPy array a NumPy stand-in of its shape and dtype that holds no
-    memory, for the dtype and shape checks (which are the CPU kernels', one wording)."""
-    if isinstance(a, np.ndarray):
-        return a
-    return np.lib.stride_tricks.as_strided(np.empty(1, a.dtype), a.shape, (0,) * a.ndim)
 
 
 def vector(fn, name, t, size, meaning, like):
     """An optional 1-D Tensor (bias, gamma, beta) of ``size`` elements."""
     if t is not None:
         tensor(fn, name, t, like)
-        checks.shape(fn, name, t.data, (size,), meaning)
+        if tuple(t.shape) != (size,):
+            raise ValueError(f"{fn}: '{name}' has shape {tuple(t.shape)}, expected {meaning} = {(size,)}")
     return t
 
 
@@ -53,24 +59,11 @@ def store_dtype(fn, value, dtype):
     return None if d == dtype else d
 
 
-def choice(fn, name, value, allowed):
-    return checks.choice(fn, name, value, allowed)
-
-
 # ---- inside forward / backward (raw arrays of the array module xp) ---------------------------
 
-def rows(xp, a, last):
-    """The (N, last) C-contiguous 2-D view of ``a`` (..., last); copies only a non-contiguous ``a``."""
-    return xp.ascontiguousarray(a).reshape(-1, last)
-
-
-def contiguous(xp, a):
-    return None if a is None else xp.ascontiguousarray(a)
-
-
-def or_empty(xp, a, dtype):
-    """A kernel argument that is absent: an empty array of the right dtype (flag says unused)."""
-    return xp.empty(0, dtype) if a is None else a
+def optional(xp, a):
+    """``a`` C-contiguous, or None."""
+    return None if a is None else contiguous(xp, a)
 
 
 def linear(xp, x2, w):

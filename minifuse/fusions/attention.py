@@ -23,10 +23,10 @@ import math
 import numpy as np
 
 from ..autograd.function import Function, mixed_devices
-from ..kernels.cpu.attention import _scale, split_heads
+from ..kernels.checks import real_number
+from ..kernels.layout import split_heads
 from ..tensor import Tensor
 from . import _args as A
-from . import _kernels
 
 __all__ = ["fused_attention", "FusedAttention"]
 
@@ -42,7 +42,7 @@ class FusedAttention(Function):
 
     @staticmethod
     def forward(ctx, qkv, mask_add, has_mask, num_heads, scale):
-        K = _kernels.kernels(qkv)
+        K = A.kernels(qkv)
         xp = K.xp
         qkv = xp.ascontiguousarray(qkv)
         nb, s, d3 = qkv.shape
@@ -50,7 +50,7 @@ class FusedAttention(Function):
         scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
         rowmax = xp.empty((nb, num_heads, s), qkv.dtype)
         rowsum = xp.empty((nb, num_heads, s), qkv.dtype)
-        K.attention.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
+        K.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
         out = xp.empty((nb, s, d3 // 3), qkv.dtype)
         xp.matmul(scores, v, out=split_heads(out, 0, d3 // 3, num_heads))
         ctx.save_for_backward(qkv, out, rowmax, rowsum, mask_add)
@@ -68,7 +68,7 @@ class FusedAttention(Function):
         o = split_heads(out, 0, d, num_heads)
         scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
         dp = xp.matmul(go, v.transpose(0, 1, 3, 2))
-        K.attention.softmax_backward(scores, dp, mask_add, has_mask, scale, rowmax, rowsum, go, o)
+        K.softmax_backward(scores, dp, mask_add, has_mask, scale, rowmax, rowsum, go, o)
         dqkv = xp.empty(qkv.shape, qkv.dtype)
         dq, dk, dv = _heads(dqkv, num_heads)
         xp.matmul(dp, k, out=dq)                       # dS K (scale is inside dS)
@@ -99,6 +99,9 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
         if key_mask.device != qkv.device:
             raise mixed_devices(fn, "qkv", qkv.device, "key_mask", key_mask.device)
         key_mask = key_mask.data
-    mask_add = _kernels.kernels(qkv.data).mask_add(fn, key_mask, nb, s, qkv.data)   # a host mask goes to qkv's GPU
-    scale = _scale(fn, 1.0 / math.sqrt(width // (3 * num_heads)) if scale is None else scale, qkv.dtype)
+    K = A.kernels(qkv.data)
+    K.CHECKS.row_length(fn, s)
+    mask_add = K.mask_add(fn, key_mask, nb, s, qkv.data)   # a host mask goes to qkv's GPU
+    scale = qkv.dtype.type(real_number(fn, "scale", 1.0 / math.sqrt(width // (3 * num_heads)) if scale is None
+                                       else scale))
     return FusedAttention.apply(qkv, mask_add, key_mask is not None, int(num_heads), scale)

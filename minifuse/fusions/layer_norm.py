@@ -13,7 +13,6 @@ import math
 
 from ..autograd.function import Function
 from . import _args as A
-from . import _kernels
 
 __all__ = ["residual_layer_norm", "ResidualLayerNorm"]
 
@@ -23,18 +22,17 @@ class ResidualLayerNorm(Function):
 
     @staticmethod
     def forward(ctx, x, residual, gamma, beta, eps, store_dtype=None):
-        K = _kernels.kernels(x)
+        K = A.kernels(x)
         xp = K.xp
         d = x.shape[-1]
         x2 = A.rows(xp, x, d)
         n = x2.shape[0]
-        r2 = x2 if residual is None else A.rows(xp, residual, d)
+        r2 = None if residual is None else A.rows(xp, residual, d)
         out = xp.empty((n, d), x.dtype)
         xhat = xp.empty((n, d), x.dtype)
         rstd = xp.empty(n, x.dtype)
-        gamma = A.contiguous(xp, gamma)
-        K.training.residual_layer_norm_forward(x2, r2, residual is not None, gamma, A.contiguous(xp, beta),
-                                               float(eps), out, xhat, rstd)
+        gamma = A.optional(xp, gamma)
+        K.apply_residual_layer_norm(x2, r2, None, gamma, A.optional(xp, beta), float(eps), out, xhat, rstd)
         ctx.save_for_backward(A.store(xhat, store_dtype), rstd, gamma)
         ctx.meta = (K, x.shape, x.dtype)
         return out.reshape(x.shape)
@@ -47,12 +45,11 @@ class ResidualLayerNorm(Function):
         d = shape[-1]
         want_params = ctx.needs_input_grad[2] or ctx.needs_input_grad[3]
         dx = xp.empty(xhat.shape, dtype)
-        dgamma = xp.empty(d if want_params else 0, dtype)
-        dbeta = xp.empty(d if want_params else 0, dtype)
-        K.training.residual_layer_norm_backward(A.rows(xp, g, d), A.restore(xhat, dtype), rstd, gamma,
-                                                dx, dgamma, dbeta, want_params)
+        dgamma = xp.empty(d, dtype) if want_params else None
+        dbeta = xp.empty(d, dtype) if want_params else None
+        K.residual_layer_norm_backward(A.rows(xp, g, d), A.restore(xhat, dtype), rstd, gamma, dx, dgamma, dbeta)
         dx = dx.reshape(shape)
-        return dx, dx, (dgamma if want_params else None), (dbeta if want_params else None)
+        return dx, dx, dgamma, dbeta
 
 
 def residual_layer_norm(x, residual, gamma, beta, eps=1e-5, input_store_dtype=None):
@@ -74,5 +71,6 @@ def residual_layer_norm(x, residual, gamma, beta, eps=1e-5, input_store_dtype=No
         A.vector(fn, name, p, d, "(D,) with D = x.shape[-1]", ("x", x))
     if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
         raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    A.kernels(x.data).CHECKS.row_length(fn, d)
     return ResidualLayerNorm.apply(x, residual, gamma, beta, float(eps),
                                    A.store_dtype(fn, input_store_dtype, x.dtype))

@@ -7,38 +7,27 @@ two GEMMs, dx = dz W and dW = dz^T x.
 What is saved: x always (dW needs it), and z only with ``save='preact'``. With
 ``save='recompute'`` backward recomputes z = x W^T: one more GEMM (a third more FLOPs for this
 layer) for N*M fewer saved elements. Activation 'none' saves x only: its slope is 1.
-On CUDA tensors the GEMMs are cuBLAS (CuPy) and the kernels the CUDA ones of the same names.
+On CUDA tensors the GEMMs are cuBLAS (CuPy) and the kernels the CUDA backend's.
 """
 from ..autograd.function import Function
-from ..kernels.cpu import epilogue, glu
+from ..kernels.activations import GATE_OF, LINEAR_ACTIVATIONS
 from . import _args as A
-from . import _kernels
 
 __all__ = ["fused_linear_act", "FusedLinearAct", "ACTIVATIONS", "SAVE"]
 
-GATED = {"glu": False, "swiglu": True}                      # value: SiLU gate
-ACTIVATIONS = {**epilogue.ACTIVATIONS, **{name: name for name in GATED}}
+GATED = GATE_OF                                             # gated activation -> its gate
+ACTIVATIONS = LINEAR_ACTIVATIONS
 SAVE = {"preact": True, "recompute": False}
 
 
 def act_forward(K, z, bias, activation, keep_z):
     """act(z + bias) for z (N, M) = x W^T: a new array when ``keep_z`` (z is saved for backward),
     else in place over z (the gated activations always write a new (N, M/2) array).
-    K: the device's kernels (``_kernels``)."""
+    K: the tensors' kernel package."""
     n, m = z.shape
-    code = ACTIVATIONS[activation]
     if activation in GATED:
-        out = K.xp.empty((n, m // 2), z.dtype)
-        if n:
-            K.bias_glu(z, bias, glu.GATES["silu" if GATED[activation] else "sigmoid"], out)
-        return out
-    if keep_z:
-        out = K.xp.empty((n, m), z.dtype)
-        K.training.bias_act_forward(z, A.or_empty(K.xp, bias, z.dtype), bias is not None, code, out)
-        return out
-    if n:
-        K.bias_act_(z, bias, code)
-    return z
+        return K.apply_bias_glu(z, bias, GATED[activation], K.xp.empty((n, m // 2), z.dtype))
+    return K.apply_bias_act(z, bias, activation, K.xp.empty((n, m), z.dtype) if keep_z else None)
 
 
 def act_backward(K, g2, z, bias, activation, want_db):
@@ -46,16 +35,13 @@ def act_backward(K, g2, z, bias, activation, want_db):
     gradient summed over rows (None unless ``want_db``). One kernel each; z is not modified."""
     xp = K.xp
     n, m = z.shape
-    dtype = z.dtype
-    db = xp.empty(m if want_db else 0, dtype)
-    dz = xp.empty((n, m), dtype)
-    b = A.or_empty(xp, bias, dtype)
+    db = xp.empty(m, z.dtype) if want_db else None
+    dz = xp.empty((n, m), z.dtype)
     if activation in GATED:
-        K.training.glu_backward(g2, z, b, bias is not None, GATED[activation], xp.ones(n, dtype), False,
-                                dz, db, want_db, xp.empty(0, dtype))
+        K.glu_backward(g2, z, bias, GATED[activation], None, dz, db)
     else:
-        K.training.bias_act_backward(g2, z, b, bias is not None, ACTIVATIONS[activation], dz, db, want_db)
-    return dz, (db if want_db else None)
+        K.bias_act_backward(g2, z, bias, activation, dz, db)
+    return dz, db
 
 
 class FusedLinearAct(Function):
@@ -64,11 +50,11 @@ class FusedLinearAct(Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation, save_preact, store_dtype=None):
-        K = _kernels.kernels(x)
+        K = A.kernels(x)
         x2 = A.rows(K.xp, x, x.shape[-1])
-        bias = A.contiguous(K.xp, bias)
+        bias = A.optional(K.xp, bias)
         z = A.linear(K.xp, x2, weight)
-        keep_z = save_preact and ACTIVATIONS[activation] != 0
+        keep_z = save_preact and activation != "none"
         out = act_forward(K, z, bias, activation, keep_z)
         ctx.save_for_backward(A.store(x2, store_dtype), weight, bias, A.store(z if keep_z else None, store_dtype))
         ctx.meta = (K, activation, x.shape, x.dtype)
@@ -82,7 +68,7 @@ class FusedLinearAct(Function):
         x2 = A.restore(x2, dtype)
         g2 = A.rows(K.xp, g, g.shape[-1])
         want_db = bias is not None and need_b
-        if ACTIVATIONS[activation] == 0:                    # identity: dz is g itself
+        if activation == "none":                            # identity: dz is g itself
             dz, db = g2, (g2.sum(axis=0) if want_db else None)
         else:
             z = A.linear(K.xp, x2, weight) if z is None else A.restore(z, dtype)

@@ -13,7 +13,6 @@ Backward, with g the output gradient (all sums over the leading dims):
 """
 from ..autograd.function import Function
 from . import _args as A
-from . import _kernels
 from .linear import ACTIVATIONS, GATED, SAVE, act_backward, act_forward, check_layer
 
 __all__ = ["fused_mlp", "FusedMLP"]
@@ -23,10 +22,10 @@ class FusedMLP(Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation, save_preact, store_dtype=None):
-        K = _kernels.kernels(x)
+        K = A.kernels(x)
         xp = K.xp
         x2 = A.rows(xp, x, x.shape[-1])
-        b1, b2 = A.contiguous(xp, b1), A.contiguous(xp, b2)
+        b1, b2 = A.optional(xp, b1), A.optional(xp, b2)
         z = A.linear(xp, x2, w1)
         h = act_forward(K, z, b1, activation, keep_z=save_preact)
         out = act_forward(K, A.linear(xp, h, w2), b2, "none", keep_z=False)   # + b2 in place

@@ -5,6 +5,10 @@ un-fuse what a backend lacks, execute.
     g = mf.graph.fuse(g, backend="cpu")         # FusedMatMulBiasAct, ..., FusedTransformerLayer
     y = mf.graph.execute(g, [x, mask])
     fast = mf.compile(model, x, mask)           # all of the above, cached per input shape
+    fast = mf.compile(model, x, mask, cuda_graph=True)   # on CUDA: one CUDA graph replay per shape
+
+The backend is the kernel backend of the inputs' arrays ('cpu' for NumPy, 'cuda' for CuPy) unless
+named; 'reference' runs every fused op unfused.
 """
 from __future__ import annotations
 
@@ -13,8 +17,9 @@ import os
 from .backends import Backend, get_backend, register_backend
 from .executor import execute
 from .ir import Graph, Node
+from ..nn.dispatch import attention_threshold
 from .passes import (DeadCodeElimination, FuseAttentionBlock, FuseBiasSwiGLU, FuseMatMulBiasAct,
-                     FuseResidualLN, FuseTransformerLayer, Pass, Unfuse, attention_threshold)
+                     FuseResidualLN, FuseTransformerLayer, Pass, Unfuse)
 from .trace import trace
 
 __all__ = ["Graph", "Node", "trace", "fuse", "execute", "compile", "CompiledModule", "Pass",
@@ -69,17 +74,45 @@ def fuse(graph, backend="cpu", passes=None, report=False):
     return g
 
 
+def _default_backend(inputs):
+    """The kernel backend of the first tensor input's arrays ('cpu' when there is none)."""
+    from ..kernels import registry
+    from ..tensor import Tensor
+    for x in inputs:
+        if isinstance(x, Tensor):
+            found = registry.for_array(x.data)
+            return "cpu" if found is None else found.name
+    return "cpu"
+
+
 class CompiledModule:
     """A module run as a fused graph. Graphs are specialised to input shapes and dtypes: a call
-    with new ones traces and fuses again (cached per shape). Inference only: no gradients."""
+    with new ones traces and fuses again (cached per shape). Inference only: no gradients.
 
-    def __init__(self, module, backend="cpu", passes=None, report=False):
-        self.module, self.backend, self.passes, self.report = module, get_backend(backend), passes, report
+    ``cuda_graph=True`` (CUDA): the first call of a shape also captures the graph's execution into
+    a CUDA graph (kernels/cuda/graphs.py) over buffers of its own; later calls copy their inputs
+    into those buffers and replay every kernel with one launch, so small batches are not bound by
+    Python's launch cost. Each call returns a new output tensor. The CUDA graphs read the
+    parameters by address: they are dropped when a parameter array is replaced (``to``,
+    ``load_state_dict``) or the float32 GEMM precision changes; in-place updates are seen."""
+
+    def __init__(self, module, backend=None, passes=None, report=False, cuda_graph=False):
+        self.module, self.passes, self.report = module, passes, report
+        self.backend = None if backend is None else get_backend(backend)
+        self.cuda_graph = bool(cuda_graph)
         self.graphs = {}
+        self._replays = {}
+        self._replay_state = None
+
+    def _key(self, inputs):
+        from ..tensor import Tensor
+        return tuple((x.shape, str(x.dtype), str(x.device)) if isinstance(x, Tensor) else ("literal", repr(x))
+                     for x in inputs)
 
     def graph_for(self, *inputs):
-        from ..tensor import Tensor
-        key = tuple((x.shape, str(x.dtype)) if isinstance(x, Tensor) else ("literal", repr(x)) for x in inputs)
+        if self.backend is None:
+            self.backend = get_backend(_default_backend(inputs))
+        key = self._key(inputs)
         g = self.graphs.get(key)
         if g is None:
             g = fuse(trace(self.module, *inputs), self.backend, self.passes, self.report)
@@ -89,12 +122,46 @@ class CompiledModule:
     def __call__(self, *inputs):
         from ..tensor import Tensor
         g = self.graph_for(*inputs)
-        return execute(g, [x for x in inputs if isinstance(x, Tensor)], self.backend)
+        tensors = [x for x in inputs if isinstance(x, Tensor)]
+        if not self.cuda_graph:
+            return execute(g, tensors, self.backend)
+        return self._replay(g, self._key(inputs), tensors)
+
+    def _replay(self, g, key, tensors):
+        from ..kernels.cuda import SIMULATOR, CudaGraph
+        from ..precision import get_float32_matmul_precision
+        from ..tensor import Tensor
+        if self.backend.name != "cuda" or SIMULATOR or any(x.device.type != "cuda" for x in tensors):
+            raise RuntimeError("compile: cuda_graph=True needs the 'cuda' backend, CUDA tensors and a GPU")
+        params = [p.data for p in self.module.parameters()] if hasattr(self.module, "parameters") else []
+        state = (get_float32_matmul_precision(), params)
+        old = self._replay_state
+        if old is None or old[0] != state[0] or any(a is not b for a, b in zip(old[1], params)):
+            self._replays.clear()          # holding the arrays keeps their addresses from being reused
+            self._replay_state = state
+        graph = self._replays.get(key)
+        if graph is None:
+            static = [x.data.copy() for x in tensors]
+            graph = CudaGraph(lambda *arrays: _as_arrays(execute(g, [Tensor(a) for a in arrays], self.backend)),
+                              *static)
+            self._replays[key] = graph
+        else:
+            for buf, x in zip(graph.args, tensors):
+                buf[...] = x.data
+        out = graph.replay()
+        return tuple(Tensor(o.copy()) for o in out) if isinstance(out, tuple) else Tensor(out.copy())
 
 
-def compile(module, *example_inputs, backend="cpu", passes=None, report=False):
-    """``module`` as a callable that runs its fused graph (traced now for the example inputs)."""
-    compiled = CompiledModule(module, backend, passes, report)
+def _as_arrays(out):
+    return tuple(o.data for o in out) if isinstance(out, tuple) else out.data
+
+
+def compile(module, *example_inputs, backend=None, passes=None, report=False, cuda_graph=False):
+    """``module`` as a callable that runs its fused graph (traced now for the example inputs).
+
+    backend: 'cpu', 'cuda' (the kernel backends), 'reference', or None for the kernel backend of
+    the inputs' arrays. cuda_graph: on CUDA, replay each input shape from one CUDA graph."""
+    compiled = CompiledModule(module, backend, passes, report, cuda_graph)
     if example_inputs:
         compiled.graph_for(*example_inputs)
     return compiled

@@ -1,86 +1,98 @@
-"""Backends: which fused ops each implements, and how it runs them.
+"""Graph backends: which fused ops a backend implements, and how it runs them.
 
-A fused node's implementation takes the node and its input arrays and returns the output array.
-A backend that lacks a fused op gets it expanded back into primitives by the Unfuse pass.
+A fused node's implementation takes the kernel package, the node and its input arrays and
+returns the output array. The implementations are written once, over the entry points that every
+kernel package has (``minifuse.kernels.registry``), so each kernel backend ('cpu', 'cuda', and any
+registered later) is a graph backend of the same name with all of them. A backend that lacks a
+fused op gets it expanded back into primitives by the Unfuse pass.
 """
 from __future__ import annotations
 
-import numpy as np
+from ..kernels import registry
+from ..kernels.weights import LayerWeights
 
 
 class Backend:
-    def __init__(self, name, impls):
+    """``impls``: {fused op name: impl(kernels, node, *arrays)}; ``kernels``: the kernel package
+    they run on, or the name of a kernel backend of the registry (default 'cpu')."""
+
+    def __init__(self, name, impls, kernels="cpu"):
         self.name = name
         self.impls = impls
+        self._kernels = kernels
+
+    @property
+    def kernels(self):
+        if isinstance(self._kernels, str):
+            self._kernels = registry.get(self._kernels).kernels
+        return self._kernels
 
     @property
     def fused_ops(self):
         return set(self.impls)
 
+    def run(self, node, arrays):
+        return self.impls[node.op](self.kernels, node, *arrays)
+
     def __repr__(self):
         return f"Backend({self.name!r}, fused_ops={sorted(self.impls)})"
 
 
-def _vector(b, size):
+def _vector(K, b, size):
     """A rank <= 1 bias as a contiguous (size,) vector (a scalar bias is broadcast)."""
-    return np.ascontiguousarray(np.broadcast_to(b, (size,)))
+    return None if b is None else K.xp.ascontiguousarray(K.xp.broadcast_to(b, (size,)))
 
 
-def _cpu_linear(x, w, b, activation, layout):
-    from ..kernels import cpu
+def _linear(K, x, w, b, activation, layout):
     if layout == "out_in":
-        return cpu.linear_act(x, w, None if b is None else _vector(b, w.shape[0]), activation)
-    y = np.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
-    y2 = y.reshape(-1, y.shape[-1])
-    cpu.bias_act_(y2, None if b is None else _vector(b, w.shape[1]), activation)
+        return K.linear_act(x, w, _vector(K, b, w.shape[0]), activation)
+    y = K.xp.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
+    K.bias_act_(y.reshape(-1, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
     return y
 
 
-def _cpu_matmul_bias_act(node, x, w, b=None):
-    return _cpu_linear(x, w, b, node.attrs["activation"], node.attrs["layout"])
+def _matmul_bias_act(K, node, x, w, b=None):
+    return _linear(K, x, w, b, node.attrs["activation"], node.attrs["layout"])
 
 
-def _cpu_bias_swiglu(node, x, w, b=None):
-    from ..kernels import cpu
-    y = _cpu_linear(x, w, None, "none", node.attrs["layout"])
-    return cpu.bias_glu(y, None if b is None else _vector(b, y.shape[-1]), node.attrs["gate"])
+def _bias_swiglu(K, node, x, w, b=None):
+    y = _linear(K, x, w, None, "none", node.attrs["layout"])
+    return K.bias_glu(y, _vector(K, b, y.shape[-1]), node.attrs["gate"])
 
 
-def _cpu_residual_ln(node, x, residual, gamma, beta):
-    from ..kernels import cpu
-    return cpu.residual_layer_norm(x, residual, gamma, beta, node.attrs["eps"])
+def _residual_ln(K, node, x, residual, gamma, beta):
+    return K.residual_layer_norm(x, residual, gamma, beta, node.attrs["eps"])
 
 
-def _cpu_attention_block(node, x, qkv_w, out_w, *rest):
-    from ..kernels import cpu
+def _attention_block(K, node, x, qkv_w, out_w, *rest):
     a = node.attrs
     qkv_b, out_b = (rest[0], rest[1]) if a["has_bias"] else (None, None)
     mask = rest[-1] if a["has_mask"] else None
-    qkv = cpu.linear_act(x, qkv_w, qkv_b, "none")
-    context = cpu.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
-    return cpu.linear_act(context, out_w, out_b, "none")
+    qkv = K.linear_act(x, qkv_w, qkv_b, "none")
+    context = K.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
+    return K.linear_act(context, out_w, out_b, "none")
 
 
-def _cpu_transformer_layer(node, x, *weights):
-    from ..kernels import cpu
+def _transformer_layer(K, node, x, *inputs):
     a = node.attrs
-    mask = weights[12] if a["has_mask"] else None
-    return cpu.transformer_layer(x, *weights[:12], mask, a["num_heads"], a["eps"], a["activation"], a["method"])
+    mask = inputs[12] if a["has_mask"] else None
+    return K.transformer_layer(x, LayerWeights(*inputs[:12]), mask, a["num_heads"], a["eps"], a["activation"],
+                               a["method"])
 
 
-CPU = Backend("cpu", {
-    "FusedMatMulBiasAct": _cpu_matmul_bias_act,
-    "FusedBiasSwiGLU": _cpu_bias_swiglu,
-    "FusedResidualLN": _cpu_residual_ln,
-    "FusedAttentionBlock": _cpu_attention_block,
-    "FusedTransformerLayer": _cpu_transformer_layer,
-})
+IMPLS = {
+    "FusedMatMulBiasAct": _matmul_bias_act,
+    "FusedBiasSwiGLU": _bias_swiglu,
+    "FusedResidualLN": _residual_ln,
+    "FusedAttentionBlock": _attention_block,
+    "FusedTransformerLayer": _transformer_layer,
+}
 
 # Implements no fused op: every fusion is expanded back, so it runs the primitives. Useful to
 # check that un-fusing is exact and to compare.
 REFERENCE = Backend("reference", {})
 
-_BACKENDS = {"cpu": CPU, "reference": REFERENCE}
+_BACKENDS = {"reference": REFERENCE}
 
 
 def register_backend(backend):
@@ -88,9 +100,19 @@ def register_backend(backend):
 
 
 def get_backend(name):
+    """A graph backend by name: 'reference', one registered here, or a kernel backend of the
+    registry ('cpu', 'cuda'), which runs every fused op on its kernel package."""
     if isinstance(name, Backend):
         return name
-    try:
-        return _BACKENDS[name]
-    except KeyError:
-        raise ValueError(f"unknown backend {name!r}; known: {', '.join(sorted(_BACKENDS))}") from None
+    found = _BACKENDS.get(name)
+    if found is not None:
+        return found
+    if name in registry.names():
+        kernels = registry.get(name).kernels
+        if kernels is None:
+            raise RuntimeError(f"graph backend {name!r}: its kernels cannot be imported here "
+                               f"({registry.get(name).package}; for 'cuda': pip install 'minifuse[cuda]')")
+        backend = _BACKENDS[name] = Backend(name, IMPLS, kernels)
+        return backend
+    known = sorted(set(_BACKENDS) | set(registry.names()))
+    raise ValueError(f"unknown backend {name!r}; known: {', '.join(known)}")

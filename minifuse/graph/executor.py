@@ -1,7 +1,9 @@
-"""Run a graph: primitive nodes through their op classes, fused nodes through the backend."""
+"""Run a graph: primitive nodes through their op classes, fused nodes through the backend (the
+kernel package of a graph backend, ``backends.py``)."""
 from __future__ import annotations
 
 from ..autograd.grad_mode import no_grad
+from ..kernels import registry
 from ..tensor import Tensor
 from .backends import get_backend
 from .trace import Slot
@@ -21,8 +23,12 @@ def _last_uses(graph):
     return dead
 
 
-def execute(graph, inputs, backend="cpu"):
-    """Values of ``graph.outputs`` for ``inputs`` (Tensors, in the order of ``graph.inputs``)."""
+def execute(graph, inputs, backend=None):
+    """Values of ``graph.outputs`` for ``inputs`` (Tensors, in the order of ``graph.inputs``) on
+    ``backend`` (default: the kernel backend of the first input's arrays)."""
+    if backend is None:
+        found = registry.for_array(inputs[0].data) if inputs and isinstance(inputs[0], Tensor) else None
+        backend = "cpu" if found is None else found.name
     backend = get_backend(backend)
     if len(inputs) != len(graph.inputs):
         raise TypeError(f"execute: the graph takes {len(graph.inputs)} tensor inputs, got {len(inputs)}")
@@ -47,12 +53,10 @@ def execute(graph, inputs, backend="cpu"):
                 args = [value(n.inputs[a.index]) if isinstance(a, Slot) else a for a in n.attrs["_args"]]
                 env[id(n)] = n.fn.apply(*args, **n.attrs["_kwargs"])
             else:
-                impl = backend.impls.get(n.op)
-                if impl is None:
+                if n.op not in backend.impls:
                     raise RuntimeError(f"execute: backend {backend.name!r} does not implement {n.op}; run the "
                                        f"Unfuse pass for it (mf.graph.fuse does)")
-                arrays = [value(i).data for i in n.inputs]
-                env[id(n)] = Tensor(impl(n, *arrays))
+                env[id(n)] = Tensor(backend.run(n, [value(i).data for i in n.inputs]))
             for key in dead[pos]:
                 env.pop(key, None)
     outs = [value(o) for o in graph.outputs]

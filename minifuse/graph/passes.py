@@ -10,11 +10,9 @@ import os
 
 import numpy as np
 
-from ..nn.dispatch import attention_threshold
+from ..kernels.activations import graph_activation
+from ..nn.dispatch import attention_method
 from .ir import Node
-
-ACTIVATIONS = {"Relu": lambda n: "relu", "Silu": lambda n: "silu",
-               "Gelu": lambda n: "gelu_tanh" if n.attrs.get("approximate") == "tanh" else "gelu"}
 
 
 class Pass:
@@ -74,7 +72,7 @@ def _is_weight_transpose(node):
 
 
 class FuseMatMulBiasAct(Pass):
-    """x @ W (+ b) (-> relu | gelu | gelu_tanh | silu)  ->  FusedMatMulBiasAct[x, w, (b)].
+    """x @ W (+ b) (-> an activation of kernels/activations.py)  ->  FusedMatMulBiasAct[x, w, (b)].
 
     The matmul must have one consumer; the bias an operand of rank <= 1; the activation one
     consumer of the sum. W may be ``w.T`` of a 2-D tensor (Linear's layout, 'out_in') or 2-D."""
@@ -107,12 +105,10 @@ class FuseMatMulBiasAct(Pass):
                 else:
                     m.report(self.name, add, f"bias rank {len(other.shape)} > 1")
             nxt = m.only_user(end)
-            if nxt is not None and nxt.op in ACTIVATIONS:
-                act = ACTIVATIONS[nxt.op](nxt)
+            act = None if nxt is None else graph_activation(nxt.op, nxt.attrs)
+            if act is not None:
                 end = nxt
                 block.append(nxt)
-            elif nxt is not None and nxt.op in ("Sigmoid", "Tanh"):
-                m.report(self.name, nxt, f"unsupported activation {nxt.op}")
             if bias is None and act is None:
                 m.report(self.name, mm, "no bias and no activation to fuse")
                 continue
@@ -207,14 +203,12 @@ class FuseAttentionBlock(Pass):
     """QKV projection -> heads -> q k^T * scale (+ key-padding mask) -> softmax -> @ v -> merge heads
     -> output projection  ->  FusedAttentionBlock[x, qkv_w, out_w, (qkv_b, out_b), (mask)].
 
-    attrs["method"]: 'loop' up to batch*seq = MINIFUSE_FUSE_ATTN_THRESHOLD, else 'bmm' (the
-    attention kernels' two methods; dispatch.attention_threshold), the same choice as eager."""
+    attrs["method"]: 'loop' or 'bmm' by ``nn.dispatch.attention_method``, the same choice as eager."""
     name = "FuseAttentionBlock"
     requires = ("FuseMatMulBiasAct",)
 
     def run(self, graph):
         m = _Matcher(graph)
-        threshold = attention_threshold()
         for sm in [n for n in graph.nodes if n.op == "Softmax"]:
             found = self._match(m, sm)
             if isinstance(found, str):
@@ -223,7 +217,7 @@ class FuseAttentionBlock(Pass):
                 continue
             block, qkv, out, mask, heads, scale = found
             batch, seq = qkv.shape[0], qkv.shape[1]
-            method = "loop" if not threshold or batch * seq <= threshold else "bmm"
+            method = attention_method(batch, seq)
             if not m.closed(block, out):
                 m.report(self.name, sm, "an intermediate of the attention block is used elsewhere")
                 continue

@@ -3,7 +3,8 @@
 The recording happens in ``Function.apply`` (the tracer hook), so the graph is made by the same
 op layer the tape uses. Tensors the model reads that no traced op produced become ``Param``
 nodes (the module's parameters, by name) or ``Const`` nodes (anything else, by value).
-The model runs unfused, without grad and in eval mode (dropout off) while tracing.
+The model runs unfused, without grad and in eval mode (dropout off) while tracing; every
+submodule's train/eval mode is restored afterwards.
 """
 from __future__ import annotations
 
@@ -91,7 +92,8 @@ def trace(module, *example_inputs, input_names=None):
             node = Node("Input", shape=x.shape, dtype=x.dtype, name=name)
             tracer.bind(x, node)
             inputs.append(node)
-    was_training = getattr(module, "training", False)
+    # every submodule's own mode, restored after the run (a model may mix train and eval parts)
+    modes = [(m, m.training) for m in module.modules()] if hasattr(module, "modules") else []
     if hasattr(module, "eval"):
         module.eval()
     old = set_tracer(tracer)
@@ -100,8 +102,8 @@ def trace(module, *example_inputs, input_names=None):
             out = module(*example_inputs)
     finally:
         set_tracer(old)
-        if was_training:
-            module.train()
+        for m, training in modes:
+            object.__setattr__(m, "training", training)
     outs = out if isinstance(out, (tuple, list)) else (out,)
     outputs = []
     for o in outs:

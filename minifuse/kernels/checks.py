@@ -26,13 +26,15 @@ class ArrayChecks:
     owns `a` (numpy, cupy), a TypeError naming the argument for anything else. device_of(a): the
     device `a` is on, for a backend with several (CUDA); None for one with a single place (CPU),
     where comparing modules and devices could never fail and would only cost launch time.
+    max_row: the longest row (LayerNorm width, softmax length) its row kernels take, or None.
 
     `like` = (name0, ref) names the argument whose dtype (and module and device) the others must
     share; ref is that array, or its dtype alone (what the CPU kernels' callers pass).
     """
 
-    def __init__(self, dtypes, module_of, device_of=None):
+    def __init__(self, dtypes, module_of, device_of=None, max_row=None):
         self.dtypes = tuple(dtypes)
+        self.max_row = max_row
         self.dtype_words = _words([d.name for d in self.dtypes])
         self.module_of = module_of
         self.device_of = device_of
@@ -65,6 +67,12 @@ class ArrayChecks:
             raise ValueError(f"{fn}: '{name}' is on another device than '{name0}' "
                              f"({self.device_of(a)} vs {self.device_of(a0)}); move it with "
                              f"cupy.asarray under that device first")
+
+    def row_length(self, fn, width):
+        """Rows of `width` elements fit the backend's row kernels."""
+        if self.max_row is not None and width > self.max_row:
+            raise ValueError(f"{fn}: rows of {width} elements are longer than the CUDA kernel's limit "
+                             f"of {self.max_row}")
 
     def vector(self, fn, name, a, size, meaning, like):
         """An optional 1-D parameter (bias, gamma, ...) of `size`; returned C-contiguous (a cheap

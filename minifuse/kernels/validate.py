@@ -1,18 +1,20 @@
-"""The argument validation of the kernels that both backends have, one sequence per kernel.
+"""The argument validation of every checked kernel entry point, one sequence per kernel, for both
+backends.
 
-`minifuse.kernels.cpu` and `minifuse.kernels.cuda` take the same arguments and reject bad ones with
-the same errors, checked in the same order; so each kernel's validation is written once, here, and
-takes the backend's `ArrayChecks` (`c`, from cpu/checks.py or cuda/checks.py) for what differs: the
-array type, the dtypes, the device. `choice` gives back the backend's own entry for a name (a
-kernel code on the CPU, the name on CUDA). What a backend does beyond this (key masks, CUDA's row
-length limit, the attention method) stays in the backend.
+`minifuse.kernels.cpu` and `minifuse.kernels.cuda` take the same arguments and reject bad ones
+with the same errors, checked in the same order; so each entry point's validation is written once,
+here, and takes the backend's `ArrayChecks` (`c`: its array type, dtypes, devices and row length
+limit) for what differs. Key masks stay in the backends (a host mask moves to the GPU there).
 """
 import numpy as np
 
-from .checks import choice, contiguous, shape
+from .activations import GATE_OF, LINEAR_ACTIVATIONS, NAMES
+from .checks import c_contiguous, choice, contiguous, real_number, shape
+from .weights import LayerWeights
 
-MLP_ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu")
-GATE_OF = {"glu": "sigmoid", "swiglu": "silu"}   # gated MLP activation -> the gate of its GLU
+# The attention methods: 'loop' (one CPU kernel, no score matrix) or 'bmm' (batched GEMMs around
+# one softmax kernel). A backend with one implementation accepts both.
+ATTENTION_METHODS = ("loop", "bmm")
 
 
 def weight(c, fn, name, w, in_features, like):
@@ -23,35 +25,46 @@ def weight(c, fn, name, w, in_features, like):
     return w.shape[0]
 
 
-def linear_act(c, fn, x, w, bias, activation, activations, out):
-    """x (..., K), weight (M, K), bias (M,) or None, activation in `activations`, out (..., M) or
-    None. Returns (bias contiguous or None, the activation's entry, out, allocated when None)."""
+def bias_act_(c, fn, y, bias, activation):
+    """y (N, M) C-contiguous and writeable, bias (M,) or None, activation a table name. Returns bias."""
+    c.float_array(fn, "y", y, ndim=2)
+    c_contiguous(fn, "y", y)
+    if not getattr(y.flags, "writeable", True):
+        raise ValueError(f"{fn}: 'y' is read-only (it is written in place)")
+    bias = c.vector(fn, "bias", bias, y.shape[1], "(M,)", ("y", y))
+    choice(fn, "activation", activation, NAMES)
+    return bias
+
+
+def linear_act(c, fn, x, w, bias, activation, out):
+    """x (..., K), weight (M, K), bias (M,) or None, activation a table name, out (..., M) or None.
+    Returns (bias contiguous or None, out, allocated when None)."""
     c.float_array(fn, "x", x, min_ndim=1)
     like = ("x", x)
     m = weight(c, fn, "weight", w, x.shape[-1], like)
     bias = c.vector(fn, "bias", bias, m, "(M,)", like)
-    act = choice(fn, "activation", activation, activations)
+    choice(fn, "activation", activation, NAMES)
     out = c.output(fn, out, tuple(x.shape[:-1]) + (m,), like, [("x", x), ("weight", w), ("bias", bias)])
-    return bias, act, out
+    return bias, out
 
 
 def bias_glu(c, fn, y, bias, gate, gates, out):
     """y (..., 2H), bias (2H,) or None, gate in `gates`, out (..., H) or None. Returns (bias
-    contiguous or None, the gate's entry, out, allocated when None)."""
+    contiguous or None, out, allocated when None)."""
     c.float_array(fn, "y", y, min_ndim=1)
     like = ("y", y)
     width = y.shape[-1]
     if width % 2:
         raise ValueError(f"{fn}: 'y' last dim must be even (2H), got shape {tuple(y.shape)}")
     bias = c.vector(fn, "bias", bias, width, "(2H,)", like)
-    code = choice(fn, "gate", gate, gates)
+    choice(fn, "gate", gate, gates)
     out = c.output(fn, out, tuple(y.shape[:-1]) + (width // 2,), like, [("y", y), ("bias", bias)])
-    return bias, code, out
+    return bias, out
 
 
-def residual_layer_norm(c, fn, x, residual, gamma, beta, eps):
-    """x, residual (..., D) (residual may be None), gamma, beta (D,), eps >= 0. Returns gamma and
-    beta contiguous. `out` is the caller's to check: CUDA first checks its row length limit."""
+def residual_layer_norm(c, fn, x, residual, gamma, beta, eps, out):
+    """x, residual (..., D) (residual may be None), gamma, beta (D,), eps >= 0, out (..., D) or
+    None. Returns (gamma, beta contiguous, out)."""
     c.float_array(fn, "x", x, min_ndim=1)
     like = ("x", x)
     d = x.shape[-1]
@@ -64,11 +77,20 @@ def residual_layer_norm(c, fn, x, residual, gamma, beta, eps):
         raise TypeError(f"{fn}: 'gamma' and 'beta' are required arrays, got None")
     if not np.isfinite(eps) or eps < 0:
         raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
-    return gamma, beta
+    c.row_length(fn, d)
+    out = c.output(fn, out, x.shape, like, [("x", x), ("residual", residual)])
+    return gamma, beta, out
 
 
-def attention_heads(c, fn, q, k, v):
-    """q (B, H, Sq, D), k, v (B, H, Sk, D), one dtype (and device)."""
+def _scale_and_method(fn, scale, method):
+    choice(fn, "method", method, ATTENTION_METHODS)
+    return float(real_number(fn, "scale", scale))
+
+
+def attention(c, fn, q, k, v, scale, method, out):
+    """q (B, H, Sq, D), k, v (B, H, Sk, D), one dtype (and device); out (B, H, Sq, D) or None.
+    Returns (scale as a float, out)."""
+    scale = _scale_and_method(fn, scale, method)
     c.float_array(fn, "q", q, ndim=4)
     like = ("q", q)
     nb, nh, sq, dh = q.shape
@@ -77,16 +99,28 @@ def attention_heads(c, fn, q, k, v):
     shape(fn, "k", k, (nb, nh, sk, dh), "(B, H, Sk, D)")
     c.float_array(fn, "v", v, ndim=4, like=like)
     shape(fn, "v", v, (nb, nh, sk, dh), "(B, H, Sk, D) like 'k'")
+    c.row_length(fn, max(sk, dh))
+    return scale, c.output(fn, out, q.shape, like, [("q", q), ("k", k), ("v", v)])
 
 
-def attention_packed(c, fn, qkv, num_heads):
-    """qkv (B, S, 3d) with d = num_heads * Dh."""
+def _num_heads(fn, num_heads, d=None):
+    bad = not isinstance(num_heads, (int, np.integer)) or isinstance(num_heads, bool) or num_heads < 1
+    if bad or (d is not None and d % num_heads):
+        divides = "" if d is None else f" dividing d = {d}"
+        raise ValueError(f"{fn}: 'num_heads' must be a positive int{divides}, got {num_heads!r}")
+
+
+def attention_packed(c, fn, qkv, num_heads, scale, method, out):
+    """qkv (B, S, 3d) with d = num_heads * Dh; out (B, S, d) or None. Returns (scale, out)."""
+    scale = _scale_and_method(fn, scale, method)
     c.float_array(fn, "qkv", qkv, ndim=3)
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int, got {num_heads!r}")
-    if qkv.shape[2] % (3 * num_heads):
+    _num_heads(fn, num_heads)
+    nb, s, width = qkv.shape
+    if width % (3 * num_heads):
         raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
                          f"got shape {tuple(qkv.shape)}")
+    c.row_length(fn, max(s, width // (3 * num_heads)))
+    return scale, c.output(fn, out, (nb, s, width // 3), ("qkv", qkv), [("qkv", qkv)])
 
 
 def mlp(c, fn, x, w1, b1, w2, b2, activation):
@@ -94,8 +128,7 @@ def mlp(c, fn, x, w1, b1, w2, b2, activation):
     needs 2H rows in w1. Returns b1, b2 contiguous (or None)."""
     c.float_array(fn, "x", x, min_ndim=1)
     like = ("x", x)
-    if activation not in MLP_ACTIVATIONS:
-        raise ValueError(f"{fn}: 'activation' must be one of {list(MLP_ACTIVATIONS)}, got {activation!r}")
+    choice(fn, "activation", activation, LINEAR_ACTIVATIONS)
     width = weight(c, fn, "w1", w1, x.shape[-1], like)
     b1 = c.vector(fn, "b1", b1, width, "(w1.shape[0],)", like)
     gated = activation in GATE_OF
@@ -106,31 +139,30 @@ def mlp(c, fn, x, w1, b1, w2, b2, activation):
     return b1, b2
 
 
-def transformer_layer(c, fn, x, num_heads, params):
-    """x (B, S, d), num_heads dividing d, and `params` in the kernel's argument order:
-    qkv_w (3d, d), qkv_b, out_w (d, d), out_b, ln1_g, ln1_b, fc1_w (F, d), fc1_b, fc2_w (d, F),
-    fc2_b, ln2_g, ln2_b; biases (`*_b` after a weight) may be None, LayerNorm parameters (d,) may
-    not. Returns `params` with every 1-D one made contiguous."""
+def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
+    """x (B, S, d), `weights` a LayerWeights (shapes in LayerWeights.layout), num_heads dividing d,
+    eps >= 0, activation a table name, method an attention method. Returns the record with every
+    1-D entry made contiguous."""
+    if not isinstance(weights, LayerWeights):
+        raise TypeError(f"{fn}: 'weights' must be a LayerWeights, got {type(weights).__name__}")
+    choice(fn, "activation", activation, NAMES)
+    choice(fn, "attention_method", method, ATTENTION_METHODS)
     c.float_array(fn, "x", x, ndim=3)
     like = ("x", x)
-    d = x.shape[2]
-    if not isinstance(num_heads, (int, np.integer)) or num_heads < 1 or d % num_heads:
-        raise ValueError(f"{fn}: 'num_heads' must be a positive int dividing d = {d}, got {num_heads!r}")
-    fc1_w = params[6]
-    c.float_array(fn, "fc1_w", fc1_w, ndim=2, like=like)    # F comes from it
-    f = fc1_w.shape[0]
-    layout = [("qkv_w", (3 * d, d), "(3d, d)"), ("qkv_b", (3 * d,), "bias (3d,)"),
-              ("out_w", (d, d), "(d, d)"), ("out_b", (d,), "bias (d,)"),
-              ("ln1_g", (d,), "(d,)"), ("ln1_b", (d,), "(d,)"),
-              ("fc1_w", (f, d), "(F, d)"), ("fc1_b", (f,), "bias (F,)"),
-              ("fc2_w", (d, f), "(d, F)"), ("fc2_b", (d,), "bias (d,)"),
-              ("ln2_g", (d,), "(d,)"), ("ln2_b", (d,), "(d,)")]
+    nb, s, d = x.shape
+    _num_heads(fn, num_heads, d)
+    if not np.isfinite(eps) or eps < 0:
+        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    c.row_length(fn, max(d, s))
+    c.float_array(fn, "fc1_w", weights.fc1_w, ndim=2, like=like)    # F comes from it
+    layout = LayerWeights.layout(d, weights.fc1_w.shape[0])
     checked = []
-    for (name, expected, meaning), a in zip(layout, params):
+    for name, a in zip(LayerWeights._fields, weights):
+        expected, meaning = layout[name]
         if a is None and meaning.startswith("bias"):
             checked.append(None)
             continue
         xp = c.float_array(fn, name, a, like=like)
         shape(fn, name, a, expected, meaning)
         checked.append(contiguous(xp, a) if len(expected) == 1 else a)
-    return checked
+    return LayerWeights(*checked)

@@ -11,4 +11,5 @@ from .module import Module, Parameter
 from .normalization import LayerNorm
 from .sparse import Embedding
 from .transformer import TransformerEncoder, TransformerLayer
-from .dispatch import fusion, fusion_enabled, set_fusion_enabled, use_fused
+from .dispatch import (attention_threshold, fusion, fusion_enabled, set_attention_threshold, set_fusion_enabled,
+                       use_fused)

@@ -14,9 +14,8 @@ import math
 import numpy as np
 
 from ..tensor import Tensor
-from . import functional as F
-from .dispatch import data, fuse_attention, fused_kernels, inactive, wrap
-from .dropout import Dropout
+from . import functional as F, fused
+from .dropout import Dropout, inactive
 from .linear import Linear
 from .module import Module, check_input
 
@@ -68,15 +67,10 @@ class MultiHeadAttention(Module):
         B, S, d = x.shape
         H, Dh = self.num_heads, self.head_dim
         qkv, out = self.qkv, self.out
-        k = fused_kernels(x, qkv.weight, qkv.bias, out.weight, out.bias) if inactive(self.dropout) else None
-        if k is not None:  # inference: QKV GEMM + bias, attention on the packed heads, out GEMM
-            packed = k.linear_act(x.data, qkv.weight.data, data(qkv.bias), "none")
-            # Small inputs: the row-blocked loop kernel; larger ones: batched BLAS products around
-            # one fused softmax kernel (dispatch.attention_threshold).
-            method = "loop" if fuse_attention(B, S, x) else "bmm"
-            context = k.attention_packed(packed, _mask_array(attention_mask, B, S), H, 1.0 / math.sqrt(Dh),
-                                         method=method)
-            return wrap(k.linear_act(context, out.weight.data, data(out.bias), "none"))
+        if inactive(self.dropout):   # inference: QKV GEMM + bias, attention on the packed heads, out GEMM
+            y = fused.attention(x, qkv, out, _mask_array(attention_mask, B, S), H)
+            if y is not None:
+                return y
         return self.out(self._attend(self.qkv(x), attention_mask))
 
     def _attend(self, qkv, attention_mask):

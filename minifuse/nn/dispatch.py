@@ -1,37 +1,49 @@
-"""When do layers run fused kernels? One rule, in one place.
+"""When do layers run fused kernels? One rule, in one place, and the settings it reads.
 
-A layer runs its fused inference kernel when fusion is enabled and no gradient is being
-recorded for its inputs or parameters (grad mode off, or nothing requires grad). Otherwise it
+A layer runs its fused inference kernel when fusion is enabled, no gradient is being recorded
+for its inputs or parameters (grad mode off, or nothing requires grad), and the kernel backend of
+its input's array type (``minifuse.kernels.registry``) takes the input's dtype. Otherwise it
 records the unfused taped ops, so gradients stay exact.
 
-Fusion is enabled unless ``MINIFUSE_DISABLE_FUSION=1`` is set in the environment (read at each
-call, not at import) or a ``fusion(False)`` block / ``set_fusion_enabled(False)`` says otherwise.
+Settings live in thread-local state, each with a setter; the environment sets their defaults,
+read once when minifuse is imported:
+
+    fusion enabled          MINIFUSE_DISABLE_FUSION=1 turns it off    set_fusion_enabled / fusion(...)
+    attention threshold     MINIFUSE_FUSE_ATTN_THRESHOLD (default -1)  set_attention_threshold
 """
 from __future__ import annotations
 
 import os
 import threading
 
-import numpy as np
-
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
+from ..kernels import registry
 
 __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
-           "attention_threshold", "fuse_attention", "fused_training_available"]
+           "attention_threshold", "set_attention_threshold", "attention_method", "training_kernels"]
 
-_state = threading.local()
+# The defaults, from the environment at import. A negative threshold: the loop kernel is never
+# chosen (see attention_threshold).
+DEFAULT_FUSION = os.environ.get("MINIFUSE_DISABLE_FUSION", "0") in ("", "0")
+DEFAULT_ATTENTION_THRESHOLD = int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", "-1"))
+
+
+class _Settings(threading.local):
+    def __init__(self):
+        self.fusion = DEFAULT_FUSION
+        self.attention_threshold = DEFAULT_ATTENTION_THRESHOLD
+
+
+_state = _Settings()
 
 
 def fusion_enabled() -> bool:
-    forced = getattr(_state, "forced", None)
-    if forced is not None:
-        return forced
-    return os.environ.get("MINIFUSE_DISABLE_FUSION", "0") in ("", "0")
+    return _state.fusion
 
 
 def set_fusion_enabled(flag):
-    """Force fusion on (True) or off (False) in this thread; None returns to the environment's say."""
-    _state.forced = None if flag is None else bool(flag)
+    """Turn fusion on (True) or off (False) in this thread; None restores the default."""
+    _state.fusion = DEFAULT_FUSION if flag is None else bool(flag)
 
 
 class fusion(_GradMode):
@@ -42,12 +54,12 @@ class fusion(_GradMode):
         self.enabled = bool(enabled)
 
     def __enter__(self):
-        self._prev.append(getattr(_state, "forced", None))
-        _state.forced = self.enabled
+        self._prev.append(_state.fusion)
+        _state.fusion = self.enabled
         return self
 
     def __exit__(self, *exc):
-        _state.forced = self._prev.pop()
+        _state.fusion = self._prev.pop()
         return False
 
     def _clone(self):
@@ -55,89 +67,52 @@ class fusion(_GradMode):
 
 
 def use_fused(*tensors) -> bool:
-    """True when a layer should take its fused inference path for these inputs and parameters."""
-    if not fusion_enabled():
+    """True when fused inference applies to these inputs and parameters (None allowed): fusion
+    enabled and no gradient recorded for any of them."""
+    if not _state.fusion:
         return False
     if not is_grad_enabled():
         return True
     return not any(t is not None and t.requires_grad for t in tensors)
 
 
-def fused_kernels(*tensors):
-    """The kernel module for these tensors (``minifuse.kernels.cpu`` for NumPy arrays,
-    ``minifuse.kernels.cuda`` for CuPy arrays) when the fused path applies, else None.
-
-    ``tensors[0]`` is the layer input; the rest are its parameters (None allowed). The kernels
-    take float32 and float64; other dtypes run unfused.
-    """
-    if not use_fused(*tensors):
+def fused_kernels(x, params=()):
+    """The kernel package (``minifuse.kernels.cpu``, ``minifuse.kernels.cuda``, ...) that runs a
+    layer's fused inference for input ``x`` and its parameters ``params``, or None: take the
+    taped path."""
+    if not use_fused(x, *params) or x.ndim == 0:
         return None
-    x = tensors[0]
-    if x.dtype not in (np.float32, np.float64) or x.ndim == 0:
+    backend = registry.for_array(x.data)
+    if backend is None or x.dtype not in backend.dtypes:
         return None
-    return _kernel_package(x)
+    return backend.kernels
 
 
-def _kernel_package(x):
-    """``minifuse.kernels.cpu`` for NumPy data, ``minifuse.kernels.cuda`` for CuPy data (None
-    when numba-cuda is missing)."""
-    if x.xp is np:
-        from ..kernels import cpu
-        return cpu
-    try:  # pragma: no cover - CUDA only
-        from ..kernels import cuda
-    except ImportError:
+def training_kernels(x):
+    """The kernel package whose fused training functions (``minifuse.fusions``) run on ``x``, or
+    None (fusion off, or no backend here for its arrays): layers then train through the taped ops."""
+    if not _state.fusion:
         return None
-    return cuda
-
-
-def fused_training_available(x):
-    """True when the fused autograd functions (``minifuse.fusions``) can train on ``x``: fusion
-    enabled, and the data on the CPU, or on CUDA with the CUDA kernels importable (numba-cuda,
-    ``minifuse.kernels.cuda.training``); otherwise layers train through the taped ops."""
-    return fusion_enabled() and _kernel_package(x) is not None
-
-
-def inactive(dropout):
-    """True when a dropout module does nothing now (eval mode, p = 0, or Identity)."""
-    return not dropout.training or getattr(dropout, "p", 0.0) == 0.0
-
-
-def data(t):
-    """The array behind an optional tensor."""
-    return None if t is None else t.data
-
-
-def wrap(array):
-    """A kernel's output as a Tensor with no history (fused paths never record)."""
-    from ..tensor import Tensor
-    return Tensor._from_op(array, None, 0)
-
-
-# Negative: the loop kernel is never chosen by default (see attention_threshold).
-DEFAULT_ATTENTION_THRESHOLD = -1
+    backend = registry.for_array(x.data)
+    return None if backend is None else backend.kernels
 
 
 def attention_threshold():
-    """MINIFUSE_FUSE_ATTN_THRESHOLD: the largest batch * seq for which the CPU attention runs as
-    the row-blocked loop kernel (``method='loop'``); larger inputs run as batched BLAS products
-    around one fused softmax kernel (``method='bmm'``). 0 = the loop kernel at every size; the
-    default, -1 = never. Eager layers and the graph pass use the same rule.
-
-    Measured on the 2-core CPU (`python -m minifuse.bench graph`, compiled 4-layer encoders,
-    BENCHMARKS.md): since the softmax kernel vectorizes, 'bmm' is as fast or faster at every size
-    from 1 to 1024 tokens (loop / bmm = 1.00-1.07 up to 32 tokens, 1.24-1.53 at 1024). Before, when
-    the alternative was the taped softmax ops, the loop kernel won up to 64 tokens, the old default.
-    """
-    return int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", DEFAULT_ATTENTION_THRESHOLD))
+    """The largest batch * seq for which the CPU attention runs as the row-blocked loop kernel
+    (``method='loop'``); larger inputs run as batched BLAS products around one fused softmax
+    kernel (``method='bmm'``). 0 = the loop kernel at every size; negative (the default, -1) =
+    never. Eager layers and the graph pass use the same rule. Since the softmax kernel vectorizes,
+    'bmm' is as fast or faster at every size measured (BENCHMARKS.md, the attention sweep)."""
+    return _state.attention_threshold
 
 
-def fuse_attention(batch, seq, x=None):
-    """True when attention over ``batch`` sequences of ``seq`` tokens should be the loop kernel
-    (``method='loop'``), False for batched products around a fused softmax (``'bmm'``).
-    The threshold is the CPU's: on CUDA (``x`` a CuPy tensor) there is one implementation,
-    batched cuBLAS GEMMs around one fused softmax, and the method is ignored."""
-    if x is not None and x.xp is not np:
-        return True
-    limit = attention_threshold()
-    return limit == 0 or batch * seq <= limit          # a negative limit: never
+def set_attention_threshold(limit):
+    """Set ``attention_threshold()`` in this thread (an int); None restores the default."""
+    _state.attention_threshold = DEFAULT_ATTENTION_THRESHOLD if limit is None else int(limit)
+
+
+def attention_method(batch, seq):
+    """'loop' or 'bmm' for attention over ``batch`` sequences of ``seq`` tokens (a backend with
+    one implementation, CUDA, takes either)."""
+    limit = _state.attention_threshold
+    return "loop" if limit == 0 or (limit > 0 and batch * seq <= limit) else "bmm"

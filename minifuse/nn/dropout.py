@@ -23,3 +23,8 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+def inactive(dropout):
+    """True when a dropout module does nothing now (eval mode, p = 0, or Identity)."""
+    return not dropout.training or getattr(dropout, "p", 0.0) == 0.0

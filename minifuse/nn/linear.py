@@ -5,8 +5,8 @@ import math
 
 from .. import creation, fusions
 from ..autograd.grad_mode import is_grad_enabled
-from . import functional as F, init
-from .dispatch import data, fused_kernels, fused_training_available, wrap
+from . import functional as F, fused, init
+from .dispatch import training_kernels
 from .module import Module, Parameter, check_input
 
 __all__ = ["Linear", "FusedLinear"]
@@ -37,10 +37,8 @@ class Linear(Module):
 
     def forward(self, x):
         check_input(type(self).__name__, x, self.in_features, self.weight.dtype)
-        k = fused_kernels(x, self.weight, self.bias)
-        if k is not None:  # inference: GEMM, then bias + activation in one sweep over the output
-            return wrap(k.linear_act(x.data, self.weight.data, data(self.bias), self.kernel_activation))
-        return self._act(F.linear(x, self.weight, self.bias))
+        y = fused.linear(x, self.weight, self.bias, self.kernel_activation)   # inference: GEMM + one epilogue
+        return self._act(F.linear(x, self.weight, self.bias)) if y is None else y
 
     def _act(self, z):
         return z
@@ -77,7 +75,7 @@ class FusedLinear(Linear):
     def forward(self, x):
         # fused_training: with recorded gradients, one fused Function (minifuse.fusions) instead of
         # the taped linear + activation; without, the inference kernel as always.
-        if self.fused_training and fused_training_available(x) and is_grad_enabled():
+        if self.fused_training and is_grad_enabled() and training_kernels(x) is not None:
             check_input("FusedLinear", x, self.in_features, self.weight.dtype)
             return fusions.fused_linear_act(x, self.weight, self.bias, self.kernel_activation)
         return super().forward(x)

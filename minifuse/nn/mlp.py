@@ -10,11 +10,11 @@ from __future__ import annotations
 import math
 
 from .. import fusions
-from . import functional as F, init
+from . import functional as F, fused, init
 from .containers import Identity
-from .dropout import Dropout
+from .dispatch import training_kernels
+from .dropout import Dropout, inactive
 from .linear import Linear
-from .dispatch import data, fused_kernels, fused_training_available, inactive, wrap
 from .module import Module, check_input
 
 __all__ = ["MLP"]
@@ -68,12 +68,11 @@ class MLP(Module):
     def forward(self, x):
         check_input("MLP", x, self.dim, self.layer1.weight.dtype)
         l1, l2 = self.layer1, self.layer2
-        k = fused_kernels(x, l1.weight, l1.bias, l2.weight, l2.bias) \
-            if self.backend != "unfused" and inactive(self.dropout) else None
-        if k is not None:  # inference: GEMM, fused bias+act (or gate), GEMM, fused bias
-            return wrap(k.mlp(x.data, l1.weight.data, data(l1.bias), l2.weight.data, data(l2.bias),
-                              self.activation))
-        if self.backend == "fused" and fused_training_available(x):
+        if self.backend != "unfused" and inactive(self.dropout):   # inference: GEMM, bias + act (or gate), GEMM
+            y = fused.mlp(x, l1.weight, l1.bias, l2.weight, l2.bias, self.activation)
+            if y is not None:
+                return y
+        if self.backend == "fused" and training_kernels(x) is not None:
             return self._fused_training_forward(x)
         return self.layer2(self.dropout(self._act(self.layer1(x))))
 

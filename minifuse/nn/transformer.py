@@ -10,18 +10,20 @@ from __future__ import annotations
 import copy
 
 from .. import fusions
-from . import functional as F
+from ..kernels.activations import NAMES
+from ..kernels.weights import LayerWeights
+from . import functional as F, fused
 from .attention import MultiHeadAttention, _mask_array
-from .dispatch import data, fuse_attention, fused_kernels, fused_training_available, inactive, wrap
 from .containers import ModuleList
-from .dropout import Dropout
+from .dispatch import training_kernels
+from .dropout import Dropout, inactive
 from .linear import Linear
 from .module import Module
 from .normalization import LayerNorm
 
 __all__ = ["TransformerLayer", "TransformerEncoder"]
 
-_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
+_ACTIVATIONS = tuple(n for n in NAMES if n != "none")   # the activation table's (kernels/activations.py)
 
 
 class TransformerLayer(Module):
@@ -49,19 +51,12 @@ class TransformerLayer(Module):
         self._act = F.activation(activation)
 
     def forward(self, x, attention_mask=None):
-        k = self._kernels(x)
-        if k is not None:  # inference: the whole layer in one call of fused kernels
-            a = self.attn
-            B, S = x.shape[:2]
-            # The attention core: the loop kernel for small inputs, batched BLAS products around a
-            # fused softmax for larger ones (dispatch.attention_threshold).
-            method = "loop" if fuse_attention(B, S, x) else "bmm"
-            return wrap(k.transformer_layer(
-                x.data, a.qkv.weight.data, data(a.qkv.bias), a.out.weight.data, data(a.out.bias),
-                self.ln1.weight.data, self.ln1.bias.data, self.fc1.weight.data, data(self.fc1.bias),
-                self.fc2.weight.data, data(self.fc2.bias), self.ln2.weight.data, self.ln2.bias.data,
-                _mask_array(attention_mask, B, S), a.num_heads, self.ln1.eps, self.activation, method))
-        if self.fused_training and fused_training_available(x):
+        if self._fusable(x):   # inference: the whole layer in one call of fused kernels
+            y = fused.transformer_layer(x, self.weights(), _mask_array(attention_mask, *x.shape[:2]),
+                                        self.attn.num_heads, self.ln1.eps, self.activation)
+            if y is not None:
+                return y
+        if self.fused_training and training_kernels(x) is not None:
             return self._fused_training_forward(x, attention_mask)
         h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
         return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
@@ -87,11 +82,18 @@ class TransformerLayer(Module):
                               self.fused_save, st)
         return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
 
-    def _kernels(self, x):
-        if not (inactive(self.dropout) and inactive(self.attn.dropout)) or self.ln1.eps != self.ln2.eps \
-                or x.ndim != 3 or x.shape[-1] != self.attn.d_model:
-            return None
-        return fused_kernels(x, *self.parameters())
+    def weights(self):
+        """The layer's parameters as a LayerWeights record (the order every fused path uses)."""
+        a = self.attn
+        return LayerWeights(a.qkv.weight, a.qkv.bias, a.out.weight, a.out.bias, self.ln1.weight, self.ln1.bias,
+                            self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.ln2.weight,
+                            self.ln2.bias)
+
+    def _fusable(self, x):
+        """The whole-layer kernel computes this layer's function for x: no active dropout, one
+        LayerNorm eps, x (B, S, d_model)."""
+        return (inactive(self.dropout) and inactive(self.attn.dropout) and self.ln1.eps == self.ln2.eps
+                and x.ndim == 3 and x.shape[-1] == self.attn.d_model)
 
     def extra_repr(self):
         return f"activation='{self.activation}'"

@@ -2,11 +2,9 @@
 
 Gradients may be returned in the broadcast (output) shape; the engine sums them down.
 """
-import math
-
 from ..autograd.function import Function
+from ..kernels import activations as A
 from ._util import as_operand, check_broadcast, shape_of
-from .special import erf
 
 
 class _Binary(Function):
@@ -183,54 +181,40 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
-class Tanh(Function):
-    """out = tanh(input); d/dx = 1 - out^2"""
+class _TableActivation(Function):
+    """An activation of the table in ``minifuse.kernels.activations``: forward and slope are the
+    table's formulas, the ones the fused kernels are tested against. Saves the input."""
+    name = "none"
 
-    @staticmethod
-    def forward(ctx, input):
-        out = ctx.xp.tanh(input)
-        ctx.save_for_backward(out)
-        return out
+    @classmethod
+    def forward(cls, ctx, input):
+        ctx.save_for_backward(input)
+        return A.BY_NAME[cls.name].forward(ctx.xp, input)
 
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_tensors
-        return g * (1 - out * out)
+    @classmethod
+    def backward(cls, ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * A.BY_NAME[cls.name].slope(ctx.xp, x)
+
+
+class Tanh(_TableActivation):
+    """out = tanh(input); d/dx = 1 - tanh(input)^2"""
+    name = "tanh"
 
 
 def sigmoid_array(xp, x):
     """1 / (1 + e^-x) without overflow: e^-|x| never exceeds 1."""
-    z = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + z), z / (1 + z))
+    return A.sigmoid(xp, x)
 
 
-class Sigmoid(Function):
-    """out = 1 / (1 + e^-input); d/dx = out (1 - out)"""
-
-    @staticmethod
-    def forward(ctx, input):
-        out = sigmoid_array(ctx.xp, input)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_tensors
-        return g * out * (1 - out)
+class Sigmoid(_TableActivation):
+    """out = 1 / (1 + e^-input); d/dx = s (1 - s)"""
+    name = "sigmoid"
 
 
-class Relu(Function):
+class Relu(_TableActivation):
     """out = max(input, 0) (NaN stays NaN); d/dx = 1 where input > 0, else 0"""
-
-    @staticmethod
-    def forward(ctx, input):
-        ctx.save_for_backward(input)
-        return ctx.xp.maximum(input, 0)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * (x > 0)
+    name = "relu"
 
 
 class Abs(Function):
@@ -268,8 +252,7 @@ class Clamp(Function):
         return g * keep
 
 
-SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)  # 0.7978845608028654
-GELU_TANH_C = 0.044715
+SQRT_2_OVER_PI, GELU_TANH_C = A.SQRT_2_OVER_PI, A.GELU_TANH_C
 
 
 class Gelu(Function):
@@ -279,39 +262,18 @@ class Gelu(Function):
     @staticmethod
     def forward(ctx, input, approximate="none"):
         ctx.save_for_backward(input)
-        ctx.approximate = approximate
-        x = input
-        if approximate == "tanh":
-            return 0.5 * x * (1 + ctx.xp.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x)))
-        return 0.5 * x * (1 + erf(x * (1 / math.sqrt(2.0))))
+        ctx.activation = A.BY_NAME["gelu_tanh" if approximate == "tanh" else "gelu"]
+        return ctx.activation.forward(ctx.xp, input)
 
     @staticmethod
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
-        xp = ctx.xp
-        if ctx.approximate == "tanh":
-            t = xp.tanh(SQRT_2_OVER_PI * (x + GELU_TANH_C * x * x * x))
-            d = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * SQRT_2_OVER_PI * (1 + 3 * GELU_TANH_C * x * x)
-        else:
-            cdf = 0.5 * (1 + erf(x * (1 / math.sqrt(2.0))))
-            pdf = xp.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
-            d = cdf + x * pdf
-        return g * d.astype(g.dtype, copy=False)
+        return g * ctx.activation.slope(ctx.xp, x).astype(g.dtype, copy=False)
 
 
-class Silu(Function):
+class Silu(_TableActivation):
     """SiLU (swish): out = x * sigmoid(x); d/dx = s (1 + x (1 - s))"""
-
-    @staticmethod
-    def forward(ctx, input):
-        ctx.save_for_backward(input)
-        return input * sigmoid_array(ctx.xp, input)
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        s = sigmoid_array(ctx.xp, x)
-        return g * (s * (1 + x * (1 - s)))
+    name = "silu"
 
 
 class Where(Function):

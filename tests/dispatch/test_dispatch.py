@@ -52,11 +52,6 @@ def test_dispatch_rule(spy, monkeypatch):
     spy.clear()
     layer(mf.randn(2, 4, requires_grad=True))  # an input that requires grad: taped
     assert spy == []
-    monkeypatch.setenv("MINIFUSE_DISABLE_FUSION", "1")
-    with mf.no_grad():
-        layer(x)
-    assert spy == []
-    monkeypatch.delenv("MINIFUSE_DISABLE_FUSION")
     nn.set_fusion_enabled(False)
     try:
         with mf.no_grad():
@@ -78,13 +73,47 @@ def test_each_layer_takes_its_kernel(spy):
                    "transformer_layer"]
 
 
-def test_large_inputs_run_attention_as_batched_products(monkeypatch):
-    monkeypatch.setenv("MINIFUSE_FUSE_ATTN_THRESHOLD", "4")
+@pytest.fixture
+def threshold():
+    """Sets the attention threshold for one test (this thread), then restores the default."""
+    yield nn.set_attention_threshold
+    nn.set_attention_threshold(None)
+
+
+def test_settings_defaults_come_from_the_environment():
+    """MINIFUSE_DISABLE_FUSION and MINIFUSE_FUSE_ATTN_THRESHOLD set the defaults, read once at
+    import; the setters change them per thread and None restores the default."""
+    import subprocess
+    import sys
+    code = ("import minifuse.nn as nn; print(nn.fusion_enabled(), nn.attention_threshold()); "
+            "nn.set_fusion_enabled(True); nn.set_attention_threshold(3); "
+            "print(nn.fusion_enabled(), nn.attention_threshold()); "
+            "nn.set_fusion_enabled(None); nn.set_attention_threshold(None); "
+            "print(nn.fusion_enabled(), nn.attention_threshold())")
+    env = dict(os.environ, MINIFUSE_DISABLE_FUSION="1", MINIFUSE_FUSE_ATTN_THRESHOLD="7")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[:3] == ["False 7", "True 3", "False 7"]
+
+
+def test_settings_are_per_thread(threshold):
+    import threading
+    nn.set_fusion_enabled(False)
+    threshold(5)
+    seen = []
+    t = threading.Thread(target=lambda: seen.append((nn.fusion_enabled(), nn.attention_threshold())))
+    t.start()
+    t.join()
+    nn.set_fusion_enabled(None)
+    assert seen == [(True, -1)] and nn.attention_threshold() == 5
+
+
+def test_large_inputs_run_attention_as_batched_products(monkeypatch, threshold):
+    threshold(4)
     methods = []
     for name in ("attention_packed", "transformer_layer"):
         real = getattr(cpu, name)
         monkeypatch.setattr(cpu, name, lambda *a, _real=real, **k: methods.append(
-            k.get("method", a[17] if len(a) > 17 else None)) or _real(*a, **k))
+            k.get("method", a[6] if len(a) > 6 else None)) or _real(*a, **k))
     x, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
     layer, attn = nn.TransformerLayer(8, 2, 16), nn.MultiHeadAttention(8, 2)
     with mf.no_grad():
@@ -153,15 +182,11 @@ def test_mlp_paths_agree(lead, dim, act, bias, dtype, noncontig, seed):
        noncontig=st.booleans(), seed=st.integers(0, 999), threshold=st.sampled_from(["0", "1"]))
 def test_attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed, threshold):
     # threshold 0: the loop kernel always; 1: method 'bmm' (batched BLAS + fused softmax) for batch * seq > 1
-    old = os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD")
-    os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"] = threshold
+    nn.set_attention_threshold(int(threshold))
     try:
         _attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed)
     finally:
-        if old is None:
-            del os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"]
-        else:
-            os.environ["MINIFUSE_FUSE_ATTN_THRESHOLD"] = old
+        nn.set_attention_threshold(None)
 
 
 def _attention_and_layer_paths_agree(bs, heads, dh, masked, dtype, noncontig, seed):

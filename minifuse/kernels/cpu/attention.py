@@ -11,13 +11,19 @@ weighted sum of values are done before the next row starts. K is transposed once
 head) into a small scratch so the score loop is a contiguous axpy over keys (vectorizes, no
 horizontal sums), and V is copied to a contiguous scratch (the packed layout strides it).
 The (batch, head) pairs run in parallel.
-"""
-import math
 
+Training (``minifuse.fusions.fused_attention``) runs the products as batched NumPy matmuls and
+the row-wise work between them here: the softmax keeps two numbers per row, its max m and the
+sum l of exp(t - m) (not the log-sum-exp m + log l alone: with the additive finfo.min mask, a row
+whose keys are all padded has m = finfo.min, and m + log l rounds back to m); the backward
+recomputes P from the raw scores, m and l exactly as forward does, then dS = P (dP - D) * scale
+with D = rowsum(dO * O).
+"""
 import numpy as np
 from numba import prange
 
-from .. import checks as shared, validate
+from .. import validate
+from ..layout import split_heads
 from . import checks, mathfn
 from .jit import kernel
 from .rows import LANES, row_max, row_sum
@@ -82,8 +88,9 @@ def _attention(q, k, v, mask_add, has_mask, scale, out):
 
 
 @kernel
-def _masked_softmax(s, mask_add, has_mask, scale):
-    """s (B, H, Sq, Sk) scores, in place: softmax over the last axis of s * scale + mask_add[b]."""
+def _masked_softmax(s, mask_add, has_mask, scale, rowmax, rowsum, keep):
+    """s (B, H, Sq, Sk) scores, in place: softmax over the last axis of s * scale + mask_add[b];
+    with keep (training) also each row's max and sum of exp(t - max) into rowmax, rowsum (B, H, Sq)."""
     nb, nh, sq, sk = s.shape
     if sk == 0:
         return
@@ -103,35 +110,85 @@ def _masked_softmax(s, mask_add, has_mask, scale):
             mx = row_max(r, lanes)
             for j in range(sk):               # exp alone in its loop: vectorizes
                 r[j] = mathfn.exp_(r[j] - mx)
-            inv = mathfn.lit(scale, 1.0) / row_sum(r)
+            total = mathfn.lit(scale, row_sum(r))   # in the scores' dtype: backward recomputes from it
+            inv = mathfn.lit(scale, 1.0) / total
             for j in range(sk):
                 r[j] *= inv
+            if keep:
+                rowmax[b, h, i] = mx
+                rowsum[b, h, i] = total
+
+
+def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
+    """s (B, H, Sq, Sk) raw scores Q K^T -> probabilities in place; rowmax, rowsum (B, H, Sq)
+    get each row's max and sum of exp(t - max). mask_add from `mask_add`."""
+    _masked_softmax(s, mask_add, has_mask, s.dtype.type(scale), rowmax, rowsum, True)
+
+
+@kernel
+def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
+    """s: raw scores Q K^T -> P in place (recomputed); dp: dO V^T -> dS = P (dP - D) * scale in
+    place, D = rowsum(dO * O). s, dp (B, H, Sq, Sk); do, o (B, H, Sq, D) (any strides)."""
+    nb, nh, sq, sk = s.shape
+    dh = o.shape[3]
+    for task in prange(nb * nh * sq):
+        b = task // (nh * sq)
+        h = (task // sq) % nh
+        i = task % sq
+        d = mathfn.lit(scale, 0.0)
+        for c in range(dh):
+            d += do[b, h, i, c] * o[b, h, i, c]
+        mx = rowmax[b, h, i]
+        inv = mathfn.lit(scale, 1.0) / rowsum[b, h, i]
+        row = s[b, h, i]
+        grow = dp[b, h, i]
+        for j in range(sk):
+            t = row[j] * scale
+            if has_mask:
+                t += mask_add[b, j]
+            p = mathfn.exp_(t - mx) * inv
+            row[j] = p
+            grow[j] = p * (grow[j] - d) * scale
 
 
 def _attention_bmm(q, k, v, madd, has_mask, scale, out):
     """The same attention as `_attention`, as batched BLAS products around `_masked_softmax`:
-    faster above a few dozen tokens (dispatch.attention_threshold), at the cost of the
-    (B, H, Sq, Sk) scores in memory."""
+    faster above a few dozen tokens (the 'bmm' method), at the cost of the (B, H, Sq, Sk)
+    scores in memory."""
     scores = np.matmul(q, k.transpose(0, 1, 3, 2))
-    _masked_softmax(scores, madd, has_mask, scale)
+    unused = np.empty((0, 0, 0), scores.dtype)
+    _masked_softmax(scores, madd, has_mask, scale, unused, unused, False)
     np.matmul(scores, v, out=out)
 
 
-def _mask_add(fn, key_mask, batch, keys, dtype):
-    """key_mask (B, Sk), 1/True keep, 0 pad -> additive (B, Sk) of 0 / finfo(dtype).min."""
+def mask_add(fn, key_mask, batch, keys, like):
+    """key_mask (B, Sk), 1/True keep, 0 pad -> the additive (B, Sk) mask of 0 / finfo(dtype).min in
+    `like`'s dtype, or a (B, 0) placeholder for no mask (never read: has_mask is False)."""
     if key_mask is None:
-        return np.zeros((batch, 0), dtype)   # never read: has_mask is False
+        return np.zeros((batch, 0), like.dtype)
     if not isinstance(key_mask, np.ndarray):
         raise TypeError(f"{fn}: 'key_mask' must be a numpy.ndarray or None, got {type(key_mask).__name__}")
-    shared.key_mask_values(fn, key_mask, batch, keys)
-    return np.where(key_mask == 0, np.finfo(dtype).min, 0).astype(dtype)
-
-
-def _scale(fn, scale, dtype):
-    return dtype.type(shared.real_number(fn, "scale", scale))
+    checks.key_mask_values(fn, key_mask, batch, keys)
+    return np.where(key_mask == 0, np.finfo(like.dtype).min, 0).astype(like.dtype)
 
 
 METHODS = {"loop": _attention, "bmm": _attention_bmm}
+
+
+def attend(q, k, v, madd, has_mask, scale, method, out):
+    """Checked-arguments entry: out = softmax(q k^T * scale + mask) v; q, out (B, H, Sq, D),
+    k, v (B, H, Sk, D), any strides."""
+    METHODS[method](q, k, v, madd, has_mask, q.dtype.type(scale), out)
+    return out
+
+
+def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
+    """Checked-arguments entry: the attention of the packed projection qkv (B, S, 3d) into the
+    merged-heads context out (B, S, d), through strided head views (no copies)."""
+    d = qkv.shape[2] // 3
+    q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
+    attend(q, k, v, madd, has_mask, scale, method, split_heads(out, 0, d, num_heads))
+    return out
 
 
 def attention(q, k, v, key_mask, scale, out=None, method="loop"):
@@ -139,23 +196,13 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
 
     q (B, H, Sq, D), k, v (B, H, Sk, D), key_mask (B, Sk) (1/True keep, 0 padding) or None;
     padded keys get finfo(dtype).min added to their scores. Returns (B, H, Sq, D).
-    method: 'loop' (one kernel, no score matrix) or 'bmm' (batched BLAS products around one
-    fused softmax kernel; faster for longer inputs, see dispatch.attention_threshold).
+    method: 'loop' (one kernel, no score matrix in memory) or 'bmm' (batched BLAS products
+    around one fused softmax kernel; faster beyond a few dozen tokens).
     """
     fn = "attention"
-    validate.attention_heads(checks.CHECKS, fn, q, k, v)
-    run = checks.choice(fn, "method", method, METHODS)
-    madd = _mask_add(fn, key_mask, q.shape[0], k.shape[2], q.dtype)
-    scale = _scale(fn, scale, q.dtype)
-    out = checks.output(fn, out, q.shape, ("q", q), [("q", q), ("k", k), ("v", v)])
-    run(q, k, v, madd, key_mask is not None, scale, out)
-    return out
-
-
-def split_heads(a, offset, width, num_heads):
-    """(B, S, *) columns offset:offset+width as a (B, H, S, Dh) strided view (no copy)."""
-    nb, s = a.shape[:2]
-    return a[:, :, offset:offset + width].reshape(nb, s, num_heads, width // num_heads).transpose(0, 2, 1, 3)
+    scale, out = validate.attention(checks.CHECKS, fn, q, k, v, scale, method, out)
+    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], q)
+    return attend(q, k, v, madd, key_mask is not None, scale, method, out)
 
 
 def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
@@ -166,13 +213,7 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     projection without any transpose. Same semantics and methods as `attention`.
     """
     fn = "attention_packed"
-    run = checks.choice(fn, "method", method, METHODS)
-    validate.attention_packed(checks.CHECKS, fn, qkv, num_heads)
-    nb, s, width = qkv.shape
-    d = width // 3
-    madd = _mask_add(fn, key_mask, nb, s, qkv.dtype)
-    scale = _scale(fn, scale, qkv.dtype)
-    out = checks.output(fn, out, (nb, s, d), ("qkv", qkv), [("qkv", qkv)])
-    q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
-    run(q, k, v, madd, key_mask is not None, scale, split_heads(out, 0, d, num_heads))
-    return out
+    scale, out = validate.attention_packed(checks.CHECKS, fn, qkv, num_heads, scale, method, out)
+    nb, s = qkv.shape[:2]
+    madd = mask_add(fn, key_mask, nb, s, qkv)
+    return attend_packed(qkv, madd, key_mask is not None, num_heads, scale, method, out)

@@ -2,15 +2,14 @@
 wording for both backends) bound to NumPy arrays of float32 or float64.
 
 The kernels do no bounds checks (that is what lets them vectorize), so every shape, dtype,
-contiguity and `out` problem must be caught in Python first. Here `dtype` = (name0, dtype0) names
-the argument whose dtype all others must share; an array in its place works too.
+contiguity and `out` problem must be caught in Python first.
 """
 import numpy as np
 
 from .. import checks as shared
-from ..checks import c_contiguous, choice, shape  # noqa: F401  (this backend's names for them)
+from ..checks import key_mask_values, rows  # noqa: F401  (this backend's names for them)
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _numpy(fn, name, a):
@@ -19,19 +18,4 @@ def _numpy(fn, name, a):
     return np
 
 
-CHECKS = shared.ArrayChecks(FLOAT_DTYPES, _numpy)   # one place: no devices to compare
-
-vector = CHECKS.vector      # (fn, name, a, size, meaning, dtype)
-output = CHECKS.output      # (fn, out, expected, dtype, inputs=())
-
-
-def float_array(fn, name, a, ndim=None, min_ndim=None, dtype=None):
-    """`a` is a float32/float64 ndarray (of `dtype`, when given, naming the dtype's source).
-    Returns `a`."""
-    CHECKS.float_array(fn, name, a, ndim, min_ndim, dtype)
-    return a
-
-
-def rows(a, last):
-    """The (N, last) C-contiguous 2-D view of `a` (..., last); copies only a non-contiguous `a`."""
-    return shared.rows(np, a, last)
+CHECKS = shared.ArrayChecks(DTYPES, _numpy)   # one place: no devices to compare

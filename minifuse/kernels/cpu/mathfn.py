@@ -1,4 +1,5 @@
-"""Scalar math for the fused CPU kernels: exp, erf, tanh and the activations built on them.
+"""Scalar math for the fused CPU kernels: exp, erf, tanh, the activations built on them and their
+slopes, and the dispatch of an activation code to its formula.
 
 Why this module exists: pip builds of Numba have no SVML, so a loop that calls `math.exp`,
 `math.tanh` or `math.erf` makes one scalar libm call per element and does not vectorize
@@ -27,6 +28,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
+
+from ..activations import CODES, GELU_TANH_C, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI
+from .jit import inline
 
 # Inlining these overloads at the Numba IR level (needed: LLVM alone does not inline tanh_, and
 # the loop then stays scalar, 15x slower) trips a pedantic SSA self-check that Numba itself
@@ -162,10 +166,26 @@ def _tanh(x):
     return impl
 
 
-# Activations. One formula each; tests/kernels/reference.py restates them in plain NumPy.
+# Activations: the rows of `minifuse.kernels.activations`, one forward and one slope each, under
+# the row's name. tests/kernels/reference.py restates them in plain NumPy.
+@njit(cache=True, inline="always")
+def none(x):
+    return x
+
+
+@njit(cache=True, inline="always")
+def none_slope(x):
+    return lit(x, 1.0)
+
+
 @njit(cache=True, inline="always")
 def relu(x):
     return lit(x, 0.0) if x < 0 else x           # like np.maximum(x, 0): NaN stays NaN
+
+
+@njit(cache=True, inline="always")
+def relu_slope(x):
+    return lit(x, 1.0) if x > 0 else lit(x, 0.0)  # 0 for NaN, like the taped op
 
 
 @njit(cache=True, inline="always")
@@ -175,14 +195,33 @@ def sigmoid(x):
 
 
 @njit(cache=True, inline="always")
+def sigmoid_slope(x):
+    s = sigmoid(x)
+    return s * (lit(x, 1.0) - s)
+
+
+@njit(cache=True, inline="always")
 def silu(x):
     return x * sigmoid(x)
 
 
 @njit(cache=True, inline="always")
+def silu_slope(x):
+    s = sigmoid(x)
+    return s * (lit(x, 1.0) + x * (lit(x, 1.0) - s))
+
+
+@njit(cache=True, inline="always")
 def gelu(x):
     """Exact GELU: 0.5 * x * (1 + erf(x / sqrt(2)))."""
-    return lit(x, 0.5) * x * (lit(x, 1.0) + erf_(x * lit(x, 0.7071067811865476)))
+    return lit(x, 0.5) * x * (lit(x, 1.0) + erf_(x * lit(x, INV_SQRT_2)))
+
+
+@njit(cache=True, inline="always")
+def gelu_slope(x):
+    """Phi(x) + x phi(x)."""
+    cdf = lit(x, 0.5) * (lit(x, 1.0) + erf_(x * lit(x, INV_SQRT_2)))
+    return cdf + x * exp_(lit(x, -0.5) * x * x) * lit(x, INV_SQRT_2PI)
 
 
 @njit(cache=True, inline="always")
@@ -192,10 +231,116 @@ def gelu_tanh(x):
     1 + tanh(u) == 2 * sigmoid(2u) exactly; the sigmoid form needs one exp and does not cancel
     for negative u, where 1 + tanh(u) loses all relative precision.
     """
-    u = lit(x, 0.7978845608028654) * (x + lit(x, 0.044715) * x * x * x)
+    u = lit(x, SQRT_2_OVER_PI) * (x + lit(x, GELU_TANH_C) * x * x * x)
     return x * sigmoid(lit(x, 2.0) * u)
+
+
+@njit(cache=True, inline="always")
+def gelu_tanh_slope(x):
+    """x s with s = sigmoid(2u), u = c0 (x + c1 x^3): s + 2 x s (1 - s) c0 (1 + 3 c1 x^2). Equal
+    to Megatron's 0.5 (1 + t) + 0.5 x (1 - t^2) u' with t = tanh(u) = 2s - 1, without the
+    cancellation of 1 + t for negative u."""
+    c0, c1, one = lit(x, SQRT_2_OVER_PI), lit(x, GELU_TANH_C), lit(x, 1.0)
+    s = sigmoid(lit(x, 2.0) * c0 * (x + c1 * x * x * x))
+    return s + lit(x, 2.0) * x * s * (one - s) * c0 * (one + lit(x, 3.0) * c1 * x * x)
 
 
 @njit(cache=True, inline="always")
 def tanh(x):
     return tanh_(x)
+
+
+@njit(cache=True, inline="always")
+def tanh_slope(x):
+    t = tanh_(x)
+    return lit(x, 1.0) - t * t
+
+
+# ---- dispatch by code (the codes of `activations.CODES`) -------------------------------------
+
+RELU, GELU, GELU_TANH, SILU, SIGMOID, TANH = (CODES[n] for n in ("relu", "gelu", "gelu_tanh", "silu",
+                                                                 "sigmoid", "tanh"))
+
+
+@inline
+def activate(x, code):
+    """act(x) for an activation code. `code` is the same for a whole loop, so LLVM unswitches
+    the branch out of the loop and vectorizes each arm."""
+    if code == RELU:
+        return relu(x)
+    if code == GELU:
+        return gelu(x)
+    if code == GELU_TANH:
+        return gelu_tanh(x)
+    if code == SILU:
+        return silu(x)
+    if code == SIGMOID:
+        return sigmoid(x)
+    if code == TANH:
+        return tanh(x)
+    return x
+
+
+@inline
+def derivative(x, code):
+    """act'(x) for an activation code."""
+    if code == RELU:
+        return relu_slope(x)
+    if code == GELU:
+        return gelu_slope(x)
+    if code == GELU_TANH:
+        return gelu_tanh_slope(x)
+    if code == SILU:
+        return silu_slope(x)
+    if code == SIGMOID:
+        return sigmoid_slope(x)
+    if code == TANH:
+        return tanh_slope(x)
+    return lit(x, 1.0)
+
+
+@inline
+def by_code(code, body, args):
+    """body(code, args) with `code` a compile-time constant in each arm.
+
+    A loop that tests a runtime code (or flag) per element does not vectorize, and LLVM does
+    not reliably unswitch a six-way branch out of a loop with several other conditions; called
+    through here, the loop inside `body` is compiled once per activation, branch-free.
+    """
+    if code == RELU:
+        body(RELU, args)
+    elif code == GELU:
+        body(GELU, args)
+    elif code == GELU_TANH:
+        body(GELU_TANH, args)
+    elif code == SILU:
+        body(SILU, args)
+    elif code == SIGMOID:
+        body(SIGMOID, args)
+    elif code == TANH:
+        body(TANH, args)
+    else:
+        body(0, args)
+
+
+@inline
+def by_flag(flag, body, args):
+    """body(flag, args) with `flag` a compile-time constant in each arm (see `by_code`)."""
+    if flag:
+        body(True, args)
+    else:
+        body(False, args)
+
+
+@inline
+def by_flags(a, b, body, args):
+    """body(a, b, args) with both flags compile-time constants in each arm (see `by_code`)."""
+    if a:
+        if b:
+            body(True, True, args)
+        else:
+            body(True, False, args)
+    elif b:
+        body(False, True, args)
+    else:
+        body(False, False, args)

@@ -6,32 +6,194 @@ key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out 
 The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
 (cublaslt.py, so that a CUDA graph can capture them) on contiguous copies of q, k, v (CuPy's
 matmul makes the same copies), CuPy's cuBLAS matmul where cuBLASLt does not apply. Between
-them, ONE numba kernel (rowwise.masked_softmax) does what the unfused path does in six passes
+them, ONE numba kernel (`masked_softmax`: a block per score row, the row in registers) does what the unfused path does in six passes
 over the (B, H, Sq, Sk) scores (scale, mask add, max, subtract+exp, sum, divide): one read and
 one write of the scores, in place. A flash-attention kernel (scores never in memory) would also
 save that pass, but in float32 without tensor cores a numba kernel loses more on the products
 than it saves: at BERT-base B=32, S=128 the scores are 25 MB, about 17 us of traffic on an H100.
+
+Training (``minifuse.fusions.fused_attention``) runs its products as batched cuBLAS GEMMs and the
+row-wise work here: the same softmax kernel keeping each row's max m and sum l of exp(t - m),
+and a backward (one block per score row) that recomputes P from the raw scores, m and l exactly as
+forward does and writes dS = P (dP - D) * scale over dP, D = rowsum(dO * O).
 """
+import functools
 import math
 
 import numpy as np
 
 from .. import validate
+from ..checks import contiguous
 from . import checks, cublaslt
-from .rowwise import apply_masked_softmax
-from .runtime import xp_for
+from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
+from .checks import CHECKS
+from .mathfn import compute_dtype
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 
 
-def _attend(xp, q, k, v, key_mask, scale, out):
+@functools.lru_cache(maxsize=None)
+def _softmax_kernel(ct):
+    ctype = np.dtype(ct).type
+    zero, ninf = ctype(0), ctype(-np.inf)
+
+    @cuda.jit
+    def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
+        """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch]); with keep
+        (training) also each row's max and sum of exp(t - max), what the fused backward reads."""
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        sk = s.shape[1]
+        b = row // rows_per_batch
+        buf = cuda.shared.array(MAX_THREADS, ctype)
+        vals = cuda.local.array(PER, ctype)
+        mx = ninf
+        for i in range(PER):
+            j = tid + i * nt
+            t = ninf
+            if j < sk:
+                t = ctype(s[row, j]) * scale
+                if has_mask:
+                    t += mask_add[b, j]
+                if t > mx or t != t:
+                    mx = t
+            vals[i] = t
+        mx = block_max(buf, mx)
+        total = zero
+        for i in range(PER):
+            e = math.exp(vals[i] - mx) if tid + i * nt < sk else zero
+            vals[i] = e
+            total += e
+        total = block_sum(buf, total)
+        inv = ctype(1) / total
+        for i in range(PER):
+            j = tid + i * nt
+            if j < sk:
+                s[row, j] = vals[i] * inv
+        if keep and tid == 0:
+            rowmax[row] = mx
+            rowsum[row] = total
+    return masked_softmax
+
+
+@functools.lru_cache(maxsize=None)
+def _mask_add_kernel(ct):
+    zero = np.dtype(ct).type(0)
+
+    @cuda.jit
+    def fill(key_mask, pad_value, out):
+        b = cuda.blockIdx.y
+        j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if j < out.shape[1]:
+            out[b, j] = pad_value if key_mask[b, j] == 0 else zero
+    return fill
+
+
+def _additive_mask(xp, key_mask, dtype):
+    """key_mask (B, Sk), 1 keep / 0 pad -> the additive (B, Sk) mask: 0 / finfo(dtype).min.
+    One kernel (CuPy's `where(mask == 0, ...).astype(...)` was three launches, ~90 us of Python)."""
+    ct = compute_dtype(dtype)
+    nb, sk = key_mask.shape
+    out = xp.empty((nb, sk), ct)
+    if out.size:
+        t = row_threads(sk)
+        launch(_mask_add_kernel(ct), (blocks(sk, t), nb), t, key_mask, ct.type(np.finfo(dtype).min), out)
+    return out
+
+
+def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax=None, rowsum=None):
+    """scores2 (R, Sk) C-contiguous, in place, madd from `mask_add` (any (B, Sk) when not
+    has_mask); rowmax, rowsum (R,) written when given."""
+    r, sk = scores2.shape
+    if r == 0:
+        return scores2
+    ct = compute_dtype(scores2.dtype)
+    keep = rowmax is not None
+    launch(_softmax_kernel(ct), r, threads_for(sk), scores2, rows_per_batch, madd,
+           has_mask, ct.type(scale), rowmax if keep else scores2[0, :0], rowsum if keep else scores2[0, :0],
+           keep)
+    return scores2
+
+
+def mask_add(fn, key_mask, batch, keys, like):
+    """key_mask (B, Sk), 1/True keep, 0 pad -> additive (B, Sk) of 0 / finfo(dtype).min on the device
+    of `like` (a host mask is copied there), or a (1, 1) placeholder for no mask."""
+    xp = xp_for(fn, "x", like)
+    if key_mask is None:
+        return xp.zeros((1, 1), compute_dtype(like.dtype))         # never read: has_mask is False
+    return _additive_mask(xp, checks.key_mask(fn, key_mask, batch, keys, ("x", like)), like.dtype)
+
+
+def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
+    """s (B, H, Sq, Sk) raw scores Q K^T, C-contiguous -> probabilities in place; rowmax, rowsum
+    (B, H, Sq)."""
+    nb, nh, sq, sk = s.shape
+    if not s.flags.c_contiguous:   # the kernel works on the (rows, Sk) view, which must not be a copy
+        raise ValueError(f"softmax_forward: 's' must be C-contiguous, got strides {s.strides}")
+    launch_masked_softmax(s.reshape(-1, sk), nh * sq, mask_add, has_mask, scale,
+                          rowmax.reshape(-1), rowsum.reshape(-1))
+
+
+@functools.lru_cache(maxsize=None)
+def _softmax_backward_kernel(ct):
+    ctype = np.dtype(ct).type
+    zero = ctype(0)
+
+    @cuda.jit
+    def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
+        nb, nh, sq, sk = s.shape
+        dh = o.shape[3]
+        row = cuda.blockIdx.x
+        b = row // (nh * sq)
+        h = (row // sq) % nh
+        i = row % sq
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        buf = cuda.shared.array(MAX_THREADS, ctype)
+        part = zero
+        c = tid
+        while c < dh:
+            part += ctype(do[b, h, i, c]) * ctype(o[b, h, i, c])
+            c += nt
+        d = block_sum(buf, part)
+        mx = ctype(rowmax[b, h, i])
+        inv = ctype(1) / ctype(rowsum[b, h, i])
+        j = tid
+        while j < sk:
+            t = ctype(s[b, h, i, j]) * scale
+            if has_mask:
+                t += mask_add[b, j]
+            p = math.exp(t - mx) * inv
+            s[b, h, i, j] = p
+            dp[b, h, i, j] = p * (ctype(dp[b, h, i, j]) - d) * scale
+            j += nt
+    return softmax_backward
+
+
+def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
+    """s: raw scores Q K^T -> P in place (recomputed); dp: dO V^T -> dS = P (dP - D) * scale in
+    place, D = rowsum(dO * O). s, dp (B, H, Sq, Sk); do, o (B, H, Sq, D) (any strides)."""
+    nb, nh, sq, sk = s.shape
+    rows = nb * nh * sq
+    if rows == 0:
+        return
+    if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided views
+        do, o = np.ascontiguousarray(do), np.ascontiguousarray(o)
+    ct = compute_dtype(s.dtype)
+    launch(_softmax_backward_kernel(ct), rows, row_threads(max(sk, o.shape[3])), s, dp, mask_add, has_mask,
+           ct.type(scale), rowmax, rowsum, do, o)
+
+
+def _attend(xp, q, k, v, madd, has_mask, scale, out):
     """out[...] = softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k, v (B, H, Sk, D)."""
     nb, nh, sq, dh = q.shape
     sk = k.shape[2]
     if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
-        q3, k3, v3 = (checks.contiguous(xp, t).reshape(nb * nh, -1, dh) for t in (q, k, v))
+        q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, -1, dh) for t in (q, k, v))
         scores = xp.empty((nb * nh, sq, sk), q.dtype)
         ctx = xp.empty((nb * nh, sq, dh), q.dtype)
         if cublaslt.bmm(q3, k3, scores, trans_b=True):
-            apply_masked_softmax(xp, scores.reshape(-1, sk), nh * sq, key_mask, scale)
+            launch_masked_softmax(scores.reshape(-1, sk), nh * sq, madd, has_mask, scale)
             if cublaslt.bmm(scores, v3, ctx):
                 ctx = ctx.reshape(nb, nh, sq, dh)
                 if out is None:
@@ -39,13 +201,28 @@ def _attend(xp, q, k, v, key_mask, scale, out):
                 out[...] = ctx
                 return out
     scores = xp.matmul(q, xp.swapaxes(k, -1, -2))                 # (B, H, Sq, Sk), cuBLAS
-    apply_masked_softmax(xp, scores.reshape(-1, sk), nh * sq, key_mask, scale)
+    launch_masked_softmax(scores.reshape(-1, sk), nh * sq, madd, has_mask, scale)
     return xp.matmul(scores, v, out=out)
 
 
-# The CPU kernels' `method` choices. Here both are the one implementation: batched cuBLAS
-# products around one fused softmax kernel (the CPU's 'bmm'; a GPU has no use for 'loop').
-METHODS = ("loop", "bmm")
+def attend(q, k, v, madd, has_mask, scale, method, out):
+    """Checked-arguments entry: out = softmax(q k^T * scale + mask) v; q, out (B, H, Sq, D),
+    k, v (B, H, Sk, D). `method` is the CPU's choice; here both are batched cuBLAS products
+    around one fused softmax kernel (the CPU's 'bmm'; a GPU has no use for 'loop')."""
+    return _attend(xp_for("attention", "q", q), q, k, v, madd, has_mask, scale, out)
+
+
+def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
+    """Checked-arguments entry: the attention of the packed projection qkv (B, S, 3d) into the
+    merged-heads context out (B, S, d)."""
+    xp = xp_for("attention_packed", "qkv", qkv)
+    nb, s, width = qkv.shape
+    d = width // 3
+    # q, k, v as contiguous (B, H, S, Dh) blocks of ONE copy (3, B, H, S, Dh): one copy kernel, not three
+    heads = contiguous(xp, qkv.reshape(nb, s, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4))
+    ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
+    out.reshape(nb, s, num_heads, d // num_heads)[...] = ctx.transpose(0, 2, 1, 3)
+    return out
 
 
 def attention(q, k, v, key_mask, scale, out=None, method="loop"):
@@ -53,28 +230,12 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
 
     q (B, H, Sq, D), k, v (B, H, Sk, D), key_mask (B, Sk) (1/True keep, 0 padding) or None;
     padded keys get finfo(dtype).min added to their scores. Returns (B, H, Sq, D).
-    method: accepted for the CPU kernels' signature; see METHODS.
+    method: 'loop' or 'bmm', the CPU kernels' choice; one implementation here (see `attend`).
     """
     fn = "attention"
-    checks.choice(fn, "method", method, {m: m for m in METHODS})
-    validate.attention_heads(checks.CHECKS, fn, q, k, v)
-    xp = xp_for(fn, "q", q)
-    like = ("q", q)
-    key_mask = checks.key_mask(fn, key_mask, q.shape[0], k.shape[2], like)
-    scale = checks.scale(fn, scale)
-    out = checks.output(fn, out, q.shape, like, [("q", q), ("k", k), ("v", v)])
-    return _attend(xp, q, k, v, key_mask, scale, out)
-
-
-def packed(xp, qkv, key_mask, num_heads, scale, out):
-    """Checked-arguments entry of attention_packed (also used by transformer_layer)."""
-    nb, s, width = qkv.shape
-    d = width // 3
-    # q, k, v as contiguous (B, H, S, Dh) blocks of ONE copy (3, B, H, S, Dh): one copy kernel, not three
-    heads = checks.contiguous(xp, qkv.reshape(nb, s, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4))
-    ctx = _attend(xp, heads[0], heads[1], heads[2], key_mask, scale, None)   # (B, H, S, Dh)
-    out.reshape(nb, s, num_heads, d // num_heads)[...] = ctx.transpose(0, 2, 1, 3)
-    return out
+    scale, out = validate.attention(CHECKS, fn, q, k, v, scale, method, out)
+    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], q)
+    return attend(q, k, v, madd, key_mask is not None, scale, method, out)
 
 
 def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
@@ -84,16 +245,7 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     columns h*Dh:(h+1)*Dh of each block. Returns context (B, S, d). Same semantics as `attention`.
     """
     fn = "attention_packed"
-    checks.choice(fn, "method", method, {m: m for m in METHODS})
-    validate.attention_packed(checks.CHECKS, fn, qkv, num_heads)
-    xp = xp_for(fn, "qkv", qkv)
-    like = ("qkv", qkv)
-    nb, s, width = qkv.shape
-    key_mask = checks.key_mask(fn, key_mask, nb, s, like)
-    scale = checks.scale(fn, scale)
-    out = checks.output(fn, out, (nb, s, width // 3), like, [("qkv", qkv)])
-    return packed(xp, qkv, key_mask, num_heads, scale, out)
-
-
-def default_scale(head_dim):
-    return 1.0 / math.sqrt(head_dim)
+    scale, out = validate.attention_packed(CHECKS, fn, qkv, num_heads, scale, method, out)
+    nb, s = qkv.shape[:2]
+    madd = mask_add(fn, key_mask, nb, s, qkv)
+    return attend_packed(qkv, madd, key_mask is not None, num_heads, scale, method, out)

@@ -1,30 +1,27 @@
 """Argument checks of the CUDA kernels: the shared checks (`minifuse/kernels/checks.py`, one
 wording for both backends) bound to CuPy arrays (NumPy arrays under the simulator) of float16,
-float32 or float64, all on one GPU.
+float32 or float64, all on one GPU, with rows of at most `blocks.MAX_ROW` elements in the row
+kernels.
 
 The kernels index without bounds checks, so shapes, dtypes, contiguity, the device and `out` are
-all checked in Python first. Here `like` = (name0, a0) names the argument whose dtype, array
-module and GPU all others must share; `float_array` returns the array module.
+all checked in Python first.
 """
 import numpy as np
 
 from .. import checks as shared
-from ..checks import c_contiguous, choice, contiguous, rows, shape  # noqa: F401  (this backend's names for them)
+from ..checks import key_mask_values, rows  # noqa: F401  (this backend's names for them)
+from .blocks import MAX_ROW
 from .runtime import xp_for
 
-FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _device_id(a):
+def device_id(a):
     """The GPU a CuPy array is on; -1 for a NumPy array (the simulator, or a host array)."""
     return a.device.id if hasattr(a, "device") and hasattr(a.device, "id") else -1
 
 
-CHECKS = shared.ArrayChecks(FLOAT_DTYPES, xp_for, _device_id)
-
-float_array = CHECKS.float_array    # (fn, name, a, ndim=None, min_ndim=None, like=None) -> xp
-vector = CHECKS.vector              # (fn, name, a, size, meaning, like)
-output = CHECKS.output              # (fn, out, expected, like, inputs=())
+CHECKS = shared.ArrayChecks(DTYPES, xp_for, device_id, MAX_ROW)
 
 
 def key_mask(fn, mask, batch, keys, like):
@@ -35,13 +32,9 @@ def key_mask(fn, mask, batch, keys, like):
     name0, a0 = like
     xp = xp_for(fn, name0, a0)
     if isinstance(mask, np.ndarray) and xp is not np:
-        with xp.cuda.Device(_device_id(a0)):
+        with xp.cuda.Device(device_id(a0)):
             mask = xp.asarray(mask)
-    if xp_for(fn, "key_mask", mask) is not xp or _device_id(mask) != _device_id(a0):
+    if xp_for(fn, "key_mask", mask) is not xp or device_id(mask) != device_id(a0):
         raise ValueError(f"{fn}: 'key_mask' must be on the device of '{name0}'")
-    shared.key_mask_values(fn, mask, batch, keys)
+    key_mask_values(fn, mask, batch, keys)
     return mask
-
-
-def scale(fn, value):
-    return float(shared.real_number(fn, "scale", value))

@@ -10,8 +10,8 @@ Why not ``cupy.matmul`` (cuBLAS) for everything:
   0.401 ms (H100, BENCHMARKS.md).
 - The epilogue can add the bias while the tile is in registers (``CUBLASLT_EPILOGUE_BIAS``),
   one pass less for a bias-only linear. cuBLASLt also has RELU_BIAS and GELU_BIAS (tanh GELU),
-  but GELU_BIAS measured slower than the plain GEMM followed by minifuse's bias + GELU kernel
-  (0.441 vs 0.428 ms on that GEMM): the activation runs in the GEMM's tail at low occupancy.
+  but GELU_BIAS is slower than the plain GEMM followed by minifuse's bias + GELU kernel (the
+  activation runs in the GEMM's tail at low occupancy; BENCHMARKS.md).
   So only the bias goes into the epilogue; activations stay in minifuse's kernels.
 
 CuPy binds cuBLAS but not cuBLASLt, so this module calls the C API through ctypes: the library
@@ -38,7 +38,6 @@ _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _LAYOUT_BATCH_COUNT, _LAYOUT_STRIDED_BATCH_OFFSET = 5, 6
 _PREF_MAX_WORKSPACE_BYTES = 1
 _EPILOGUE_DEFAULT, _EPILOGUE_BIAS = 1, 4
-_EPILOGUE_GELU_BIAS = 36               # tanh GELU after the bias; kept for the benchmark's comparison
 WORKSPACE_BYTES = 32 * 2 ** 20
 CANDIDATES = 8           # algorithms asked from the heuristic, each timed once per shape
 
@@ -172,7 +171,7 @@ class _CublasLt:
     def matmul(self, a, b, out, trans_b, bias=None, epilogue=None, compute=_COMPUTE_32F):
         """out = a @ b^T (trans_b) or a @ b (+ bias per output column); (batch, rows, cols) or 2-D
         C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
-        default / bias one (the benchmark times _EPILOGUE_GELU_BIAS). ``compute``:
+        default / bias one (or any other cuBLASLt epilogue value). ``compute``:
         _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
         import cupy
         if self.workspace is None:

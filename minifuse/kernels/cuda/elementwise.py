@@ -1,4 +1,5 @@
-"""GEMM epilogues on CUDA: y = act(y + bias) in place, and bias + GLU/SwiGLU.
+"""Elementwise kernels around a GEMM on CUDA: bias + activation and bias + GLU/SwiGLU, forward
+(in place or into a buffer) and backward.
 
 Thread mapping: threadIdx.x + blockIdx.x * blockDim.x is the column (coalesced: a warp reads 32
 neighbouring elements of a row), blockIdx.y walks rows with stride gridDim.y, four rows per step. Each thread loads
@@ -7,17 +8,35 @@ its bias element once and reuses it for every row it visits; there is no integer
 Unfused, `act(x @ W.T + b)` costs a write of the GEMM result, a read and write for `+ b`, and a
 read and write per activation step (GELU alone is several). Here the epilogue is one read and
 one write of y, after cuBLAS wrote it.
+
+Backward: a thread per column (coalesced), walking the rows r = blockIdx.y, + gridDim.y, ...; it
+writes dy and adds its column's share of the bias gradient in a float64 register, stored once as
+row blockIdx.y of a (parts, M) float64 array of partial sums, then added over the parts by the
+array module (`xp.sum`, one small reduction) in a fixed order: no atomics, the same result on
+every run. The per-row weight gradient of the weighted SwiGLU (a sum over the columns of a row,
+which span several blocks) is a block reduction per row and block, then the same `xp.sum`.
 """
 import functools
 
 import numpy as np
 
 from .. import validate
-from . import checks
-from .mathfn import ACTIVATIONS, GATES, activations, compute_dtype
+from ..activations import GATES
+from .blocks import MAX_THREADS, block_sum
+from .checks import CHECKS, rows
+from .mathfn import activations, compute_dtype, derivatives
 from .runtime import blocks, cuda, launch, row_threads, xp_for
 
 ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 rows
+# Blocks along the rows of a backward kernel: each writes one row of float64 partial sums, so
+# enough for a full GPU (with the column blocks), few enough that the partials stay small
+# (256 x 3072 x 8 B = 6 MB against the 50 MB of a 4096 x 3072 float32 dy).
+PARTS = 256
+
+
+def _sum_parts(xp, partial, axis, out):
+    """out[...] = the float64 partial sums added over `axis` (fixed order: deterministic)."""
+    out[...] = xp.sum(partial, axis=axis)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,11 +138,7 @@ def bias_act_(y, bias, activation):
 
     activation: 'none', 'relu', 'gelu' (exact erf), 'gelu_tanh', 'silu', 'sigmoid', 'tanh'.
     """
-    fn = "bias_act_"
-    checks.float_array(fn, "y", y, ndim=2)
-    checks.c_contiguous(fn, "y", y)
-    bias = checks.vector(fn, "bias", bias, y.shape[1], "(M,)", ("y", y))
-    checks.choice(fn, "activation", activation, ACTIVATIONS)
+    bias = validate.bias_act_(CHECKS, "bias_act_", y, bias, activation)
     return apply_bias_act(y, bias, activation)
 
 
@@ -167,8 +182,126 @@ def bias_glu(y, bias, gate, out=None):
     y (..., 2H), bias (2H,) or None, gate 'sigmoid' (GLU) or 'silu' (SwiGLU) -> (..., H).
     """
     fn = "bias_glu"
-    bias, gate, out = validate.bias_glu(checks.CHECKS, fn, y, bias, gate, GATES, out)
-    xp = xp_for(fn, "y", y)
+    bias, out = validate.bias_glu(CHECKS, fn, y, bias, gate, GATES, out)
     width = y.shape[-1]
-    apply_bias_glu(checks.rows(xp, y, width), bias, gate, out.reshape(-1, width // 2))
+    apply_bias_glu(rows(xp_for(fn, "y", y), y, width), bias, gate, out.reshape(-1, width // 2))
     return out
+
+
+# ---- backward ---------------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def _bias_act_backward_kernel(activation, ct):
+    slope = derivatives(ct)[activation]
+    ctype = np.dtype(ct).type
+
+    @cuda.jit
+    def bias_act_backward(g, y, bias, has_bias, dy, partial, want_dbias):
+        n, m = g.shape
+        c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+        if c >= m:
+            return
+        b = ctype(bias[c]) if has_bias else ctype(0)
+        acc = np.float64(0)
+        r = cuda.blockIdx.y
+        while r < n:
+            d = ctype(g[r, c]) * slope(ctype(y[r, c]) + b)
+            dy[r, c] = d
+            acc += np.float64(d)
+            r += cuda.gridDim.y
+        if want_dbias:
+            partial[cuda.blockIdx.y, c] = acc
+    return bias_act_backward
+
+
+def bias_act_backward(g, y, bias, activation, dy, dbias=None):
+    """dy = g * act'(y + bias); dbias = sum over rows of dy, when `dbias` (M,) is given.
+    g, y, dy (N, M) C-contiguous; bias (M,) or None."""
+    n, m = g.shape
+    want_dbias = dbias is not None
+    if n == 0 or m == 0:
+        if want_dbias:
+            dbias[...] = 0
+        return
+    xp = xp_for("bias_act_backward", "g", g)
+    t, parts = row_threads(m), min(n, PARTS)
+    partial = xp.empty((parts, m) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
+    launch(_bias_act_backward_kernel(activation, compute_dtype(g.dtype)), (blocks(m, t), parts), t,
+           g, y, y[0, :0] if bias is None else bias, bias is not None, dy, partial, want_dbias)
+    if want_dbias:
+        _sum_parts(xp, partial, 0, dbias)
+
+
+@functools.lru_cache(maxsize=None)
+def _glu_backward_kernel(gate, has_w, ct):
+    act, slope = activations(ct)[gate], derivatives(ct)[gate]
+    ctype = np.dtype(ct).type
+    nbuf = MAX_THREADS if has_w else 1           # shared memory only for the row reductions
+
+    @cuda.jit
+    def glu_backward(g, y, bias, has_bias, w, dy, partial, want_dbias, dw_part):
+        n, h = g.shape
+        tid = cuda.threadIdx.x
+        c = cuda.blockIdx.x * cuda.blockDim.x + tid
+        active = c < h                # no early return: every thread joins the row reductions
+        buf = cuda.shared.array(nbuf, np.float64)
+        ba = ctype(bias[c]) if has_bias and active else ctype(0)
+        bb = ctype(bias[h + c]) if has_bias and active else ctype(0)
+        acc_a = np.float64(0)
+        acc_b = np.float64(0)
+        r = cuda.blockIdx.y
+        while r < n:
+            term = np.float64(0)
+            if active:
+                a = ctype(y[r, c]) + ba
+                b = ctype(y[r, h + c]) + bb
+                gate_a = act(a)
+                gi = ctype(g[r, c])
+                gw = gi * ctype(w[r])
+                da = gw * slope(a) * b
+                db = gw * gate_a
+                dy[r, c] = da
+                dy[r, h + c] = db
+                acc_a += np.float64(da)
+                acc_b += np.float64(db)
+                if has_w:
+                    term = np.float64(gate_a * b * gi)
+            if has_w:                 # dw[r] = sum_j gate(a) b g: this block's columns
+                s = block_sum(buf, term)
+                if tid == 0:
+                    dw_part[r, cuda.blockIdx.x] = s
+            r += cuda.gridDim.y
+        if want_dbias and active:
+            partial[cuda.blockIdx.y, c] = acc_a
+            partial[cuda.blockIdx.y, h + c] = acc_b
+    return glu_backward
+
+
+def glu_backward(g, y, bias, gate, w, dy, dbias=None, dw=None):
+    """Backward of out = gate(a) * b (* w per row), [a | b] = y + bias:
+
+        da = g w gate'(a) b,   db = g w gate(a),   dw[i] = sum_j gate(a) b g,
+        dbias = sum over rows of [da | db]   (when `dbias` (2H,) is given).
+    g (N, H), y and dy (N, 2H) C-contiguous, bias (2H,) or None, w (N,) or None (no weights);
+    dw (N,) is written when w is given.
+    """
+    n, h = g.shape
+    want_dbias, has_w = dbias is not None, w is not None
+    if n == 0 or h == 0:
+        if want_dbias:
+            dbias[...] = 0
+        if has_w:
+            dw[...] = 0
+        return
+    xp = xp_for("glu_backward", "g", g)
+    t, parts = row_threads(h), min(n, PARTS)
+    nbx = blocks(h, t)
+    partial = xp.empty((parts, 2 * h) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
+    dw_part = xp.empty((n, nbx) if has_w else (1, 1), np.float64)
+    launch(_glu_backward_kernel(gate, has_w, compute_dtype(g.dtype)), (nbx, parts), t,
+           g, y, y[0, :0] if bias is None else bias, bias is not None, xp.ones(n, y.dtype) if w is None else w, dy, partial,
+           want_dbias, dw_part)
+    if want_dbias:
+        _sum_parts(xp, partial, 0, dbias)
+    if has_w:
+        _sum_parts(xp, dw_part, 1, dw)

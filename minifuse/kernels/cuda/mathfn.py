@@ -5,20 +5,17 @@ NumPy scalars of the compute type, so a float32 kernel never widens to float64 (
 literal would). `math.exp`, `math.erf` and `math.tanh` compile to CUDA's libdevice (expf, erff,
 tanhf), which are accurate to a few ulp: no own polynomials are needed on the GPU.
 
-The formulas are those of the CPU kernels (`minifuse.kernels.cpu.mathfn` for the activations,
-`minifuse.kernels.cpu.training.derivative` for their slopes), restated here as device functions;
-tests/cuda compares every one of them with the CPU's.
+One forward and one slope per row of `minifuse.kernels.activations`, under the row's name: the
+formulas of the CPU kernels (`minifuse.kernels.cpu.mathfn`) restated as device functions; the
+kernel tests run every row on every backend against the same float64 references.
 """
 import functools
 import math
 
 import numpy as np
 
-from ...ops.elementwise import GELU_TANH_C, SQRT_2_OVER_PI
+from ..activations import GELU_TANH_C, INV_SQRT_2, INV_SQRT_2PI, SQRT_2_OVER_PI
 from .runtime import cuda
-
-ACTIVATIONS = ("none", "relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh")
-GATES = ("sigmoid", "silu")   # glu, swiglu
 
 
 def compute_dtype(dtype):
@@ -31,7 +28,7 @@ def activations(ct):
     """{name: device function act(x)} for compute dtype `ct` (np.float32 or np.float64)."""
     ct = np.dtype(ct).type
     zero, half, one, two = ct(0.0), ct(0.5), ct(1.0), ct(2.0)
-    rsqrt2, c_tanh, k_tanh = ct(1 / math.sqrt(2.0)), ct(SQRT_2_OVER_PI), ct(GELU_TANH_C)
+    rsqrt2, c_tanh, k_tanh = ct(INV_SQRT_2), ct(SQRT_2_OVER_PI), ct(GELU_TANH_C)
 
     @cuda.jit(device=True, inline=True)
     def none(x):
@@ -72,8 +69,8 @@ def activations(ct):
 
 @functools.lru_cache(maxsize=None)
 def derivatives(ct):
-    """{name: device function act'(x)}, the slopes of `activations` for the fused backward kernels:
-    `minifuse.kernels.cpu.training.derivative`, one arm each (derivations in docs/fused-training.md).
+    """{name: device function act'(x)}, the slopes of `activations` for the fused backward kernels,
+    as `minifuse.kernels.cpu.mathfn`'s `<name>_slope` (derivations in docs/fused-training.md).
 
     gelu (exact) Phi(x) + x phi(x); gelu_tanh s + 2 x s (1 - s) c0 (1 + 3 c1 x^2) with s =
     sigmoid(2u), u = c0 (x + c1 x^3); silu s (1 + x (1 - s)); sigmoid s (1 - s); tanh 1 - t^2;
@@ -81,7 +78,7 @@ def derivatives(ct):
     """
     ct = np.dtype(ct).type
     zero, half, one, two, three = ct(0.0), ct(0.5), ct(1.0), ct(2.0), ct(3.0)
-    rsqrt2, inv_sqrt_2pi = ct(1 / math.sqrt(2.0)), ct(1 / math.sqrt(2.0 * math.pi))
+    rsqrt2, inv_sqrt_2pi = ct(INV_SQRT_2), ct(INV_SQRT_2PI)
     c0, c1 = ct(SQRT_2_OVER_PI), ct(GELU_TANH_C)
     sig = activations(ct)["sigmoid"]
 

@@ -1,5 +1,6 @@
 """A one-kernel GEMM + bias + activation in numba, for teaching and for comparison with the
-cuBLAS + fused-epilogue path (`linear_act`). Not used by the layers: cuBLAS is faster.
+cuBLAS + fused-epilogue path (`minifuse.kernels.cuda.linear_act`), which the layers use (cuBLAS is
+faster). Timed by `python -m minifuse.bench cuda`.
 
     out (N, M) = act(x (N, K) @ w (M, K).T + bias (M,))
 
@@ -19,10 +20,12 @@ import functools
 
 import numpy as np
 
-from .. import validate
-from . import checks
-from .mathfn import ACTIVATIONS, activations, compute_dtype
-from .runtime import blocks, cuda, launch
+from minifuse.kernels import validate
+from minifuse.kernels.activations import NAMES
+from minifuse.kernels.checks import choice
+from minifuse.kernels.cuda.checks import CHECKS
+from minifuse.kernels.cuda.mathfn import activations, compute_dtype
+from minifuse.kernels.cuda.runtime import blocks, cuda, launch
 
 CONFIGS = {"64x64": (64, 64, 16, 4, 4), "128x128": (128, 128, 8, 8, 8)}
 
@@ -96,13 +99,13 @@ def tiled_linear_act(x, weight, bias, activation, out=None, config="128x128"):
     config: '64x64' (4x4 outputs per thread) or '128x128' (8x8 per thread); 256 threads each.
     """
     fn = "tiled_linear_act"
-    checks.float_array(fn, "x", x, ndim=2)
+    CHECKS.float_array(fn, "x", x, ndim=2)
     like = ("x", x)
-    m = validate.weight(checks.CHECKS, fn, "weight", weight, x.shape[1], like)
-    bias = checks.vector(fn, "bias", bias, m, "(M,)", like)
-    checks.choice(fn, "activation", activation, ACTIVATIONS)
-    checks.choice(fn, "config", config, CONFIGS)
-    out = checks.output(fn, out, (x.shape[0], m), like, [("x", x), ("weight", weight), ("bias", bias)])
+    m = validate.weight(CHECKS, fn, "weight", weight, x.shape[1], like)
+    bias = CHECKS.vector(fn, "bias", bias, m, "(M,)", like)
+    choice(fn, "activation", activation, NAMES)
+    choice(fn, "config", config, CONFIGS)
+    out = CHECKS.output(fn, out, (x.shape[0], m), like, [("x", x), ("weight", weight), ("bias", bias)])
     if out.size == 0:
         return out
     kernel, (bm, bn, nthreads) = _kernel(config, activation, compute_dtype(x.dtype))

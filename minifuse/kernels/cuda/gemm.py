@@ -1,0 +1,37 @@
+"""Linear + bias + activation on CUDA: the GEMM through cuBLASLt (cublaslt.py: algorithms timed
+per shape, the bias in the GEMM's epilogue, capturable in a CUDA graph), else CuPy's cuBLAS
+matmul, written straight into its buffer; an activation is one fused pass over the output after
+it (faster than cuBLASLt's own GELU epilogue, which runs in the GEMM's tail at low occupancy).
+
+float32 at precision 'high' or 'medium' (`minifuse.set_float32_matmul_precision`) runs on the
+tensor cores: 'high' as the 3xTF32 split (tf32x3.py), 'medium' as one TF32 GEMM.
+"""
+import numpy as np
+
+from ...precision import get_float32_matmul_precision
+from . import cublaslt
+from .elementwise import apply_bias_act
+from .runtime import xp_for
+from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
+
+
+def _gemm(x2, w, out2, bias):
+    """out2 = x2 @ w.T (+ bias, in the GEMM's epilogue where cuBLASLt applies)."""
+    xp = xp_for("linear", "x", x2)
+    if xp is not np:
+        precision = get_float32_matmul_precision()
+        tf32 = precision != "highest" and x2.dtype == np.float32
+        if tf32 and precision == "high" and cublaslt.applies(bias, out2):   # (the split copies are aligned)
+            x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
+        if cublaslt.linear(x2, w, bias, out2, tf32=tf32):
+            return out2
+    xp.matmul(x2, w.T, out=out2)
+    return apply_bias_act(out2, bias, "none")
+
+
+def linear(x2, w, bias, activation, out2):
+    """Checked-arguments entry: out2 (N, M) = act(x2 (N, K) @ w.T + bias), w (M, K), bias (M,) or
+    None; no copy of w.T. Returns out2."""
+    if activation == "none":
+        return _gemm(x2, w, out2, bias)
+    return apply_bias_act(_gemm(x2, w, out2, None), bias, activation)

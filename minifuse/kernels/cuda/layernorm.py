@@ -1,0 +1,170 @@
+"""Residual add + LayerNorm on CUDA, forward and backward: out = LN(x + residual (+ bias)) gamma
++ beta over the last dim (biased variance), one block per row, the row in registers
+(`blocks.py`), two-pass variance.
+
+Training keeps xhat = (v - mean) rstd and rstd per row. The backward is a block per group of rows,
+as in the forward; the gamma/beta gradients are float64 register sums per column, stored once per
+block as partial sums and added over the blocks by the array module in a fixed order.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .. import validate
+from .blocks import MAX_THREADS, PER, block_sum, threads_for
+from .checks import CHECKS, rows
+from .elementwise import _sum_parts
+from .mathfn import compute_dtype
+from .runtime import cuda, launch, xp_for
+
+# Blocks of the LayerNorm backward, each over rows b, b + LN_PARTS, ...
+LN_PARTS = 512
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_norm_kernel(ct):
+    ctype = np.dtype(ct).type
+    zero = ctype(0)
+
+    @cuda.jit
+    def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep):
+        """out = LN(x + res + bias) gamma + beta; with keep (training) also xhat = (v - mean) rstd
+        and rstd per row, what the fused backward reads."""
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        d = x.shape[1]
+        buf = cuda.shared.array(MAX_THREADS, ctype)
+        vals = cuda.local.array(PER, ctype)
+        s = zero
+        for i in range(PER):
+            j = tid + i * nt
+            t = zero
+            if j < d:
+                t = ctype(x[row, j])
+                if has_res:
+                    t += ctype(res[row, j])
+                if has_bias:
+                    t += ctype(bias[j])
+            vals[i] = t
+            s += t
+        mean = block_sum(buf, s) / ctype(d)
+        sq = zero
+        for i in range(PER):
+            if tid + i * nt < d:
+                c = vals[i] - mean
+                sq += c * c
+        r = ctype(1) / math.sqrt(block_sum(buf, sq) / ctype(d) + eps)
+        for i in range(PER):
+            j = tid + i * nt
+            if j < d:
+                v = (vals[i] - mean) * r
+                out[row, j] = v * ctype(gamma[j]) + ctype(beta[j])
+                if keep:
+                    xhat[row, j] = v
+        if keep and tid == 0:
+            rstd[row] = r
+    return residual_layer_norm
+
+
+def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None):
+    """Checked-arguments entry: x2, res2, out2 (N, D) C-contiguous (res2 and bias may be None);
+    xhat (N, D) and rstd (N,) are written too when given (training keeps them for backward)."""
+    n, d = x2.shape
+    if n == 0:
+        return out2
+    ct = compute_dtype(x2.dtype)
+    keep = xhat is not None
+    launch(_layer_norm_kernel(ct), n, threads_for(d),
+           x2, x2 if res2 is None else res2, res2 is not None,
+           gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2,
+           xhat if keep else out2[:0], rstd if keep else out2[0, :0], keep)
+    return out2
+
+
+def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
+    """LayerNorm(x + residual) over the last dim (biased variance); residual None = LayerNorm(x).
+
+    x, residual (..., D), gamma, beta (D,) -> (..., D).
+    """
+    fn = "residual_layer_norm"
+    gamma, beta, out = validate.residual_layer_norm(CHECKS, fn, x, residual, gamma, beta, eps, out)
+    xp = xp_for(fn, "x", x)
+    d = x.shape[-1]
+    res2 = None if residual is None else rows(xp, residual, d)
+    apply_residual_layer_norm(rows(xp, x, d), res2, None, gamma, beta, eps, out.reshape(-1, d))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_norm_backward_kernel(ct):
+    ctype = np.dtype(ct).type
+    zero = ctype(0)
+
+    @cuda.jit
+    def layer_norm_backward(g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params):
+        n, d = g.shape
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        buf = cuda.shared.array(MAX_THREADS, ctype)
+        gh = cuda.local.array(PER, ctype)
+        xh = cuda.local.array(PER, ctype)
+        sg = cuda.local.array(PER, np.float64)     # this block's share of dgamma, dbeta
+        sb = cuda.local.array(PER, np.float64)
+        for i in range(PER):
+            sg[i] = 0
+            sb[i] = 0
+        row = cuda.blockIdx.x
+        while row < n:
+            s1 = zero
+            s2 = zero
+            for i in range(PER):
+                j = tid + i * nt
+                gh[i] = zero
+                xh[i] = zero
+                if j < d:
+                    gj = ctype(g[row, j])
+                    xh[i] = ctype(xhat[row, j])
+                    gh[i] = gj * ctype(gamma[j])
+                    s1 += gh[i]
+                    s2 += gh[i] * xh[i]
+                    sg[i] += np.float64(gj * xh[i])
+                    sb[i] += np.float64(gj)
+            m1 = block_sum(buf, s1) / ctype(d)
+            m2 = block_sum(buf, s2) / ctype(d)
+            r = ctype(rstd[row])
+            for i in range(PER):
+                j = tid + i * nt
+                if j < d:
+                    dx[row, j] = r * (gh[i] - m1 - xh[i] * m2)
+            row += cuda.gridDim.x
+        if want_params:
+            for i in range(PER):
+                j = tid + i * nt
+                if j < d:
+                    pgamma[cuda.blockIdx.x, j] = sg[i]
+                    pbeta[cuda.blockIdx.x, j] = sb[i]
+    return layer_norm_backward
+
+
+def residual_layer_norm_backward(g, xhat, rstd, gamma, dx, dgamma=None, dbeta=None):
+    """With gh = g gamma, per row:  dx = rstd (gh - mean(gh) - xhat mean(gh xhat));
+    dgamma = sum over rows of g xhat, dbeta = sum over rows of g (when both (D,) are given).
+    The residual's gradient is dx itself (v = x + residual). g, xhat, dx (N, D) C-contiguous."""
+    n, d = g.shape
+    want_params = dgamma is not None
+    if n == 0:
+        if want_params:
+            dgamma[...] = 0
+            dbeta[...] = 0
+        return
+    xp = xp_for("residual_layer_norm_backward", "g", g)
+    parts = min(n, LN_PARTS)
+    shape = (parts, d) if want_params else (1, 1)                               # (1, 1): unused
+    pgamma, pbeta = xp.empty(shape, np.float64), xp.empty(shape, np.float64)
+    launch(_layer_norm_backward_kernel(compute_dtype(g.dtype)), parts, threads_for(d),
+           g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params)
+    if want_params:
+        _sum_parts(xp, pgamma, 0, dgamma)
+        _sum_parts(xp, pbeta, 0, dbeta)

@@ -1,10 +1,10 @@
 """The benchmark command: ``python -m minifuse.bench WHAT [args...]``.
 
-    cpu       fused CPU kernels vs their GEMM-only floor, unfused NumPy, torch eager (issue 4)
-    training  training steps, fused vs unfused taped vs torch, bytes saved for backward (issue 5)
+    cpu       fused CPU kernels vs their GEMM-only floor, unfused NumPy, torch eager
+    training  training steps, fused vs unfused taped vs torch, bytes saved for backward
     graph     4-layer BERT-base encoder: eager unfused / eager fused / compiled; attention sweep
-    minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers (issue 8)
-    cuda      GPU kernels vs torch on an NVIDIA GPU (issue 7)
+    minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
+    cuda      GPU kernels vs torch on an NVIDIA GPU
 
 For CPU numbers that compare with other libraries, run with the machine's OpenBLAS pinning
 removed, in that command only:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench cpu

@@ -1,4 +1,4 @@
-"""GPU benchmark of the CUDA kernels against PyTorch eager, in one process (issue 7).
+"""GPU benchmark of the CUDA kernels against PyTorch eager, in one process.
 
     PYTHONPATH=. python3 -m minifuse.bench.cuda [--json FILE]
 
@@ -303,6 +303,46 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     results[f"bert_layer_B{b}_S{s}_{np.dtype(dtype).name}{tag}"] = r
 
 
+def compiled_layer(results, b=2, s=16):
+    """A BERT-base layer as a module at small batch (float32): eager (nn.TransformerLayer under
+    no_grad), mf.compile's graph executor, mf.compile with cuda_graph=True (one replay per call),
+    and torch eager; per-call time in a queue and latency (one call + synchronize)."""
+    import cupy
+    import torch
+
+    import minifuse as mf
+    from minifuse import nn
+    d, h, f, eps = 768, 12, 3072, 1e-12
+    mf.manual_seed(0)
+    layer = nn.TransformerLayer(d, h, f, layer_norm_eps=eps).to("cuda")
+    x = mf.randn(b, s, d).to("cuda")
+    m = np.ones((b, s), np.int64)
+    m[::2, s - s // 4:] = 0
+    mask = mf.tensor(m).to("cuda")
+    tl = torch.nn.TransformerEncoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
+                                          layer_norm_eps=eps, device="cuda").eval()
+    tx = torch.randn(b, s, d, device="cuda")
+    pad = torch.as_tensor(m == 0, device="cuda")
+    r = {}
+    sync = cupy.cuda.Device().synchronize
+    with mf.no_grad():
+        compiled = mf.compile(layer, x, mask)
+        graphed = mf.compile(layer, x, mask, cuda_graph=True)
+        want = layer(x, mask).numpy()
+        r["compile_max_abs_diff_vs_eager"] = float(np.abs(compiled(x, mask).numpy() - want).max())
+        r["cuda_graph_max_abs_diff_vs_eager"] = float(np.abs(graphed(x, mask).numpy() - want).max())
+        for name, fn in (("eager", lambda: layer(x, mask)), ("compile", lambda: compiled(x, mask)),
+                         ("compile_cuda_graph", lambda: graphed(x, mask))):
+            r[f"{name}_ms"] = _cupy_time(fn)
+            r[f"{name}_latency_us"] = latency_us(fn, sync)
+    with torch.inference_mode():
+        r["torch_ms"] = _torch_time(lambda: tl(tx, src_key_padding_mask=pad))
+        r["torch_latency_us"] = latency_us(lambda: tl(tx, src_key_padding_mask=pad), torch.cuda.synchronize)
+    for name in ("eager", "compile", "compile_cuda_graph"):
+        r[f"{name}_ratio_vs_torch"] = r[f"{name}_ms"] / r["torch_ms"]
+    results[f"module_layer_b{b}_s{s}"] = r
+
+
 def launches(results):
     """Launch cost: 100 tiny numba kernels, from Python vs replayed from a CUDA graph."""
     import cupy
@@ -369,7 +409,8 @@ def main(argv=None):
     ceiling = gemm_ceiling(results)
     steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
              (bert_layer, (results, ceiling, np.float16)),
-             (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (launches, (results,)),
+             (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (compiled_layer, (results,)),
+             (launches, (results,)),
              (launch_profile, (results,))]
     for step, step_args in steps:
         try:

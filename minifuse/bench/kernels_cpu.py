@@ -3,7 +3,7 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench.kernels_cpu
 
 (the two variables pin OpenBLAS to an older kernel on the project machines: platform.md).
-Workloads of issue 4, float32: linear 512x768->3072 (gelu_tanh, gelu), SwiGLU MLP dim 768 /
+Workloads, float32: linear 512x768->3072 (gelu_tanh, gelu), SwiGLU MLP dim 768 /
 hidden 2048 / 2048 tokens, BERT-base and MiniLM-width transformer layers (B=8, S=128, padding
 mask). For each: the fused kernel, its GEMM-only floor (the same np.matmul calls with out=,
 nothing else), the unfused NumPy path, and torch eager when torch is importable. Medians of

@@ -13,11 +13,9 @@ the kernels of its tensors' backend (``minifuse.kernels.registry``). See docs/fu
 
 ``input_store_dtype=float16`` (every function) keeps the saved activations in half precision.
 """
-from .activation import bias_gelu, bias_swiglu, swiglu, weighted_swiglu
-from .attention import fused_attention
-from .layer_norm import residual_layer_norm
-from .linear import fused_linear_act
-from .mlp import fused_mlp
-
-__all__ = ["bias_gelu", "swiglu", "bias_swiglu", "weighted_swiglu", "fused_linear_act", "fused_mlp", "residual_layer_norm",
-           "fused_attention"]
+# each module's __all__: its Function classes and their checked public functions
+from .activation import *  # noqa: F401,F403
+from .attention import *  # noqa: F401,F403
+from .layer_norm import *  # noqa: F401,F403
+from .linear import *  # noqa: F401,F403
+from .mlp import *  # noqa: F401,F403

@@ -13,12 +13,13 @@ named; 'reference' runs every fused op unfused.
 from __future__ import annotations
 
 import os
+import warnings
 
 from .backends import Backend, get_backend, register_backend
 from .executor import execute
 from .ir import Graph, Node
 from ..nn.dispatch import attention_threshold
-from .passes import (DeadCodeElimination, FuseAttentionBlock, FuseBiasSwiGLU, FuseMatMulBiasAct,
+from .passes import (FUSING_PASSES, DeadCodeElimination, FuseAttentionBlock, FuseBiasSwiGLU, FuseMatMulBiasAct,
                      FuseResidualLN, FuseTransformerLayer, Pass, Unfuse)
 from .trace import trace
 
@@ -30,8 +31,7 @@ __all__ = ["Graph", "Node", "trace", "fuse", "execute", "compile", "CompiledModu
 
 def default_passes(backend="cpu"):
     """The pipeline, in the order that works: each pass's ``requires`` run before it."""
-    return [FuseMatMulBiasAct(), FuseBiasSwiGLU(), FuseResidualLN(), FuseAttentionBlock(),
-            FuseTransformerLayer(), DeadCodeElimination(), Unfuse(backend)]
+    return [p() for p in FUSING_PASSES] + [DeadCodeElimination(), Unfuse(backend)]
 
 
 def _check_order(passes):
@@ -94,7 +94,9 @@ class CompiledModule:
     into those buffers and replay every kernel with one launch, so small batches are not bound by
     Python's launch cost. Each call returns a new output tensor. The CUDA graphs read the
     parameters by address: they are dropped when a parameter array is replaced (``to``,
-    ``load_state_dict``) or the float32 GEMM precision changes; in-place updates are seen."""
+    ``load_state_dict``) or the float32 GEMM precision changes; in-place updates are seen. A shape
+    whose execution cannot be captured (float64: CuPy's cuBLAS GEMMs) runs eagerly, with a
+    warning the first time."""
 
     def __init__(self, module, backend=None, passes=None, report=False, cuda_graph=False):
         self.module, self.passes, self.report = module, passes, report
@@ -128,11 +130,11 @@ class CompiledModule:
         return self._replay(g, self._key(inputs), tensors)
 
     def _replay(self, g, key, tensors):
-        from ..kernels.cuda import SIMULATOR, CudaGraph
         from ..precision import get_float32_matmul_precision
         from ..tensor import Tensor
-        if self.backend.name != "cuda" or SIMULATOR or any(x.device.type != "cuda" for x in tensors):
+        if self.backend.name != "cuda" or any(x.device.type != "cuda" for x in tensors):
             raise RuntimeError("compile: cuda_graph=True needs the 'cuda' backend, CUDA tensors and a GPU")
+        from ..kernels.cuda import CudaGraph
         params = [p.data for p in self.module.parameters()] if hasattr(self.module, "parameters") else []
         state = (get_float32_matmul_precision(), params)
         old = self._replay_state
@@ -142,12 +144,18 @@ class CompiledModule:
         graph = self._replays.get(key)
         if graph is None:
             static = [x.data.copy() for x in tensors]
-            graph = CudaGraph(lambda *arrays: _as_arrays(execute(g, [Tensor(a) for a in arrays], self.backend)),
-                              *static)
+            try:
+                graph = CudaGraph(lambda *arrays: _as_arrays(execute(g, [Tensor(a) for a in arrays], self.backend)),
+                                  *static)
+            except RuntimeError as e:       # e.g. float64 GEMMs: CuPy's cuBLAS cannot be captured
+                warnings.warn(f"compile: inputs {key} run without a CUDA graph: {e}", RuntimeWarning, stacklevel=3)
+                graph = False
             self._replays[key] = graph
-        else:
+        elif graph:
             for buf, x in zip(graph.args, tensors):
                 buf[...] = x.data
+        if graph is False:
+            return execute(g, tensors, self.backend)
         out = graph.replay()
         return tuple(Tensor(o.copy()) for o in out) if isinstance(out, tuple) else Tensor(out.copy())
 

@@ -1,15 +1,16 @@
 """Graph backends: which fused ops a backend implements, and how it runs them.
 
-A fused node's implementation takes the kernel package, the node and its input arrays and
-returns the output array. The implementations are written once, over the entry points that every
-kernel package has (``minifuse.kernels.registry``), so each kernel backend ('cpu', 'cuda', and any
-registered later) is a graph backend of the same name with all of them. A backend that lacks a
+A fused node's implementation (the ``execute`` of the pass that creates it, graph/passes.py) takes
+the kernel package, the node and its input arrays and returns the output array. It is written
+once, over the entry points that every kernel package has (``minifuse.kernels.registry``), so each
+kernel backend ('cpu', 'cuda', and any registered later) is a graph backend of the same name with
+all of them. A backend that lacks a
 fused op gets it expanded back into primitives by the Unfuse pass.
 """
 from __future__ import annotations
 
 from ..kernels import registry
-from ..kernels.weights import LayerWeights
+from .passes import FUSING_PASSES
 
 
 class Backend:
@@ -38,55 +39,8 @@ class Backend:
         return f"Backend({self.name!r}, fused_ops={sorted(self.impls)})"
 
 
-def _vector(K, b, size):
-    """A rank <= 1 bias as a contiguous (size,) vector (a scalar bias is broadcast)."""
-    return None if b is None else K.xp.ascontiguousarray(K.xp.broadcast_to(b, (size,)))
-
-
-def _linear(K, x, w, b, activation, layout):
-    if layout == "out_in":
-        return K.linear_act(x, w, _vector(K, b, w.shape[0]), activation)
-    y = K.xp.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
-    K.bias_act_(y.reshape(-1, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
-    return y
-
-
-def _matmul_bias_act(K, node, x, w, b=None):
-    return _linear(K, x, w, b, node.attrs["activation"], node.attrs["layout"])
-
-
-def _bias_swiglu(K, node, x, w, b=None):
-    y = _linear(K, x, w, None, "none", node.attrs["layout"])
-    return K.bias_glu(y, _vector(K, b, y.shape[-1]), node.attrs["gate"])
-
-
-def _residual_ln(K, node, x, residual, gamma, beta):
-    return K.residual_layer_norm(x, residual, gamma, beta, node.attrs["eps"])
-
-
-def _attention_block(K, node, x, qkv_w, out_w, *rest):
-    a = node.attrs
-    qkv_b, out_b = (rest[0], rest[1]) if a["has_bias"] else (None, None)
-    mask = rest[-1] if a["has_mask"] else None
-    qkv = K.linear_act(x, qkv_w, qkv_b, "none")
-    context = K.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
-    return K.linear_act(context, out_w, out_b, "none")
-
-
-def _transformer_layer(K, node, x, *inputs):
-    a = node.attrs
-    mask = inputs[12] if a["has_mask"] else None
-    return K.transformer_layer(x, LayerWeights(*inputs[:12]), mask, a["num_heads"], a["eps"], a["activation"],
-                               a["method"])
-
-
-IMPLS = {
-    "FusedMatMulBiasAct": _matmul_bias_act,
-    "FusedBiasSwiGLU": _bias_swiglu,
-    "FusedResidualLN": _residual_ln,
-    "FusedAttentionBlock": _attention_block,
-    "FusedTransformerLayer": _transformer_layer,
-}
+# {fused op: execute(kernels, node, *arrays)}, from the passes that create them.
+IMPLS = {p.fused_op: p.execute for p in FUSING_PASSES}
 
 # Implements no fused op: every fusion is expanded back, so it runs the primitives. Useful to
 # check that un-fusing is exact and to compare.

@@ -6,18 +6,21 @@ added to ``graph.report`` with the reason.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from ..kernels.activations import graph_activation
+from ..kernels.activations import GATES, graph_activation
+from ..kernels.weights import LayerWeights
 from ..nn.dispatch import attention_method
 from .ir import Node
 
 
 class Pass:
+    """A rewrite of the graph. A fusing pass also names the node it creates (``fused_op``) and how
+    a backend runs it (``execute(K, node, *arrays)`` on kernel package ``K``, the entry points every
+    kernel backend has): a new fusion is one class here."""
     name = "Pass"
     requires = ()
+    fused_op = None
 
     def run(self, graph):
         raise NotImplementedError
@@ -67,6 +70,22 @@ def _scalar(node, name):
     return float(v)
 
 
+def _vector(K, b, size):
+    """A rank <= 1 bias as a (size,) vector (a scalar bias is broadcast), passed on as it is when it
+    already is one (a broadcast view is read-only, which a CUDA launch under the simulator refuses)."""
+    if b is None or b.shape == (size,):
+        return b
+    return K.xp.broadcast_to(b, (size,)).copy()
+
+
+def _linear(K, x, w, b, activation, layout):
+    if layout == "out_in":
+        return K.linear_act(x, w, _vector(K, b, w.shape[0]), activation)
+    y = K.xp.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
+    K.bias_act_(y.reshape(-1, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
+    return y
+
+
 def _is_weight_transpose(node):
     return node.op == "Permute" and tuple(node.attrs.get("dims", ())) == (1, 0)
 
@@ -77,6 +96,12 @@ class FuseMatMulBiasAct(Pass):
     The matmul must have one consumer; the bias an operand of rank <= 1; the activation one
     consumer of the sum. W may be ``w.T`` of a 2-D tensor (Linear's layout, 'out_in') or 2-D."""
     name = "FuseMatMulBiasAct"
+    fused_op = "FusedMatMulBiasAct"
+
+    @staticmethod
+    def execute(K, node, x, w, b=None):
+        """The fused node on kernel package ``K`` (the graph backend's)."""
+        return _linear(K, x, w, b, node.attrs["activation"], node.attrs["layout"])
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -138,6 +163,12 @@ class FuseBiasSwiGLU(Pass):
     (sigmoid(first) * second, GLU, fuses too with gate='sigmoid')."""
     name = "FuseBiasSwiGLU"
     requires = ("FuseMatMulBiasAct",)
+    fused_op = "FusedBiasSwiGLU"
+
+    @staticmethod
+    def execute(K, node, x, w, b=None):
+        y = _linear(K, x, w, None, "none", node.attrs["layout"])
+        return K.bias_glu(y, _vector(K, b, y.shape[-1]), node.attrs["gate"])
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -149,7 +180,8 @@ class FuseBiasSwiGLU(Pass):
             if len(users) != 2 or a is None or b is None or graph.is_output(f):
                 continue
             gate = m.only_user(a)
-            if gate is None or gate.op not in ("Silu", "Sigmoid"):
+            gate_name = None if gate is None else graph_activation(gate.op, gate.attrs)
+            if gate_name not in GATES:
                 continue
             prod = m.only_user(gate)
             if prod is None or prod.op != "Mul" or {id(i) for i in prod.inputs} != {id(gate), id(b)}:
@@ -160,7 +192,7 @@ class FuseBiasSwiGLU(Pass):
                 m.report(self.name, prod, "an intermediate of the gate is used elsewhere")
                 continue
             fused = Node("FusedBiasSwiGLU", list(f.inputs),
-                         dict(f.attrs, gate="silu" if gate.op == "Silu" else "sigmoid"),
+                         dict(f.attrs, gate=gate_name),
                          shape=prod.shape, dtype=prod.dtype)
             graph.replace(block, fused)
             m = _Matcher(graph)
@@ -171,6 +203,11 @@ class FuseResidualLN(Pass):
     """LayerNorm(a + b) over the last dim, the sum used once and not an output
     ->  FusedResidualLN[a, b, gamma, beta]."""
     name = "FuseResidualLN"
+    fused_op = "FusedResidualLN"
+
+    @staticmethod
+    def execute(K, node, x, residual, gamma, beta):
+        return K.residual_layer_norm(x, residual, gamma, beta, node.attrs["eps"])
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -206,6 +243,16 @@ class FuseAttentionBlock(Pass):
     attrs["method"]: 'loop' or 'bmm' by ``nn.dispatch.attention_method``, the same choice as eager."""
     name = "FuseAttentionBlock"
     requires = ("FuseMatMulBiasAct",)
+    fused_op = "FusedAttentionBlock"
+
+    @staticmethod
+    def execute(K, node, x, qkv_w, out_w, *rest):
+        a = node.attrs
+        qkv_b, out_b = (rest[0], rest[1]) if a["has_bias"] else (None, None)
+        mask = rest[-1] if a["has_mask"] else None
+        qkv = K.linear_act(x, qkv_w, qkv_b, "none")
+        context = K.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
+        return K.linear_act(context, out_w, out_b, "none")
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -334,6 +381,14 @@ class FuseTransformerLayer(Pass):
         ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b, mask] (mask left out if absent)."""
     name = "FuseTransformerLayer"
     requires = ("FuseMatMulBiasAct", "FuseResidualLN", "FuseAttentionBlock")
+    fused_op = "FusedTransformerLayer"
+
+    @staticmethod
+    def execute(K, node, x, *inputs):
+        a = node.attrs
+        mask = inputs[12] if a["has_mask"] else None
+        return K.transformer_layer(x, LayerWeights(*inputs[:12]), mask, a["num_heads"], a["eps"], a["activation"],
+                                   a["method"])
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -423,3 +478,8 @@ class Unfuse(Pass):
                     graph.expand(n)
                     changed = True
         return graph
+
+
+# The fusing passes in the order that works (each one's ``requires`` before it): ``fuse`` runs them,
+# and every kernel backend implements the nodes they create.
+FUSING_PASSES = (FuseMatMulBiasAct, FuseBiasSwiGLU, FuseResidualLN, FuseAttentionBlock, FuseTransformerLayer)

@@ -10,7 +10,8 @@ A row names the activation and gives what every path needs of it:
 - the CUDA kernels' scalar versions: ``minifuse.kernels.cuda.mathfn`` builds ``<name>`` and
   ``<name>_slope`` device functions per compute dtype, looked up by name;
 - ``graph_op`` / ``graph_attrs``: the taped op (its class name in a traced graph) and the
-  attributes that select this activation, what the graph's fusion passes match.
+  attributes that select this activation, what the graph's fusion passes match. A new row needs
+  neither: it is taped as the generic ``Activation`` op (``nn.functional.activation(name)``).
 
 Adding an activation: a row here, its two scalar functions in ``kernels/cpu/mathfn.py`` (plus
 its arm in ``activate`` / ``derivative`` / ``by_code`` there) and in ``kernels/cuda/mathfn.py``.
@@ -74,12 +75,14 @@ class Activation(NamedTuple):
     name: str
     forward: Callable      # (xp, x) -> act(x)
     slope: Callable        # (xp, x) -> act'(x)
-    graph_op: str          # the taped op's class name in a traced graph
-    graph_attrs: dict      # the op's attributes that select this activation
+    # The taped op's class name in a traced graph and the attributes that select this activation.
+    # A row without an op of its own is taped as the generic ``ops.elementwise.Activation(x, name)``.
+    graph_op: str = "Activation"
+    graph_attrs: dict = None
 
 
 TABLE = (
-    Activation("none", lambda xp, x: x, lambda xp, x: xp.ones_like(x), "", {}),
+    Activation("none", lambda xp, x: x, lambda xp, x: xp.ones_like(x), "", {}),   # never traced
     Activation("relu", lambda xp, x: xp.maximum(x, 0), lambda xp, x: (x > 0).astype(x.dtype), "Relu", {}),
     Activation("gelu", _gelu, _gelu_slope, "Gelu", {"approximate": "none"}),
     Activation("gelu_tanh", _gelu_tanh, _gelu_tanh_slope, "Gelu", {"approximate": "tanh"}),
@@ -102,7 +105,9 @@ LINEAR_ACTIVATIONS = NAMES + tuple(GATE_OF)
 
 def graph_activation(op, attrs):
     """The table's name for a traced node (op name, attributes), or None when it is no activation."""
+    if op == "Activation":                                   # the generic taped op, any row
+        return attrs.get("name") if attrs.get("name") in BY_NAME else None
     for a in TABLE:
-        if a.graph_op == op and all(attrs.get(k, v) == v for k, v in a.graph_attrs.items()):
+        if a.graph_op == op and all(attrs.get(k, v) == v for k, v in (a.graph_attrs or {}).items()):
             return a.name
     return None

@@ -11,7 +11,6 @@ buffer (N, d) used twice, h (N, d), the FFN hidden (N, F) and the result. No sco
 the 'loop' method), no bias-added copy, no activation temporary, no transposed heads.
 """
 import functools
-import inspect
 import math
 
 from . import validate
@@ -85,12 +84,10 @@ def transformer_layer(B, x, weights, key_mask, num_heads, eps, activation="gelu"
 
 def bind(backend):
     """(linear_act, mlp, transformer_layer) for the backend package `backend`: the functions above
-    with it as their first argument, what the package exports under these names."""
+    with it as their first argument (a partial: no extra Python frame per call), what the package
+    exports under these names."""
     def entry(f):
-        @functools.wraps(f)
-        def call(*args, **kwargs):
-            return f(backend, *args, **kwargs)
-        sig = inspect.signature(f)
-        call.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+        call = functools.partial(f, backend)
+        call.__doc__, call.__name__, call.__module__ = f.__doc__, f.__name__, backend.__name__
         return call
     return entry(linear_act), entry(mlp), entry(transformer_layer)

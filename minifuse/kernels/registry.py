@@ -11,11 +11,13 @@ use: CPU work never imports numba-cuda or CuPy.
 
 Under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1) the CUDA package takes NumPy arrays;
 NumPy arrays still map to the CPU backend, and the CUDA one is reached by name (`get("cuda")`),
-which is how the tests and ``mf.compile(..., backend="cuda")`` run it without a GPU.
+or for a block of code by `route("numpy", "cuda")`: how the tests and ``mf.compile(...,
+backend="cuda")`` run it without a GPU.
 """
+import contextlib
 import importlib
 
-__all__ = ["ENTRY_POINTS", "Backend", "register", "get", "for_array", "names", "available"]
+__all__ = ["ENTRY_POINTS", "Backend", "register", "get", "for_array", "names", "available", "route"]
 
 # Every backend package exports these, with the CPU package's signatures (tests check both).
 ENTRY_POINTS = (
@@ -81,6 +83,22 @@ def get(name):
 def for_array(a):
     """The backend for arrays like `a` (by the module that owns its type), or None."""
     return _BY_MODULE.get(type(a).__module__.partition(".")[0])
+
+
+@contextlib.contextmanager
+def route(array_module, name):
+    """Within the block, arrays of `array_module` ('numpy') go to the backend `name`: how the tests
+    run the CUDA kernels on NumPy arrays under the simulator, through the same layers and fused
+    functions as on a GPU."""
+    old = _BY_MODULE.get(array_module)
+    _BY_MODULE[array_module] = get(name)
+    try:
+        yield
+    finally:
+        if old is None:
+            del _BY_MODULE[array_module]
+        else:
+            _BY_MODULE[array_module] = old
 
 
 def names():

@@ -64,11 +64,9 @@ class MultiHeadAttention(Module):
         check_input("MultiHeadAttention", x, self.d_model, self.qkv.weight.dtype)
         if x.ndim != 3:
             raise ValueError(f"MultiHeadAttention: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
-        B, S, d = x.shape
-        H, Dh = self.num_heads, self.head_dim
-        qkv, out = self.qkv, self.out
+        B, S, _ = x.shape
         if inactive(self.dropout):   # inference: QKV GEMM + bias, attention on the packed heads, out GEMM
-            y = fused.attention(x, qkv, out, _mask_array(attention_mask, B, S), H)
+            y = fused.attention(x, self.qkv, self.out, _mask_array(attention_mask, B, S), self.num_heads)
             if y is not None:
                 return y
         return self.out(self._attend(self.qkv(x), attention_mask))

@@ -12,6 +12,7 @@ import numpy as np
 from .. import functions as mf
 from ..device import capturing
 from ..dtypes import is_floating
+from ..kernels.activations import NAMES as TABLE_NAMES
 from ..ops import elementwise as E, nn as N, shape as S
 from ..random import generator
 from ..tensor import Tensor
@@ -104,11 +105,13 @@ ACTIVATIONS = {
 
 
 def activation(name):
-    """The activation function called ``name`` (see ``ACTIVATIONS``)."""
-    try:
+    """The activation function called ``name``: one of ``ACTIVATIONS``, or any other activation of
+    the table in ``minifuse.kernels.activations`` (taped as the generic ``Activation`` op)."""
+    if name in ACTIVATIONS:
         return ACTIVATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}") from None
+    if name in TABLE_NAMES:
+        return lambda x: E.Activation.apply(x, name)
+    raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
 
 
 def softmax(input, dim=-1):

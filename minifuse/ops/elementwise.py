@@ -181,6 +181,22 @@ class Sqrt(Function):
         return g / (2 * out)
 
 
+class Activation(Function):
+    """out = act(input) for any activation ``name`` of the table (``minifuse.kernels.activations``):
+    the taped op of a row that has no op class of its own."""
+
+    @staticmethod
+    def forward(ctx, input, name):
+        ctx.save_for_backward(input)
+        ctx.activation = A.BY_NAME[name]
+        return ctx.activation.forward(ctx.xp, input)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * ctx.activation.slope(ctx.xp, x)
+
+
 class _TableActivation(Function):
     """An activation of the table in ``minifuse.kernels.activations``: forward and slope are the
     table's formulas, the ones the fused kernels are tested against. Saves the input."""

@@ -28,6 +28,9 @@ from . import checks, mathfn
 from .jit import kernel
 from .rows import LANES, row_max, row_sum
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
+
 
 # Query rows per block: the block's scores (ROWS x Sk) and accumulators (ROWS x D) stay in L1,
 # and each K^T row / V row loaded from L1 serves ROWS query rows. 4 measured best of 1, 2, 4, 8.
@@ -187,7 +190,7 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     merged-heads context out (B, S, d), through strided head views (no copies)."""
     d = qkv.shape[2] // 3
     q, k, v = (split_heads(qkv, i * d, d, num_heads) for i in range(3))
-    attend(q, k, v, madd, has_mask, scale, method, split_heads(out, 0, d, num_heads))
+    METHODS[method](q, k, v, madd, has_mask, qkv.dtype.type(scale), split_heads(out, 0, d, num_heads))
     return out
 
 

@@ -26,6 +26,9 @@ from .jit import inline, kernel
 from .mathfn import activate, by_code, by_flag, by_flags, derivative
 from .rows import row_sum
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["apply_bias_act", "apply_bias_glu", "bias_act_", "bias_act_backward", "bias_glu", "glu_backward"]
+
 # Row chunks of a parameter-gradient reduction: enough for load balance on a few cores, few
 # enough that the (CHUNKS, M) float64 partial sums stay small.
 CHUNKS = 16

@@ -7,13 +7,17 @@ bare GEMM is one read+write sweep of the output by the epilogue.
 """
 import numpy as np
 
-from .elementwise import apply_bias_act
+from ..activations import CODES
+from .elementwise import _bias_act, _bias_or_zeros
+
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["linear"]
 
 
 def linear(x2, w, bias, activation, out2):
     """Checked-arguments entry: out2 (N, M) = act(x2 (N, K) @ w.T + bias), w (M, K), bias (M,) or
     None; BLAS reads the transposed view of w, no copy. Returns out2."""
     np.matmul(x2, w.T, out=out2)
-    if bias is not None or activation != "none":
-        apply_bias_act(out2, bias, activation)
+    if bias is not None or activation != "none":   # the epilogue, in place
+        _bias_act(out2, _bias_or_zeros(bias, out2.shape[1], out2.dtype), CODES[activation], out2, True)
     return out2

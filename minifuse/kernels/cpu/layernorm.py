@@ -18,6 +18,9 @@ from . import checks
 from .elementwise import CHUNKS, chunk_rows, sum_chunks
 from .jit import reduction
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["apply_residual_layer_norm", "residual_layer_norm", "residual_layer_norm_backward"]
+
 
 @reduction
 def _residual_layer_norm(x, residual, has_residual, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep):

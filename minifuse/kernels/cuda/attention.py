@@ -30,6 +30,9 @@ from .checks import CHECKS
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
+
 
 @functools.lru_cache(maxsize=None)
 def _softmax_kernel(ct):
@@ -218,10 +221,15 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     xp = xp_for("attention_packed", "qkv", qkv)
     nb, s, width = qkv.shape
     d = width // 3
-    # q, k, v as contiguous (B, H, S, Dh) blocks of ONE copy (3, B, H, S, Dh): one copy kernel, not three
-    heads = contiguous(xp, qkv.reshape(nb, s, 3, num_heads, d // num_heads).transpose(2, 0, 3, 1, 4))
+    dh = d // num_heads
+    # q, k, v as contiguous (B, H, S, Dh) blocks written by ONE copy kernel, each block starting on a
+    # 256-byte boundary (what cuBLASLt's batched products need, and with them a CUDA graph capture)
+    size = nb * num_heads * s * dh
+    step = size + (-size) % max(1, 256 // qkv.dtype.itemsize)
+    heads = xp.empty(3 * step, qkv.dtype).reshape(3, step)[:, :size].reshape(3, nb, num_heads, s, dh)
+    heads[...] = qkv.reshape(nb, s, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)
     ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
-    out.reshape(nb, s, num_heads, d // num_heads)[...] = ctx.transpose(0, 2, 1, 3)
+    out.reshape(nb, s, num_heads, dh)[...] = ctx.transpose(0, 2, 1, 3)
     return out
 
 

@@ -27,6 +27,9 @@ from .checks import CHECKS, rows
 from .mathfn import activations, compute_dtype, derivatives
 from .runtime import blocks, cuda, launch, row_threads, xp_for
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["apply_bias_act", "apply_bias_glu", "bias_act_", "bias_act_backward", "bias_glu", "glu_backward"]
+
 ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 rows
 # Blocks along the rows of a backward kernel: each writes one row of float64 partial sums, so
 # enough for a full GPU (with the column blocks), few enough that the partials stay small
@@ -278,13 +281,8 @@ def _glu_backward_kernel(gate, has_w, ct):
 
 
 def glu_backward(g, y, bias, gate, w, dy, dbias=None, dw=None):
-    """Backward of out = gate(a) * b (* w per row), [a | b] = y + bias:
-
-        da = g w gate'(a) b,   db = g w gate(a),   dw[i] = sum_j gate(a) b g,
-        dbias = sum over rows of [da | db]   (when `dbias` (2H,) is given).
-    g (N, H), y and dy (N, 2H) C-contiguous, bias (2H,) or None, w (N,) or None (no weights);
-    dw (N,) is written when w is given.
-    """
+    """The GLU backward (da, db, the bias and per-row weight gradients): the arguments and
+    formulas of `minifuse.kernels.cpu.elementwise.glu_backward`."""
     n, h = g.shape
     want_dbias, has_w = dbias is not None, w is not None
     if n == 0 or h == 0:

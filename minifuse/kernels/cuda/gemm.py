@@ -14,18 +14,21 @@ from .elementwise import apply_bias_act
 from .runtime import xp_for
 from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["linear"]
+
 
 def _gemm(x2, w, out2, bias):
     """out2 = x2 @ w.T (+ bias, in the GEMM's epilogue where cuBLASLt applies)."""
-    xp = xp_for("linear", "x", x2)
-    if xp is not np:
+    if not isinstance(x2, np.ndarray):          # CuPy arrays (NumPy under the simulator: no cuBLASLt)
         precision = get_float32_matmul_precision()
         tf32 = precision != "highest" and x2.dtype == np.float32
         if tf32 and precision == "high" and cublaslt.applies(bias, out2):   # (the split copies are aligned)
+            xp = xp_for("linear", "x", x2)
             x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
         if cublaslt.linear(x2, w, bias, out2, tf32=tf32):
             return out2
-    xp.matmul(x2, w.T, out=out2)
+    xp_for("linear", "x", x2).matmul(x2, w.T, out=out2)
     return apply_bias_act(out2, bias, "none")
 
 

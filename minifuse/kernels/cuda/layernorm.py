@@ -18,6 +18,9 @@ from .elementwise import _sum_parts
 from .mathfn import compute_dtype
 from .runtime import cuda, launch, xp_for
 
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["apply_residual_layer_norm", "residual_layer_norm", "residual_layer_norm_backward"]
+
 # Blocks of the LayerNorm backward, each over rows b, b + LN_PARTS, ...
 LN_PARTS = 512
 

@@ -14,9 +14,9 @@ docs/fused-training.md):
     dQ = dS K * scale,   dK = dS^T Q * scale.
 
 The products are batched NumPy matmuls on strided views of the packed arrays (no copies into
-head-major layout); the row-wise softmax and dS are one Numba kernel each
-(``minifuse/kernels/cpu/attention_training.py``). On CUDA tensors the products are batched
-cuBLAS GEMMs (CuPy) and the two kernels those of ``minifuse/kernels/cuda/attention_training.py``.
+head-major layout); the row-wise softmax and dS are one kernel each (``softmax_forward`` and
+``softmax_backward`` of the tensors' kernel backend, ``minifuse/kernels/{cpu,cuda}/attention.py``).
+On CUDA tensors the products are batched cuBLAS GEMMs (CuPy).
 """
 import math
 

@@ -81,13 +81,15 @@ def test_transformer_layer_is_captured_in_one_cuda_graph():
     """Every GEMM of the layer goes through cuBLASLt, so the whole layer replays from one graph."""
     import cupy
     from minifuse.kernels import cuda as K
+    from minifuse.kernels.weights import LayerWeights
     rng = np.random.default_rng(2)
     b, s, d, h, f = 2, 8, 16, 2, 32
     x = _dev(rng, (b, s, d), np.float32)
     p = lambda *shape: _dev(rng, shape, np.float32, 0.2)   # noqa: E731
-    params = [p(3 * d, d), p(3 * d), p(d, d), p(d), 1 + p(d), p(d), p(f, d), p(f), p(d, f), p(d), 1 + p(d), p(d)]
+    weights = LayerWeights(p(3 * d, d), p(3 * d), p(d, d), p(d), 1 + p(d), p(d), p(f, d), p(f), p(d, f), p(d),
+                           1 + p(d), p(d))
     mask = cupy.asarray(np.array([[1] * s, [1] * (s - 3) + [0] * 3]))
-    layer = lambda x: K.transformer_layer(x, *params, mask, h, 1e-12, "gelu")   # noqa: E731
+    layer = lambda x: K.transformer_layer(x, weights, mask, h, 1e-12, "gelu")   # noqa: E731
     graph = K.CudaGraph(layer, x)
     np.testing.assert_allclose(graph.replay().get(), layer(x).get(), rtol=1e-6, atol=1e-6)
     x[...] = _dev(rng, (b, s, d), np.float32)

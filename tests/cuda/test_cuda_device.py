@@ -79,13 +79,14 @@ def test_training_step_on_cuda_matches_cpu(rng):
 @needs_gpu
 def test_cuda_graph_replay_matches_eager(rng):
     import cupy
+    from minifuse.bench.tiled_gemm import tiled_linear_act
     from minifuse.kernels import cuda as K
     x, r = (cupy.asarray(rng.standard_normal((64, 32)).astype(np.float32)) for _ in range(2))
     w = cupy.asarray(rng.standard_normal((32, 32)).astype(np.float32) * 0.2)
     b, g, beta = (cupy.asarray(rng.standard_normal(32).astype(np.float32)) for _ in range(3))
 
     def block(x, r):   # numba kernels only: a tiled GEMM + bias + GELU, then residual + LayerNorm
-        return K.residual_layer_norm(K.tiled_linear_act(x, w, b, "gelu", config="64x64"), r, g, beta, 1e-5)
+        return K.residual_layer_norm(tiled_linear_act(x, w, b, "gelu", config="64x64"), r, g, beta, 1e-5)
 
     eager = block(x, r).get()
     graph = K.CudaGraph(block, x, r)

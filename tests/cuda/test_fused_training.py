@@ -5,9 +5,9 @@ float16 input store; the layers (MLP backend='fused', FusedLinear and Transforme
 fused_training) training on CUDA; argument and mixed-device errors.
 
 On a GPU the tensors live on the device (CuPy, cuBLAS GEMMs). Under the Numba CUDA simulator
-(NUMBA_ENABLE_CUDASIM=1, no CuPy) the tensors stay NumPy arrays and `on_cuda()` swaps the fusions'
-kernel choice (`minifuse.fusions._kernels.kernels`) for the CUDA set: the same Python code of
-each Function then drives the CUDA kernels, with NumPy's matmul in place of cuBLAS.
+(NUMBA_ENABLE_CUDASIM=1, no CuPy) the tensors stay NumPy arrays and `on_cuda()` routes NumPy
+arrays to the CUDA backend (`minifuse.kernels.registry.route("numpy", "cuda")`): the same Python
+code of each Function then drives the CUDA kernels, with NumPy's matmul in place of cuBLAS.
 """
 import contextlib
 import warnings
@@ -19,7 +19,8 @@ import minifuse as mf
 from cudatest import GPU, SIMULATOR, needs_gpu, needs_kernels, to_dev, to_host
 from minifuse import fusions as FU
 from minifuse import nn
-from minifuse.fusions import _kernels
+from minifuse.kernels import registry
+from minifuse.kernels.activations import GATES, NAMES
 
 pytestmark = [needs_kernels, pytest.mark.filterwarnings("ignore::numba.core.errors.NumbaIRAssumptionWarning")]
 
@@ -39,18 +40,13 @@ def quiet_simulator():
         yield
 
 
-@contextlib.contextmanager
 def on_cuda():
     """Within: the fused functions run their CUDA kernels (see the module docstring)."""
-    if not SIMULATOR:
-        yield
-        return
-    saved = _kernels.kernels
-    _kernels.kernels = lambda a: _kernels.cuda()
-    try:
-        yield
-    finally:
-        _kernels.kernels = saved
+    return registry.route("numpy", "cuda") if SIMULATOR else contextlib.nullcontext()
+
+
+def _cuda_kernels():
+    return registry.get("cuda").kernels
 
 
 def _run(fn, arrays, g, device):
@@ -75,7 +71,7 @@ def _cpu_and_cuda(fn, arrays, g):
     want, _ = _run(fn, arrays, g, "cpu")
     with on_cuda():
         got, node = _run(fn, arrays, g, DEVICE)
-    assert node.meta[0] is _kernels.cuda()           # the node ran (and will backward) on the CUDA set
+    assert node.meta[0] is _cuda_kernels()           # the node ran (and will backward) on the CUDA set
     return got, want
 
 
@@ -119,9 +115,9 @@ def test_rows_walked_and_columns_across_blocks(name, monkeypatch):
     """More rows than row blocks (each thread or block walks several rows, each row-block
     writes one row of partial sums) and rows wider than a block (the weighted SwiGLU's
     per-row weight gradient adds the blocks of a row)."""
-    from minifuse.kernels.cuda import elementwise, training
-    monkeypatch.setattr(training, "PARTS", 3)
-    monkeypatch.setattr(training, "LN_PARTS", 2)
+    from minifuse.kernels.cuda import elementwise, layernorm
+    monkeypatch.setattr(elementwise, "PARTS", 3)
+    monkeypatch.setattr(layernorm, "LN_PARTS", 2)
     monkeypatch.setattr(elementwise, "ROW_BLOCKS", 2)
     arrays, g = _case_arrays(name, (7,), 70 if GPU else 9, np.float32, seed=2)
     got, want = _cpu_and_cuda(CASES[name][1], arrays, g)
@@ -180,27 +176,27 @@ def test_attention_empty_batch_and_tensor_mask():
     _close(got, want, np.float32)
 
 
-def test_codes_are_shared_with_the_cpu():
-    """The CUDA training kernels take the CPU's activation and gate codes: index = code."""
-    from minifuse.kernels.cpu import epilogue, glu
+def test_cuda_mathfn_covers_the_activation_table():
+    """The CUDA kernels look activations up by name (codes are the CPU's own): every row of the
+    table, and both gates, have a forward and a slope in each compute dtype."""
     from minifuse.kernels.cuda import mathfn
-    assert {name: mathfn.ACTIVATIONS.index(name) for name in mathfn.ACTIVATIONS} == epilogue.ACTIVATIONS
-    assert {name: mathfn.GATES.index(name) for name in mathfn.GATES} == glu.GATES
+    for ct in (np.float32, np.float64):
+        assert set(mathfn.activations(ct)) == set(NAMES) and set(mathfn.derivatives(ct)) == set(NAMES)
+        assert set(GATES) <= set(mathfn.activations(ct))
 
 
-@pytest.mark.parametrize("code", range(7))
-def test_bias_act_backward_kernel_at_extremes(code):
+@pytest.mark.parametrize("activation", NAMES)
+def test_bias_act_backward_kernel_at_extremes(activation):
     """The slope of every activation against the CPU kernel, NaN, +-inf and large values included."""
-    from minifuse.kernels.cpu import training as cpu
-    from minifuse.kernels.cuda import training as gpu
+    cpu, gpu = registry.get("cpu").kernels, _cuda_kernels()
     y = np.array([[np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30, -1e30, 50.0, -50.0, 1e-30, -100.0, 90.0],
                   np.linspace(-6, 6, 12)], np.float32)
     g = np.linspace(-2, 2, 24).reshape(2, 12).astype(np.float32)
     b = np.zeros(12, np.float32)
     want_dy, want_db = np.empty_like(y), np.empty(12, np.float32)
-    cpu.bias_act_backward(g, y, b, True, code, want_dy, want_db, True)
+    cpu.bias_act_backward(g, y, b, activation, want_dy, want_db)
     dy, db = to_dev(np.empty_like(y)), to_dev(np.empty(12, np.float32))
-    gpu.bias_act_backward(to_dev(g), to_dev(y), to_dev(b), True, code, dy, db, True)
+    gpu.bias_act_backward(to_dev(g), to_dev(y), to_dev(b), activation, dy, db)
     for a, e in ((to_host(dy), want_dy), (to_host(db), want_db)):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(e))
         ok = ~np.isnan(e)
@@ -252,16 +248,18 @@ def test_transformer_layer_fused_training_on_cuda(rng):
     assert kinds == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
 
 
-# ---- on a GPU only: CuPy tensors ------------------------------------------------------------------
-
-@needs_gpu
 def test_layers_choose_fused_training_on_cuda():
-    from minifuse.nn.dispatch import fused_training_available
-    x = mf.ones(2, 4, device="cuda")
-    assert fused_training_available(x)
-    with nn.fusion(False):
-        assert not fused_training_available(x)
+    """The layers train through the CUDA kernels' fused functions for CUDA tensors (NumPy ones
+    routed to CUDA under the simulator); with fusion off, through the taped ops."""
+    from minifuse.nn.dispatch import training_kernels
+    x = mf.ones(2, 4, device=DEVICE)
+    with on_cuda():
+        assert training_kernels(x) is _cuda_kernels()
+        with nn.fusion(False):
+            assert training_kernels(x) is None
 
+
+# ---- on a GPU only: CuPy tensors ------------------------------------------------------------------
 
 @needs_gpu
 @pytest.mark.parametrize("call", [

@@ -1,5 +1,6 @@
-"""Plain NumPy float64 references for the fused CPU kernels, written from the formulas alone
-(no code shared with minifuse.kernels), plus the comparison helper and array factories."""
+"""Plain NumPy float64 references for the fused kernels of every backend, forward and training
+backward, written from the formulas alone (no code shared with minifuse.kernels), plus the
+comparison helper and array factories."""
 import numpy as np
 from scipy import special
 
@@ -12,6 +13,24 @@ ACTS = {
     "sigmoid": special.expit,
     "tanh": np.tanh,
 }
+
+
+# The derivatives, from the formulas (Phi, phi: the normal CDF and density).
+SLOPES = {
+    "none": lambda v: np.ones_like(v),
+    "relu": lambda v: (v > 0).astype(np.float64),
+    "gelu": lambda v: 0.5 * (1 + special.erf(v / np.sqrt(2))) + v * np.exp(-v * v / 2) / np.sqrt(2 * np.pi),
+    "gelu_tanh": lambda v: _gelu_tanh_slope(v),
+    "silu": lambda v: special.expit(v) * (1 + v * (1 - special.expit(v))),
+    "sigmoid": lambda v: special.expit(v) * (1 - special.expit(v)),
+    "tanh": lambda v: 1 - np.tanh(v) ** 2,
+}
+
+
+def _gelu_tanh_slope(v):
+    c0, c1 = 0.7978845608028654, 0.044715
+    t = np.tanh(c0 * (v + c1 * v ** 3))
+    return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c0 * (1 + 3 * c1 * v * v)
 
 
 def f64(a):
@@ -68,8 +87,10 @@ def attention_packed(qkv, key_mask, h, scale, dtype):
     return o.transpose(0, 2, 1, 3).reshape(qkv.shape[0], qkv.shape[1], d)
 
 
-def transformer_layer(x, qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b,
-                      ln2_g, ln2_b, key_mask, num_heads, eps, activation, dtype):
+def transformer_layer(x, weights, key_mask, num_heads, eps, activation, dtype):
+    """`weights`: the twelve arrays in LayerWeights order (qkv_w, qkv_b, out_w, out_b, ln1_g,
+    ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b)."""
+    qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b = weights
     d = x.shape[-1]
     qkv = linear_act(x, qkv_w, qkv_b, "none")
     ctx = attention_packed(qkv, key_mask, num_heads, 1 / np.sqrt(d // num_heads), dtype)
@@ -84,6 +105,68 @@ def mlp(x, w1, b1, w2, b2, activation):
     else:
         hidden = linear_act(x, w1, b1, activation)
     return linear_act(hidden, w2, b2, "none")
+
+
+# ---- training backward ------------------------------------------------------------------------
+
+def bias_act_backward(g, y, bias, act):
+    """(dy, dbias) of out = act(y + bias): dy = g act'(y + bias), dbias = sum of dy over rows."""
+    v = f64(y) + (0 if bias is None else f64(bias))
+    with np.errstate(all="ignore"):
+        dy = f64(g) * SLOPES[act](v)
+    return dy, dy.sum(0)
+
+
+def glu_backward(g, y, bias, gate, w):
+    """(dy, dbias, dw) of out = gate(a) b w, [a | b] = y + bias, w (N,) per row or None."""
+    v = f64(y) + (0 if bias is None else f64(bias))
+    a, b = np.split(v, 2, axis=-1)
+    g = f64(g)
+    wc = 1.0 if w is None else f64(w)[:, None]
+    with np.errstate(all="ignore"):
+        dy = np.concatenate([g * wc * SLOPES[gate](a) * b, g * wc * ACTS[gate](a)], axis=-1)
+        dw = (ACTS[gate](a) * b * g).sum(-1)
+    return dy, dy.sum(0), dw
+
+
+def layer_norm_stats(x, residual, eps):
+    """(xhat, rstd) of LayerNorm(x + residual): what the training forward keeps."""
+    v = f64(x if residual is None else x + residual)
+    mean = v.mean(-1, keepdims=True)
+    rstd = 1 / np.sqrt(((v - mean) ** 2).mean(-1) + eps)
+    return (v - mean) * rstd[:, None], rstd
+
+
+def layer_norm_backward(g, xhat, rstd, gamma):
+    """(dx, dgamma, dbeta): with gh = g gamma, dx = rstd (gh - mean(gh) - xhat mean(gh xhat))."""
+    g, xhat = f64(g), f64(xhat)
+    gh = g * f64(gamma)
+    dx = f64(rstd)[:, None] * (gh - gh.mean(-1, keepdims=True) - xhat * (gh * xhat).mean(-1, keepdims=True))
+    return dx, (g * xhat).sum(0), g.sum(0)
+
+
+def additive_mask(key_mask, batch, keys, dtype):
+    """(B, Sk) of 0 (keep) / finfo(dtype).min (pad), zeros for no mask."""
+    if key_mask is None:
+        return np.zeros((batch, keys))
+    return np.where(np.asarray(key_mask) == 0, float(np.finfo(dtype).min), 0.0)
+
+
+def softmax_stats(s, madd, scale):
+    """(P, rowmax, rowsum) of t = s scale + madd[b] over the last axis of s (B, H, Sq, Sk)."""
+    t = f64(s) * scale + madd[:, None, None, :]
+    with np.errstate(all="ignore"):
+        m = t.max(-1)
+        e = np.exp(t - m[..., None])
+        total = e.sum(-1)
+        return e / total[..., None], m, total
+
+
+def softmax_backward(s, dp, madd, scale, do, o):
+    """(P, dS) with dS = P (dP - rowsum(dO O)) scale."""
+    p, _, _ = softmax_stats(s, madd, scale)
+    d = (f64(do) * f64(o)).sum(-1, keepdims=True)
+    return p, p * (f64(dp) - d) * scale
 
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-10}

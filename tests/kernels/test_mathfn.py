@@ -1,4 +1,7 @@
-"""Accuracy of the vectorizable exp / erf / tanh against math.* over a dense grid and special values."""
+"""The CPU's vectorizable exp / erf / tanh (minifuse.kernels.cpu.mathfn, what its kernels inline)
+against math.* over a dense grid and special values; and on every backend, the activations built
+on them at signed zeros and their exact limits. (CUDA's device functions are libdevice's expf,
+erff, tanhf: tested through the kernels, tests/kernels/test_activations.py.)"""
 import math
 
 import numpy as np
@@ -79,3 +82,18 @@ def test_exp_relative_error(dtype, rel):
 def test_float64_uses_libm_exactly(name):
     x, y, r = _run(name, np.float64)
     np.testing.assert_array_equal(y, r)
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu", "gelu_tanh", "sigmoid"])
+def test_activations_signed_zero_and_exact_limits(backend, dtype, act):
+    """tanh reaches +-1 exactly (gelu(-inf) is NaN only if erf(-inf) == -1), so the GELUs reach x and
+    -0 exactly at +-50; the sigmoid 1/2 at zero, 1 and ~0 at +-50. (The sign of a zero input is
+    not kept: without a bias the kernels add a zero one, and -0 + 0 = +0.)"""
+    y = backend.to_dev(np.array([[-0.0, 0.0, 50.0, -50.0]], dtype))
+    got = backend.to_host(backend.K.bias_act_(y, None, act))
+    if act == "tanh":
+        np.testing.assert_array_equal(got[0], [0, 0, 1, -1])
+    elif act == "sigmoid":
+        assert got[0, 0] == got[0, 1] == 0.5 and got[0, 2] == 1 and 0 <= float(got[0, 3]) < 1e-21, got
+    else:
+        np.testing.assert_array_equal(got[0], [0, 0, 50, 0])

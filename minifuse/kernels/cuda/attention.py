@@ -192,7 +192,8 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
     nb, nh, sq, dh = q.shape
     sk = k.shape[2]
     if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
-        q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, -1, dh) for t in (q, k, v))
+        # explicit lengths: an empty batch cannot reshape with -1
+        q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, t.shape[2], dh) for t in (q, k, v))
         scores = xp.empty((nb * nh, sq, sk), q.dtype)
         ctx = xp.empty((nb * nh, sq, dh), q.dtype)
         if cublaslt.bmm(q3, k3, scores, trans_b=True):

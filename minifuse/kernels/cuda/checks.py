@@ -32,6 +32,7 @@ def key_mask(fn, mask, batch, keys, like):
     name0, a0 = like
     xp = xp_for(fn, name0, a0)
     if isinstance(mask, np.ndarray) and xp is not np:
+        key_mask_values(fn, mask, batch, keys)     # first: CuPy refuses some NumPy dtypes (strings)
         with xp.cuda.Device(device_id(a0)):
             mask = xp.asarray(mask)
     if xp_for(fn, "key_mask", mask) is not xp or device_id(mask) != device_id(a0):

@@ -158,12 +158,13 @@ def test_every_activation_of_the_table_fuses_after_a_linear(backend):
     if backend not in mf.kernels.registry.available():
         pytest.skip("no CUDA kernels here (numba-cuda, a GPU or NUMBA_ENABLE_CUDASIM=1)")
     mf.manual_seed(6)
-    x = mf.randn(2, 3) * 3
+    device = "cuda" if backend == "cuda" and mf.cuda_available() else "cpu"   # else the simulator's NumPy arrays
+    x = (mf.randn(2, 3) * 3).to(device)
     modules = {"relu": nn.ReLU(), "gelu": nn.GELU(), "gelu_tanh": nn.GELU("tanh"), "silu": nn.SiLU(),
                "sigmoid": nn.Sigmoid(), "tanh": nn.Tanh()}
     assert set(modules) | {"none"} == set(mf.kernels.activations.NAMES)
     for name, act in modules.items():
-        model = nn.Sequential(nn.Linear(3, 4), act)
+        model = nn.Sequential(nn.Linear(3, 4), act).to(device)
         g = G.fuse(G.trace(model, x), backend=backend)
         assert g.ops() == ["FusedMatMulBiasAct"] and g.nodes[0].attrs["activation"] == name
         np.testing.assert_allclose(G.execute(g, [x], backend).numpy(), eager(model, x).numpy(), rtol=1e-5,

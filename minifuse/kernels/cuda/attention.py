@@ -226,9 +226,13 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     # q, k, v as contiguous (B, H, S, Dh) blocks written by ONE copy kernel, each block starting on a
     # 256-byte boundary (what cuBLASLt's batched products need, and with them a CUDA graph capture)
     size = nb * num_heads * s * dh
-    step = size + (-size) % max(1, 256 // qkv.dtype.itemsize)
-    heads = xp.empty(3 * step, qkv.dtype).reshape(3, step)[:, :size].reshape(3, nb, num_heads, s, dh)
-    heads[...] = qkv.reshape(nb, s, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)
+    pad = (-size) % max(1, 256 // qkv.dtype.itemsize)
+    by_head = qkv.reshape(nb, s, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)
+    if pad == 0:                       # the blocks of one contiguous copy are aligned already
+        heads = contiguous(xp, by_head)
+    else:
+        heads = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)[:, :size].reshape(by_head.shape)
+        heads[...] = by_head
     ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
     out.reshape(nb, s, num_heads, dh)[...] = ctx.transpose(0, 2, 1, 3)
     return out

@@ -6,23 +6,16 @@ attention_packed (B=8, S=128, d=768, 12 heads, padding mask) with each method, r
 LayerNorm over 8192 x 768, bias + GELU (exact and tanh) over 1024 x 3072. Run the trees
 alternately, several times: the machine is shared and a single run moves by 10-20%.
 """
-import statistics
 import sys
-import time
 
 import numpy as np
 
+from minifuse.bench.kernels_cpu import timed
 from minifuse.kernels import cpu
 
 
-def median_ms(fn, repeat=15):
-    fn()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+def median_ms(fn):
+    return timed(fn, 15)[0]
 
 
 def main(label):

@@ -155,14 +155,12 @@ def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
         raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
     c.row_length(fn, max(d, s))
     c.float_array(fn, "fc1_w", weights.fc1_w, ndim=2, like=like)    # F comes from it
-    layout = LayerWeights.layout(d, weights.fc1_w.shape[0])
     checked = []
-    for name, a in zip(LayerWeights._fields, weights):
-        expected, meaning = layout[name]
+    for (name, expected, meaning), a in zip(LayerWeights.layout(d, weights.fc1_w.shape[0]), weights):
         if a is None and meaning.startswith("bias"):
             checked.append(None)
             continue
         xp = c.float_array(fn, name, a, like=like)
         shape(fn, name, a, expected, meaning)
         checked.append(contiguous(xp, a) if len(expected) == 1 else a)
-    return LayerWeights(*checked)
+    return LayerWeights._make(checked)

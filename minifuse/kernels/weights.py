@@ -10,6 +10,7 @@ parameters may not.
     out = LayerNorm(h + act(h @ fc1_w.T + fc1_b) @ fc2_w.T + fc2_b; ln2_g, ln2_b)
                                               fc1_w (F, d), fc2_w (d, F)
 """
+import functools
 from typing import Any, NamedTuple
 
 
@@ -31,12 +32,14 @@ class LayerWeights(NamedTuple):
         """The record with ``fn`` applied to every entry that is not None (e.g. ``.data``)."""
         return LayerWeights(*(None if a is None else fn(a) for a in self))
 
-    # (expected shape from d and F, the shape as the error message spells it)
     @staticmethod
+    @functools.lru_cache(maxsize=64)
     def layout(d, f):
-        return {"qkv_w": ((3 * d, d), "(3d, d)"), "qkv_b": ((3 * d,), "bias (3d,)"),
-                "out_w": ((d, d), "(d, d)"), "out_b": ((d,), "bias (d,)"),
-                "ln1_g": ((d,), "(d,)"), "ln1_b": ((d,), "(d,)"),
-                "fc1_w": ((f, d), "(F, d)"), "fc1_b": ((f,), "bias (F,)"),
-                "fc2_w": ((d, f), "(d, F)"), "fc2_b": ((d,), "bias (d,)"),
-                "ln2_g": ((d,), "(d,)"), "ln2_b": ((d,), "(d,)")}
+        """((name, expected shape, the shape as an error message spells it), ...) in the record's
+        order, for width d and FFN width f (cached: validation reads it on every call)."""
+        return (("qkv_w", (3 * d, d), "(3d, d)"), ("qkv_b", (3 * d,), "bias (3d,)"),
+                ("out_w", (d, d), "(d, d)"), ("out_b", (d,), "bias (d,)"),
+                ("ln1_g", (d,), "(d,)"), ("ln1_b", (d,), "(d,)"),
+                ("fc1_w", (f, d), "(F, d)"), ("fc1_b", (f,), "bias (F,)"),
+                ("fc2_w", (d, f), "(d, F)"), ("fc2_b", (d,), "bias (d,)"),
+                ("ln2_g", (d,), "(d,)"), ("ln2_b", (d,), "(d,)"))

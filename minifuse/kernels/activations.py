@@ -30,12 +30,14 @@ INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def _erf(x):
-    """erf on NumPy (scipy.special) or CuPy (cupyx.scipy.special) arrays."""
+    """erf on NumPy (scipy.special) or CuPy (cupyx.scipy.special) arrays, in x's dtype (SciPy has
+    no float16 loop and would hand a float16 input back as float64)."""
     if isinstance(x, np.ndarray) or np.isscalar(x):
         from scipy.special import erf
     else:  # pragma: no cover - CUDA only
         from cupyx.scipy.special import erf
-    return erf(x)
+    y = erf(x)
+    return y.astype(x.dtype, copy=False) if hasattr(x, "dtype") and y.dtype != x.dtype else y
 
 
 def sigmoid(xp, x):

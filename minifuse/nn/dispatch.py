@@ -90,8 +90,10 @@ def fused_kernels(x, params=()):
 
 def training_kernels(x):
     """The kernel package whose fused training functions (``minifuse.fusions``) run on ``x``, or
-    None (fusion off, or no backend here for its arrays): layers then train through the taped ops."""
-    if not _state.fusion:
+    None (fusion off, no backend here for its arrays, or a dtype the fused functions do not take):
+    layers then train through the taped ops."""
+    from ..fusions._args import DTYPES
+    if not _state.fusion or x.dtype not in DTYPES:
         return None
     backend = registry.for_array(x.data)
     return None if backend is None else backend.kernels

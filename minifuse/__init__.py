@@ -17,7 +17,8 @@ import os
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from . import autograd, dtypes  # noqa: E402
-from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+from .autograd import (autocast, enable_grad, get_autocast_dtype, is_autocast_enabled, is_grad_enabled, no_grad,
+                       set_grad_enabled)
 from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, ones, ones_like,
                        rand, randn, randn_like, tensor, zeros, zeros_like)
 from .device import Device, cuda_available, device

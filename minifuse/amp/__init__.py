@@ -1,5 +1,6 @@
-"""Mixed-precision training helpers (PyTorch's ``torch.amp``): ``GradScaler``, dynamic loss
-scaling."""
+"""Mixed-precision training (PyTorch's ``torch.amp``): ``autocast`` (autograd/autocast.py, also
+``mf.autocast``) and ``GradScaler``, dynamic loss scaling."""
+from ..autograd.autocast import autocast
 from .grad_scaler import GradScaler
 
-__all__ = ["GradScaler"]
+__all__ = ["autocast", "GradScaler"]

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..device import array_module, device_of
 from ..dtypes import is_floating
+from .autocast import _state as _autocast_state, cast_inputs
 from .grad_mode import is_grad_enabled
 
 __all__ = ["Function", "Context"]
@@ -105,6 +106,8 @@ class Function:
       same_dtype   all floating Tensor arguments must share one dtype (default True)
       differentiable  False for ops whose output never has a gradient (comparisons)
       name         the op's name in error messages (default: the class name, lower case)
+      autocast     its precision under ``mf.autocast``: None, "lower", "float32" or "promote"
+                   (autograd/autocast.py)
     ``backward`` returns one gradient per forward argument (None where there is none; trailing
     non-tensor arguments such as ``dim`` may be left out); a
     gradient may have the broadcast shape of the output: the engine sums it down to the input's.
@@ -114,6 +117,7 @@ class Function:
     same_dtype = True
     differentiable = True
     name = None
+    autocast = None
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
@@ -131,6 +135,8 @@ class Function:
     def apply(cls, *args, **kwargs):
         from ..tensor import Tensor
 
+        if cls.autocast is not None and _autocast_state.dtypes:
+            args = cast_inputs(cls, args)
         tensors = [(i, a) for i, a in enumerate(args) if isinstance(a, Tensor)]
         xp = cls._check_inputs(tensors)
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)

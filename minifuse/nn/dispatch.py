@@ -1,8 +1,9 @@
 """When do layers run fused kernels? One rule, in one place, and the settings it reads.
 
 A layer runs its fused inference kernel when fusion is enabled, no gradient is being recorded
-for its inputs or parameters (grad mode off, or nothing requires grad), and the kernel backend of
-its input's array type (``minifuse.kernels.registry``) takes the input's dtype. Otherwise it
+for its inputs or parameters (grad mode off, or nothing requires grad), ``mf.autocast`` is off for
+its device, and the kernel backend of its input's array type (``minifuse.kernels.registry``)
+takes the input's dtype. Otherwise it
 records the unfused taped ops, so gradients stay exact.
 
 Settings live in thread-local state, each with a setter; the environment sets their defaults,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 
+from ..autograd.autocast import dtype_for
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
 from ..kernels import registry
 
@@ -80,7 +82,7 @@ def fused_kernels(x, params=()):
     """The kernel package (``minifuse.kernels.cpu``, ``minifuse.kernels.cuda``, ...) that runs a
     layer's fused inference for input ``x`` and its parameters ``params``, or None: take the
     taped path."""
-    if not use_fused(x, *params) or x.ndim == 0:
+    if not use_fused(x, *params) or x.ndim == 0 or dtype_for(x) is not None:   # autocast: the taped ops
         return None
     backend = registry.for_array(x.data)
     if backend is None or x.dtype not in backend.dtypes:
@@ -93,7 +95,7 @@ def training_kernels(x):
     None (fusion off, no backend here for its arrays, or a dtype the fused functions do not take):
     layers then train through the taped ops."""
     from ..fusions._args import DTYPES
-    if not _state.fusion or x.dtype not in DTYPES:
+    if not _state.fusion or x.dtype not in DTYPES or dtype_for(x) is not None:
         return None
     backend = registry.for_array(x.data)
     return None if backend is None else backend.kernels

@@ -12,6 +12,7 @@ import numpy as np
 from .. import functions as mf
 from ..device import capturing
 from ..dtypes import is_floating
+from ..autograd.autocast import dtype_for
 from ..kernels.activations import NAMES as TABLE_NAMES
 from ..ops import elementwise as E, nn as N, shape as S
 from ..random import generator
@@ -39,7 +40,11 @@ def linear(input, weight, bias=None):
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: 'bias' must have shape ({weight.shape[0]},), got {bias.shape}")
     out = input.matmul(weight.T)
-    return out + bias if bias is not None else out
+    if bias is None:
+        return out
+    if out.dtype != bias.dtype and dtype_for(out) == out.dtype:   # under mf.autocast: the bias in half
+        bias = bias.to(out.dtype)                                 # precision too, as the GEMM
+    return out + bias
 
 
 def relu(input):

@@ -11,6 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import dtypes
+from ..autograd.autocast import dtype_for
 from ..device import Device, to_device
 from ..tensor import Tensor
 
@@ -38,9 +39,14 @@ def check_input(layer, x, last_dim=None, dtype=None, name="input"):
     if last_dim is not None and (x.ndim == 0 or x.shape[-1] != last_dim):
         raise ValueError(f"{layer}: argument '{name}' must have last dimension {last_dim}, got shape "
                          f"{x.shape}")
-    if dtype is not None and x.dtype != dtype:
+    if dtype is not None and x.dtype != dtype and not _autocast_mixes(x, dtype):
         raise TypeError(f"{layer}: argument '{name}' must be {dtype} (the layer's dtype), got {x.dtype}; "
                         f"convert with .to({dtype}) or the layer with .to({x.dtype})")
+
+
+def _autocast_mixes(x, dtype):
+    """Under ``mf.autocast`` float layers take float inputs of another precision (the ops cast)."""
+    return dtype_for(x) is not None and x.dtype.kind == "f" and np.dtype(dtype).kind == "f"
 
 
 class Module:

@@ -9,6 +9,7 @@ from ._util import as_operand, check_broadcast, shape_of
 
 class _Binary(Function):
     """Base for ops of two broadcastable operands: checks the shapes once, in apply."""
+    autocast = "promote"      # mixed float dtypes under mf.autocast: the widest
 
     @classmethod
     def apply(cls, input, other):
@@ -80,6 +81,7 @@ class Div(_Binary):
 
 class Pow(_Binary):
     """out = input ** exponent; d/d input = exponent * input^(exponent-1), d/d exponent = out * log(input)"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, exponent):
@@ -139,6 +141,7 @@ class Neg(Function):
 
 class Exp(Function):
     """out = e^input; d/dx = out"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input):
@@ -154,6 +157,7 @@ class Exp(Function):
 
 class Log(Function):
     """out = ln(input); d/dx = 1/input"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input):
@@ -294,6 +298,7 @@ class Silu(_TableActivation):
 
 class Where(Function):
     """out = input where condition else other (condition is a non-differentiable bool array)."""
+    autocast = "promote"
     float_only = False
 
     @classmethod

@@ -26,6 +26,7 @@ def _matmul(xp, a, b):
 
 class MatMul(Function):
     """out = input @ other; d input = g @ other^T, d other = input^T @ g (summed over batch)."""
+    autocast = "lower"        # under mf.autocast: float32 operands in half precision
 
     @classmethod
     def apply(cls, input, other):

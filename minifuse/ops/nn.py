@@ -10,6 +10,7 @@ def _shifted(x, dim):
 
 class Softmax(Function):
     """out = e^(x - max) / sum e^(x - max) along dim; d/dx = out * (g - sum(g * out))"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, dim=-1):
@@ -27,6 +28,7 @@ class Softmax(Function):
 
 class LogSoftmax(Function):
     """out = x - max - log(sum e^(x - max)); d/dx = g - softmax * sum(g)"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, dim=-1):
@@ -50,6 +52,7 @@ class LayerNorm(Function):
     With xhat = (x - mean) * rstd and gh = g * weight, over the N normalised elements:
       dx = rstd * (gh - mean(gh) - xhat * mean(gh * xhat)),  dweight = sum(g * xhat),  dbias = sum(g)
     """
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, weight=None, bias=None, ndim=1, eps=1e-5):

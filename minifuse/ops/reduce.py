@@ -12,6 +12,7 @@ def _expand_back(xp, g, shape, dims, keepdim):
 
 class Sum(Function):
     """out = sum of input over dim; d/dx = 1 broadcast back"""
+    autocast = "float32"
     float_only = False
 
     @staticmethod
@@ -27,6 +28,7 @@ class Sum(Function):
 
 class Mean(Function):
     """out = sum / n over dim; d/dx = 1/n broadcast back"""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, dim=None, keepdim=False):
@@ -45,6 +47,7 @@ class Mean(Function):
 class Var(Function):
     """out = sum((x - mean)^2) / (n - correction); d/dx = 2 (x - mean) / (n - correction).
     ``correction=1`` (the default, as in PyTorch) is the unbiased estimate."""
+    autocast = "float32"
 
     @staticmethod
     def forward(ctx, input, dim=None, keepdim=False, correction=1):

@@ -96,6 +96,7 @@ class Index(Function):
 
 class Cat(Function):
     """out = the inputs joined along ``dim``; each input's gradient is its slice of g."""
+    autocast = "promote"
     name = "cat"
     float_only = False
 

@@ -117,6 +117,20 @@ def test_encode_sorts_batches_and_restores_order(encoder, ref):
     assert encoder.encode([]).shape == (0, 384)
 
 
+def test_encode_in_float16_matches_the_reference(encoder, ref):
+    """The whole model in float16 (from_pretrained(dtype=float16), on the device of the tests):
+    embeddings within 1e-3 cosine distance of the reference's float32 ones."""
+    from testdevice import DEVICE
+    half = SentenceEncoder.from_pretrained(dtype=mf.float16, device=DEVICE)
+    with np.errstate(over="ignore"):        # the finfo(float16).min padding bias overflows to -inf: weight 0
+        emb16 = half.encode(list(ref["sentences"]), batch_size=2)
+    assert emb16.dtype == np.float16 and emb16.shape == (5, 384)
+    emb = emb16.astype(np.float64)
+    want = ref["batch_embeddings"]
+    cosine = (emb * want).sum(-1) / np.linalg.norm(emb, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert (1 - cosine).max() < 1e-3
+
+
 @pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
 def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
     from minifuse.models.bert import _GRAPHS

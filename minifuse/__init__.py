@@ -22,7 +22,7 @@ from .autograd import (autocast, enable_grad, get_autocast_dtype, is_autocast_en
 from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, ones, ones_like,
                        rand, randn, randn_like, tensor, zeros, zeros_like)
 from .device import Device, cuda_available, device
-from .dtypes import (bool_, float16, float32, float64, get_default_dtype, int32, int64,
+from .dtypes import (bfloat16, bool_, float16, float32, float64, get_default_dtype, int32, int64,
                      set_default_dtype)
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, ...)

@@ -8,8 +8,15 @@ int32 = np.dtype(np.int32)
 int64 = np.dtype(np.int64)
 bool_ = np.dtype(np.bool_)
 
-FLOATING = (float16, float32, float64)
-SUPPORTED = (float16, float32, float64, int32, int64, bool_, np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16))
+try:   # bfloat16: NumPy has none; ml_dtypes provides it (pip install 'minifuse[bfloat16]')
+    import ml_dtypes as _ml_dtypes
+    bfloat16 = np.dtype(_ml_dtypes.bfloat16)
+except ImportError:  # pragma: no cover - depends on the install
+    _ml_dtypes = bfloat16 = None
+
+HALF = (float16,) + ((bfloat16,) if bfloat16 is not None else ())
+FLOATING = HALF + (float32, float64)
+SUPPORTED = FLOATING + (int32, int64, bool_, np.dtype(np.uint8), np.dtype(np.int8), np.dtype(np.int16))
 
 _default = float32
 
@@ -36,9 +43,19 @@ def as_dtype(dtype):
     except TypeError as e:
         raise TypeError(f"dtype: cannot interpret {dtype!r} as a dtype") from e
     if d not in SUPPORTED:
-        raise TypeError(f"dtype: {d} is not supported (use float16, float32, float64, int32, int64 or bool)")
+        hint = " (bfloat16 needs ml_dtypes: pip install 'minifuse[bfloat16]')" if str(d) == "bfloat16" else ""
+        raise TypeError(f"dtype: {d} is not supported (use float16, bfloat16, float32, float64, int32, int64 or "
+                        f"bool){hint}")
     return d
 
 
 def is_floating(dtype) -> bool:
     return np.dtype(dtype) in FLOATING
+
+
+def finfo(dtype):
+    """``np.finfo`` for every floating dtype here (NumPy's refuses ml_dtypes' bfloat16)."""
+    dtype = np.dtype(dtype)
+    if bfloat16 is not None and dtype == bfloat16:
+        return _ml_dtypes.finfo(dtype)
+    return np.finfo(dtype)

@@ -110,7 +110,7 @@ class Tensor:
     def __repr__(self):
         arr = self.__array__()
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4,
-                               floatmode="fixed" if arr.dtype.kind == "f" else "maxprec")
+                               floatmode="fixed" if dtypes.is_floating(arr.dtype) else "maxprec")
         extras = []
         if self.dtype not in (dtypes.get_default_dtype(), dtypes.int64, dtypes.bool_):
             extras.append(f"dtype={self.dtype}")

@@ -21,10 +21,12 @@ import threading
 
 import numpy as np
 
+from ..dtypes import HALF, is_floating
+
 __all__ = ["autocast", "is_autocast_enabled", "get_autocast_dtype"]
 
 DEVICE_TYPES = ("cpu", "cuda")
-DTYPES = (np.dtype(np.float16),)          # the lower precisions autocast can run in
+DTYPES = HALF                             # the lower precisions autocast can run in (float16, bfloat16)
 _FLOAT32 = np.dtype(np.float32)
 
 
@@ -42,9 +44,9 @@ class autocast:
     def __init__(self, device_type, dtype=None, enabled=True):
         if device_type not in DEVICE_TYPES:
             raise ValueError(f"autocast: 'device_type' must be one of {DEVICE_TYPES}, got {device_type!r}")
-        dtype = np.dtype(np.float16) if dtype is None else np.dtype(dtype)
+        dtype = HALF[0] if dtype is None else np.dtype(dtype)
         if dtype not in DTYPES:
-            raise ValueError(f"autocast: 'dtype' must be float16, got {dtype}")
+            raise ValueError(f"autocast: 'dtype' must be one of {[str(d) for d in DTYPES]}, got {dtype}")
         self.device_type, self.dtype, self.enabled = device_type, dtype, bool(enabled)
         self._prev = []
 
@@ -92,7 +94,7 @@ def cast_inputs(cls, args):
     """``args`` with the Tensor arguments of op class ``cls`` cast by its ``autocast`` policy."""
     from ..ops.elementwise import Cast
     from ..tensor import Tensor
-    tensors = [a for a in args if isinstance(a, Tensor) and a.dtype.kind == "f"]
+    tensors = [a for a in args if isinstance(a, Tensor) and is_floating(a.dtype)]
     if not tensors:
         return args
     lower = dtype_for(tensors[0])

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 
 from ..device import array_module, device_of
-from ..dtypes import is_floating
+from ..dtypes import HALF, is_floating
 from .autocast import _state as _autocast_state, cast_inputs
 from .grad_mode import is_grad_enabled
 
@@ -98,6 +98,11 @@ def arg_name(fn_cls, i):
     return f"{star or 'arg'}[{i - len(names)}]"
 
 
+def _keep(a, dtype):
+    """``a`` in ``dtype`` when it is a floating array of another (wider) dtype."""
+    return a.astype(dtype) if is_floating(a.dtype) and a.dtype != dtype else a
+
+
 class Function:
     """Base class of every op. Subclasses define static ``forward`` and ``backward``.
 
@@ -144,6 +149,9 @@ class Function:
         ctx = Context(cls, needs, xp)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         out = cls.forward(ctx, *raw, **kwargs)
+        half = next((t.dtype for _, t in tensors if t.dtype in HALF), None) if cls.same_dtype else None
+        if half is not None:    # NumPy promotes ml_dtypes' bfloat16 with Python floats: keep the half dtype
+            out = tuple(_keep(o, half) for o in out) if isinstance(out, tuple) else _keep(out, half)
         if record:
             ctx.inputs = tuple(a if isinstance(a, Tensor) else None for a in args)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..dtypes import finfo
 from ..kernels.activations import GATES, graph_activation
 from ..kernels.weights import LayerWeights
 from ..nn.dispatch import attention_method
@@ -361,7 +362,7 @@ class FuseAttentionBlock(Pass):
         if mb is None or len(mb.shape) != 4 or mb.shape[1:3] != (1, 1):
             return None
         mul = mb.inputs[0]
-        if mul.op != "Mul" or _scalar(mul, "other") != float(np.finfo(mb.dtype).min):
+        if mul.op != "Mul" or _scalar(mul, "other") != float(finfo(mb.dtype).min):
             return None
         sub = mul.arg("input")
         if not isinstance(sub, Node) or sub.op != "Sub" or _scalar(sub, "input") != 1.0:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..dtypes import finfo
 from ..tensor import Tensor
 from . import functional as F, fused
 from .dropout import Dropout, inactive
@@ -30,7 +31,7 @@ def mask_bias(attention_mask, batch, seq, dtype, device):
         raise ValueError(f"attention: 'attention_mask' must have shape (batch, seq) = {(batch, seq)}, got "
                          f"{m.shape}")
     m = m.to(device=device, dtype=dtype)
-    return ((1.0 - m) * float(np.finfo(dtype).min)).reshape(batch, 1, 1, seq)
+    return ((1.0 - m) * float(finfo(dtype).min)).reshape(batch, 1, 1, seq)
 
 
 def _mask_array(attention_mask, batch, seq):

@@ -46,7 +46,7 @@ def check_input(layer, x, last_dim=None, dtype=None, name="input"):
 
 def _autocast_mixes(x, dtype):
     """Under ``mf.autocast`` float layers take float inputs of another precision (the ops cast)."""
-    return dtype_for(x) is not None and x.dtype.kind == "f" and np.dtype(dtype).kind == "f"
+    return dtype_for(x) is not None and dtypes.is_floating(x.dtype) and dtypes.is_floating(dtype)
 
 
 class Module:

@@ -355,6 +355,7 @@ class Compare(Function):
 class Cast(Function):
     """out = input converted to ``dtype``; the gradient is converted back."""
     float_only = False
+    same_dtype = False      # one tensor argument; and its output dtype is the point of the op
 
     @staticmethod
     def forward(ctx, input, dtype):

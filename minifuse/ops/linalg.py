@@ -18,10 +18,13 @@ def check_matmul(op, a_shape, b_shape, names=("input", "other")):
 
 def _matmul(xp, a, b):
     """a @ b; a batch of rows times one matrix runs as ONE 2-D GEMM on the flattened rows
-    (NumPy's batched matmul would call BLAS once per batch entry: about 2x slower for linear)."""
+    (NumPy's batched matmul would call BLAS once per batch entry: about 2x slower for linear).
+    In a's dtype: NumPy returns ml_dtypes' bfloat16 products as float32."""
     if b.ndim == 2 and a.ndim > 2:
-        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
-    return xp.matmul(a, b)
+        out = (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    else:
+        out = xp.matmul(a, b)
+    return out if out.dtype == a.dtype else out.astype(a.dtype)
 
 
 class MatMul(Function):
@@ -63,4 +66,5 @@ class MatMul(Function):
                 gb = xp.matmul(xp.swapaxes(a2, -1, -2), g)
             if b.ndim == 1:
                 gb = gb[..., 0]
+            gb = gb if gb.dtype == b.dtype else gb.astype(b.dtype)
         return ga, gb

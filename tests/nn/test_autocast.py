@@ -13,19 +13,25 @@ from testdevice import DEVICE
 KIND = mf.Device(DEVICE).type
 
 
-def test_the_policy_of_each_kind_of_op():
+HALF = [pytest.param(mf.float16, id="float16"),
+        pytest.param(mf.bfloat16, id="bfloat16", marks=pytest.mark.skipif(
+            mf.bfloat16 is None or KIND != "cpu", reason="bfloat16: needs ml_dtypes; tested on the CPU"))]
+
+
+@pytest.mark.parametrize("dtype", HALF)
+def test_the_policy_of_each_kind_of_op(dtype):
     mf.manual_seed(0)
     lin = nn.Linear(4, 3).to(DEVICE)
     x = mf.randn(2, 4).to(DEVICE)
-    with mf.autocast(KIND):
-        assert mf.is_autocast_enabled(KIND) and mf.get_autocast_dtype(KIND) == mf.float16
+    with mf.autocast(KIND, dtype=dtype):
+        assert mf.is_autocast_enabled(KIND) and mf.get_autocast_dtype(KIND) == dtype
         y = lin(x)
-        assert y.dtype == mf.float16                                   # the GEMM and its bias
-        assert x.matmul(lin.weight.T).dtype == mf.float16
+        assert y.dtype == dtype                                         # the GEMM and its bias
+        assert x.matmul(lin.weight.T).dtype == dtype
         assert F.softmax(y).dtype == mf.float32 and F.log_softmax(y).dtype == mf.float32
         assert F.layer_norm(y, (3,)).dtype == mf.float32 and y.sum().dtype == mf.float32
         assert (x[:, :3] + y).dtype == mf.float32                       # promoted to the widest
-        assert F.gelu(y).dtype == mf.float16                            # elementwise: its input's dtype
+        assert F.gelu(y).dtype == dtype                                 # elementwise: its input's dtype
     assert not mf.is_autocast_enabled(KIND)
     with pytest.raises(TypeError, match="dtypes differ"):
         x[:, :3] + y                                                    # outside autocast: refused as before

@@ -52,3 +52,14 @@ def test_loading_a_mismatched_file_leaves_model_untouched(tmp_path):
         target.load_state_dict(mf.load(tmp_path / "relu.safetensors"))
     assert np.array_equal(before[0], target.layer1.weight.detach().numpy())
     assert np.array_equal(before[1], target.layer2.weight.detach().numpy())
+
+
+@pytest.mark.parametrize("dtype", [mf.float16, pytest.param(mf.bfloat16, marks=pytest.mark.skipif(
+    mf.bfloat16 is None, reason="bfloat16 needs ml_dtypes"))], ids=["float16", "bfloat16"])
+def test_half_precision_state_dicts_round_trip_bit_exact(tmp_path, dtype):
+    model = nn.TransformerLayer(8, 2, 12).to(dtype)
+    mf.save(model.state_dict(), tmp_path / "half.safetensors")
+    loaded = mf.load(tmp_path / "half.safetensors")
+    for name, t in model.state_dict().items():
+        assert loaded[name].dtype == dtype
+        assert loaded[name].numpy().tobytes() == t.detach().numpy().tobytes(), name

@@ -2,7 +2,8 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench.kernels_cpu
 
-(the two variables pin OpenBLAS to an older kernel on the project machines: platform.md).
+(some machines set the two variables to pin OpenBLAS to an older kernel, which a current numpy
+does not need and which slows it down; unset them for numbers that compare with other libraries).
 Workloads, float32: linear 512x768->3072 (gelu_tanh, gelu), SwiGLU MLP dim 768 /
 hidden 2048 / 2048 tokens, BERT-base and MiniLM-width transformer layers (B=8, S=128, padding
 mask). For each: the fused kernel, its GEMM-only floor (the same np.matmul calls with out=,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import warnings
 
-from .backends import Backend, get_backend, register_backend
+from .backends import Backend, backend_of, get_backend, register_backend
 from .executor import execute
 from .ir import Graph, Node
 from ..nn.dispatch import attention_threshold
@@ -74,17 +74,6 @@ def fuse(graph, backend="cpu", passes=None, report=False):
     return g
 
 
-def _default_backend(inputs):
-    """The kernel backend of the first tensor input's arrays ('cpu' when there is none)."""
-    from ..kernels import registry
-    from ..tensor import Tensor
-    for x in inputs:
-        if isinstance(x, Tensor):
-            found = registry.for_array(x.data)
-            return "cpu" if found is None else found.name
-    return "cpu"
-
-
 class CompiledModule:
     """A module run as a fused graph. Graphs are specialised to input shapes and dtypes: a call
     with new ones traces and fuses again (cached per shape). Inference only: no gradients.
@@ -113,7 +102,7 @@ class CompiledModule:
 
     def graph_for(self, *inputs):
         if self.backend is None:
-            self.backend = get_backend(_default_backend(inputs))
+            self.backend = get_backend(backend_of(inputs))
         key = self._key(inputs)
         g = self.graphs.get(key)
         if g is None:

@@ -49,6 +49,16 @@ REFERENCE = Backend("reference", {})
 _BACKENDS = {"reference": REFERENCE}
 
 
+def backend_of(inputs):
+    """The name of the kernel backend for the first Tensor among ``inputs`` ('cpu' when none)."""
+    from ..tensor import Tensor
+    for x in inputs:
+        if isinstance(x, Tensor):
+            found = registry.for_array(x.data)
+            return "cpu" if found is None else found.name
+    return "cpu"
+
+
 def register_backend(backend):
     _BACKENDS[backend.name] = backend
 

@@ -3,9 +3,8 @@ kernel package of a graph backend, ``backends.py``)."""
 from __future__ import annotations
 
 from ..autograd.grad_mode import no_grad
-from ..kernels import registry
 from ..tensor import Tensor
-from .backends import get_backend
+from .backends import backend_of, get_backend
 from .trace import Slot
 
 
@@ -26,10 +25,7 @@ def _last_uses(graph):
 def execute(graph, inputs, backend=None):
     """Values of ``graph.outputs`` for ``inputs`` (Tensors, in the order of ``graph.inputs``) on
     ``backend`` (default: the kernel backend of the first input's arrays)."""
-    if backend is None:
-        found = registry.for_array(inputs[0].data) if inputs and isinstance(inputs[0], Tensor) else None
-        backend = "cpu" if found is None else found.name
-    backend = get_backend(backend)
+    backend = get_backend(backend_of(inputs) if backend is None else backend)
     if len(inputs) != len(graph.inputs):
         raise TypeError(f"execute: the graph takes {len(graph.inputs)} tensor inputs, got {len(inputs)}")
     env = {}

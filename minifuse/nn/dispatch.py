@@ -26,8 +26,20 @@ __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused
 
 # The defaults, from the environment at import. A negative threshold: the loop kernel is never
 # chosen (see attention_threshold).
+def _threshold(fn, value):
+    """An attention threshold: an int (a bool or a non-integral value is refused)."""
+    try:
+        if isinstance(value, bool) or float(value) != int(value):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: the attention threshold must be an integer (batch * seq; 0 = always the "
+                         f"loop kernel, negative = never), got {value!r}") from None
+
+
 DEFAULT_FUSION = os.environ.get("MINIFUSE_DISABLE_FUSION", "0") in ("", "0")
-DEFAULT_ATTENTION_THRESHOLD = int(os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", "-1"))
+DEFAULT_ATTENTION_THRESHOLD = _threshold("MINIFUSE_FUSE_ATTN_THRESHOLD",
+                                         os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", "-1"))
 
 
 class _Settings(threading.local):
@@ -112,7 +124,8 @@ def attention_threshold():
 
 def set_attention_threshold(limit):
     """Set ``attention_threshold()`` in this thread (an int); None restores the default."""
-    _state.attention_threshold = DEFAULT_ATTENTION_THRESHOLD if limit is None else int(limit)
+    _state.attention_threshold = (DEFAULT_ATTENTION_THRESHOLD if limit is None
+                                  else _threshold("set_attention_threshold", limit))
 
 
 def attention_method(batch, seq):

@@ -237,3 +237,15 @@ def test_bad_input_raises_before_the_kernel():
             nn.Linear(4, 3)(mf.randn(2, 4, dtype=mf.float64))
         with pytest.raises(ValueError, match="attention_mask"):
             nn.TransformerLayer(4, 2, 8)(mf.randn(2, 3, 4), mf.ones(2, 4))
+
+
+def test_bad_settings_are_refused_with_the_setting_named():
+    for bad in ("abc", 1.5, True):
+        with pytest.raises(ValueError, match="set_attention_threshold: the attention threshold must be an integer"):
+            nn.set_attention_threshold(bad)
+    assert nn.attention_threshold() == -1                  # unchanged by the refused calls
+    import subprocess
+    import sys
+    env = dict(os.environ, MINIFUSE_FUSE_ATTN_THRESHOLD="many")
+    run = subprocess.run([sys.executable, "-c", "import minifuse.nn"], env=env, capture_output=True, text=True)
+    assert run.returncode != 0 and "MINIFUSE_FUSE_ATTN_THRESHOLD: the attention threshold must be an integer" in run.stderr

@@ -16,7 +16,7 @@ from minifuse.models.bert import (BertConfig, BertModel, CheckpointError, Senten
                                   hf_to_minifuse_names, l2_normalize, mean_pool)
 
 REF = pathlib.Path(__file__).parent / "data" / "minilm_reference.npz"
-HIDDEN_ATOL, EMBED_ATOL = 1e-4, 1e-5  # docs/anchors.md: what a correct float32 BERT meets
+HIDDEN_ATOL, EMBED_ATOL = 1e-4, 1e-5  # what a correct float32 BERT meets against the reference (docs/models.md)
 
 
 # ---- the real checkpoint -------------------------------------------------------------------------

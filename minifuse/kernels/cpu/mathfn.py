@@ -3,11 +3,11 @@ slopes, and the dispatch of an activation code to its formula.
 
 Why this module exists: pip builds of Numba have no SVML, so a loop that calls `math.exp`,
 `math.tanh` or `math.erf` makes one scalar libm call per element and does not vectorize
-(platform.md: a bias + GELU sweep over 512x3072 took 24 ms with `math.tanh`, 0.26 ms with a
-polynomial). Everything here is straight-line arithmetic plus selects, so LLVM turns a loop over
+(measured on the 2-core CPU: a bias + GELU sweep over 512x3072 took 24 ms with `math.tanh`,
+0.26 ms with a polynomial). Everything here is straight-line arithmetic plus selects, so LLVM turns a loop over
 it into AVX-512 code.
 
-Precision, per dtype (tests/kernels/test_cpu_mathfn.py measures all of it):
+Precision, per dtype (tests/kernels/test_mathfn.py measures all of it):
 - float32: own `exp` (Cody-Waite reduction, degree-7 polynomial, 2^n from exponent bits), a
   rational `erf` (the XLA/Eigen float approximation evaluated in float64, exactly +-1 beyond
   |x| = 4) and a `tanh` from

@@ -101,7 +101,7 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
         key_mask = key_mask.data
     K = A.kernels(qkv.data)
     K.CHECKS.row_length(fn, s)
-    mask_add = K.mask_add(fn, key_mask, nb, s, qkv.data)   # a host mask goes to qkv's GPU
+    mask_add = K.mask_add(fn, key_mask, nb, s, ("qkv", qkv.data))   # a host mask goes to qkv's GPU
     scale = qkv.dtype.type(real_number(fn, "scale", 1.0 / math.sqrt(width // (3 * num_heads)) if scale is None
                                        else scale))
     return FusedAttention.apply(qkv, mask_add, key_mask is not None, int(num_heads), scale)

@@ -65,7 +65,7 @@ def transformer_layer(B, x, weights, key_mask, num_heads, eps, activation="gelu"
     w = validate.transformer_layer(B.CHECKS, fn, x, weights, num_heads, eps, activation, attention_method)
     xp = B.CHECKS.module_of(fn, "x", x)
     nb, s, d = x.shape
-    madd = B.mask_add(fn, key_mask, nb, s, x)
+    madd = B.mask_add(fn, key_mask, nb, s, ("x", x))
 
     n = nb * s
     x2 = rows(xp, x, d)

@@ -104,7 +104,7 @@ def test_layer_norm_backward_more_rows_than_blocks(rng, monkeypatch):
 
 def test_softmax_forward_needs_contiguous_scores(rng):
     s = to_dev(randn(rng, (1, 1, 2, 6), np.float32))[..., ::2]
-    madd = K.mask_add("f", None, 1, 3, s)
+    madd = K.mask_add("f", None, 1, 3, ("s", s))
     with pytest.raises(ValueError, match="softmax_forward: 's' must be C-contiguous"):
         K.softmax_forward(s, madd, False, 1.0, K.xp.empty((1, 1, 2), np.float32), K.xp.empty((1, 1, 2), np.float32))
 

@@ -183,7 +183,7 @@ def test_softmax_forward_and_backward(backend, dtype, nb, nh, sq, sk, dh, mask, 
     K, dev, xp = backend.K, backend.to_dev, backend.xp
     key_mask = _mask(rng, nb, sk, mask)
     like = dev(np.zeros((1, 1), dtype))
-    madd = K.mask_add("softmax", dev(key_mask), nb, sk, like)
+    madd = K.mask_add("softmax", dev(key_mask), nb, sk, ("s", like))
     want_madd = ref.additive_mask(key_mask, nb, sk, dtype)
     scale = 0.7
     s = ref.randn(rng, (nb, nh, sq, sk), dtype, scale=2)
@@ -211,7 +211,7 @@ def test_softmax_nan_row(backend, dtype, rng):
     K, dev, xp = backend.K, backend.to_dev, backend.xp
     s = ref.randn(rng, (1, 2, 2, 5), dtype)
     s[0, 1, 0, 3] = np.nan
-    madd = K.mask_add("softmax", None, 1, 5, dev(s))
+    madd = K.mask_add("softmax", None, 1, 5, ("s", dev(s)))
     p, rowmax, rowsum = dev(s.copy()), xp.empty((1, 2, 2), dtype), xp.empty((1, 2, 2), dtype)
     K.softmax_forward(p, madd, False, 1.0, rowmax, rowsum)
     want, _, _ = ref.softmax_stats(s, np.zeros((1, 5)), 1.0)
@@ -225,7 +225,7 @@ def test_mask_add(backend, dtype, kind):
     """1 / True keep, 0 pad -> 0 / finfo(dtype).min (in the kernels' compute dtype)."""
     mask = np.array([[1, 0, 1], [0, 0, 2]]).astype({"bool": bool, "int": np.int32, "float": np.float64}[kind])
     like = backend.to_dev(np.zeros((1, 1), dtype))
-    madd = backend.to_host(backend.K.mask_add("f", backend.to_dev(mask), 2, 3, like))
+    madd = backend.to_host(backend.K.mask_add("f", backend.to_dev(mask), 2, 3, ("s", like)))
     np.testing.assert_array_equal(madd, ref.additive_mask(mask, 2, 3, dtype))
     with pytest.raises(ValueError, match=r"f: 'key_mask' has shape \(2, 3\), expected \(B, Sk\) = \(2, 4\)"):
-        backend.K.mask_add("f", backend.to_dev(mask), 2, 4, like)
+        backend.K.mask_add("f", backend.to_dev(mask), 2, 4, ("s", like))

@@ -166,7 +166,9 @@ def _attention_bmm(q, k, v, madd, has_mask, scale, out):
 
 def mask_add(fn, key_mask, batch, keys, like):
     """key_mask (B, Sk), 1/True keep, 0 pad -> the additive (B, Sk) mask of 0 / finfo(dtype).min in
-    `like`'s dtype, or a (B, 0) placeholder for no mask (never read: has_mask is False)."""
+    the dtype of `like` = (name, array), the argument the mask goes with, or a (B, 0) placeholder
+    for no mask (never read: has_mask is False)."""
+    like = like[1]
     if key_mask is None:
         return np.zeros((batch, 0), like.dtype)
     if not isinstance(key_mask, np.ndarray):
@@ -204,7 +206,7 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     """
     fn = "attention"
     scale, out = validate.attention(checks.CHECKS, fn, q, k, v, scale, method, out)
-    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], q)
+    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], ("q", q))
     return attend(q, k, v, madd, key_mask is not None, scale, method, out)
 
 
@@ -218,5 +220,5 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     fn = "attention_packed"
     scale, out = validate.attention_packed(checks.CHECKS, fn, qkv, num_heads, scale, method, out)
     nb, s = qkv.shape[:2]
-    madd = mask_add(fn, key_mask, nb, s, qkv)
+    madd = mask_add(fn, key_mask, nb, s, ("qkv", qkv))
     return attend_packed(qkv, madd, key_mask is not None, num_heads, scale, method, out)

@@ -120,11 +120,13 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
 
 def mask_add(fn, key_mask, batch, keys, like):
     """key_mask (B, Sk), 1/True keep, 0 pad -> additive (B, Sk) of 0 / finfo(dtype).min on the device
-    of `like` (a host mask is copied there), or a (1, 1) placeholder for no mask."""
-    xp = xp_for(fn, "x", like)
+    of `like` = (name, array), the argument the mask goes with (a host mask is copied there), or a
+    (1, 1) placeholder for no mask."""
+    name, a = like
+    xp = xp_for(fn, name, a)
     if key_mask is None:
-        return xp.zeros((1, 1), compute_dtype(like.dtype))         # never read: has_mask is False
-    return _additive_mask(xp, checks.key_mask(fn, key_mask, batch, keys, ("x", like)), like.dtype)
+        return xp.zeros((1, 1), compute_dtype(a.dtype))            # never read: has_mask is False
+    return _additive_mask(xp, checks.key_mask(fn, key_mask, batch, keys, like), a.dtype)
 
 
 def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
@@ -247,7 +249,7 @@ def attention(q, k, v, key_mask, scale, out=None, method="loop"):
     """
     fn = "attention"
     scale, out = validate.attention(CHECKS, fn, q, k, v, scale, method, out)
-    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], q)
+    madd = mask_add(fn, key_mask, q.shape[0], k.shape[2], ("q", q))
     return attend(q, k, v, madd, key_mask is not None, scale, method, out)
 
 
@@ -260,5 +262,5 @@ def attention_packed(qkv, key_mask, num_heads, scale, out=None, method="loop"):
     fn = "attention_packed"
     scale, out = validate.attention_packed(CHECKS, fn, qkv, num_heads, scale, method, out)
     nb, s = qkv.shape[:2]
-    madd = mask_add(fn, key_mask, nb, s, qkv)
+    madd = mask_add(fn, key_mask, nb, s, ("qkv", qkv))
     return attend_packed(qkv, madd, key_mask is not None, num_heads, scale, method, out)

@@ -2,6 +2,7 @@
 
     cpu       fused CPU kernels vs their GEMM-only floor, unfused NumPy, torch eager
     training  training steps, fused vs unfused taped vs torch, bytes saved for backward
+              (``training --device cuda``: the same steps on an NVIDIA GPU, float32 and autocast)
     graph     4-layer BERT-base encoder: eager unfused / eager fused / compiled; attention sweep
     minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
     cuda      GPU kernels vs torch on an NVIDIA GPU
@@ -21,8 +22,11 @@ def main(argv):
     if not argv or argv[0] not in MODULES:
         print(__doc__)
         return 2
-    sys.argv = [MODULES[argv[0]]] + argv[1:]
-    runpy.run_module(MODULES[argv[0]], run_name="__main__", alter_sys=True)
+    module = MODULES[argv[0]]
+    if argv[0] == "training" and "cuda" in argv[1:] and argv[argv.index("cuda") - 1] == "--device":
+        module = "minifuse.bench.training_cuda"
+    sys.argv = [module] + argv[1:]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
     return 0
 
 

@@ -231,6 +231,8 @@ def accuracy(tokens=512):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", choices=("cpu",), default="cpu",
+                   help="cpu here; `python -m minifuse.bench training --device cuda` runs training_cuda")
     p.add_argument("--only", choices=("minifuse", "torch"), default=None)
     p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
     p.add_argument("--repeat", type=int, default=7)

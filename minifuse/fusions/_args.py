@@ -6,18 +6,33 @@ wording of the kernels' own checks (``minifuse.kernels.checks``). Tensors may be
 with a kernel backend, all on one device; the forward and backward code takes the backend's
 kernel package ``K`` (``minifuse.kernels.registry``) and its array module ``K.xp``.
 """
+import functools
+
 import numpy as np
 
+from ..autograd.autocast import cast_inputs, dtype_for
 from ..autograd.function import mixed_devices
 from ..device import array_module
 from ..kernels import registry
 from ..kernels.checks import ArrayChecks, choice, contiguous, rows  # noqa: F401  (used by the functions)
 from ..tensor import Tensor
 
-# The dtypes the fused training functions take (their kernels accumulate in float64 partial sums
-# and keep statistics in the input's dtype).
-DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-CHECKS = ArrayChecks(DTYPES, lambda fn, name, a: array_module(a))
+# The dtypes the fused training functions take: their backend's kernel dtypes (float32 and float64
+# on the CPU; float16 too on CUDA). Their kernels compute half-precision inputs in float32,
+# accumulate parameter gradients in float64 partial sums, and keep row statistics (LayerNorm's
+# rstd, softmax's row max and sum) in float32 or wider (`stats_dtype`).
+DEFAULT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=None)
+def _checks(dtypes):
+    return ArrayChecks(dtypes, lambda fn, name, a: array_module(a))
+
+
+def dtypes(a):
+    """The dtypes the fused functions take for arrays like ``a`` (its backend's kernel dtypes)."""
+    backend = registry.for_array(a)
+    return DEFAULT_DTYPES if backend is None else backend.dtypes
 
 
 def kernels(a):
@@ -25,14 +40,30 @@ def kernels(a):
     return registry.for_array(a).kernels
 
 
+def stats_dtype(dtype):
+    """The dtype of saved row statistics for inputs of ``dtype``: float32 for half precision."""
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
+
+
+def autocast(cls, *args):
+    """``args`` cast by fused function ``cls``'s ``autocast`` policy under ``mf.autocast`` (the
+    GEMM-based functions run in the autocast dtype, LayerNorm in float32), before the checks,
+    as the taped ops are; unchanged outside autocast."""
+    first = next((a for a in args if isinstance(a, Tensor)), None)
+    if first is None or dtype_for(first) is None:
+        return args
+    return cast_inputs(cls, args)
+
+
 def tensor(fn, name, t, like=None, min_ndim=None):
-    """``t`` is a float32/float64 Tensor (of ``like``'s dtype and device, ``like`` = (name, Tensor))."""
+    """``t`` is a floating Tensor of a dtype the backend's kernels take (of ``like``'s dtype and
+    device, ``like`` = (name, Tensor))."""
     if not isinstance(t, Tensor):
         raise TypeError(f"{fn}: '{name}' must be a Tensor, got {type(t).__name__}")
     if like is not None and t.device != like[1].device:
         raise mixed_devices(fn, like[0], like[1].device, name, t.device)
-    CHECKS.float_array(fn, name, t.data, min_ndim=min_ndim,
-                       like=None if like is None else (like[0], np.dtype(like[1].dtype)))
+    _checks(dtypes(t.data)).float_array(fn, name, t.data, min_ndim=min_ndim,
+                                        like=None if like is None else (like[0], np.dtype(like[1].dtype)))
     return t
 
 

@@ -21,6 +21,8 @@ _GELU = {"tanh": "gelu_tanh", "none": "gelu"}
 class BiasAct(Function):
     """out = act(y + bias); dy = g * act'(y + bias), dbias = sum of dy over all leading dims."""
 
+    autocast = "lower"        # under mf.autocast: a GEMM's epilogue, in the autocast dtype
+
     @staticmethod
     def forward(ctx, y, bias, activation, store_dtype=None):
         K = A.kernels(y)
@@ -51,6 +53,7 @@ def bias_gelu(y, bias, approximate="tanh", input_store_dtype=None):
     'none': z Phi(z). Backward: dy = g GELU'(z), dbias = sum(dy) over the leading dims.
     """
     fn = "bias_gelu"
+    y, bias = A.autocast(BiasAct, y, bias)
     A.choice(fn, "approximate", approximate, _GELU)
     A.tensor(fn, "y", y, min_ndim=1)
     A.vector(fn, "bias", bias, y.shape[-1], "(M,) with M = y.shape[-1]", ("y", y))
@@ -64,6 +67,8 @@ class GatedUnit(Function):
         da = g w gate'(a) b,  db = g w gate(a),  dbias = sum over rows of [da | db],
         dw = sum_j gate(a) b g   (Megatron's weighted_swiglu_back).
     """
+
+    autocast = "lower"
 
     @staticmethod
     def forward(ctx, y, bias, weights, gate, store_dtype=None):
@@ -94,6 +99,7 @@ class GatedUnit(Function):
 
 
 def _gated(fn, y, bias, weights, input_store_dtype, gate="silu"):
+    y, bias, weights = A.autocast(GatedUnit, y, bias, weights)
     A.tensor(fn, "y", y, min_ndim=1)
     if y.shape[-1] % 2:
         raise ValueError(f"{fn}: 'y' last dim must be even (2H: gate half, value half), got shape {y.shape}")

@@ -40,6 +40,8 @@ def _heads(a, num_heads):
 class FusedAttention(Function):
     """context = concat_h softmax(Q_h K_h^T * scale + mask) V_h from the packed qkv (B, S, 3d)."""
 
+    autocast = "lower"        # under mf.autocast: the batched products in the autocast dtype
+
     @staticmethod
     def forward(ctx, qkv, mask_add, has_mask, num_heads, scale):
         K = A.kernels(qkv)
@@ -48,8 +50,8 @@ class FusedAttention(Function):
         nb, s, d3 = qkv.shape
         q, k, v = _heads(qkv, num_heads)
         scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
-        rowmax = xp.empty((nb, num_heads, s), qkv.dtype)
-        rowsum = xp.empty((nb, num_heads, s), qkv.dtype)
+        rowmax = xp.empty((nb, num_heads, s), A.stats_dtype(qkv.dtype))
+        rowsum = xp.empty((nb, num_heads, s), A.stats_dtype(qkv.dtype))
         K.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
         out = xp.empty((nb, s, d3 // 3), qkv.dtype)
         xp.matmul(scores, v, out=split_heads(out, 0, d3 // 3, num_heads))
@@ -86,6 +88,7 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
     Returns the merged-heads context (B, S, d): concat_h softmax(Q_h K_h^T scale + mask) V_h.
     """
     fn = "fused_attention"
+    (qkv,) = A.autocast(FusedAttention, qkv)
     A.tensor(fn, "qkv", qkv)
     if qkv.ndim != 3:
         raise ValueError(f"{fn}: 'qkv' must be (batch, seq, 3 * d_model), got shape {qkv.shape}")

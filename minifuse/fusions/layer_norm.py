@@ -20,6 +20,8 @@ __all__ = ["residual_layer_norm", "ResidualLayerNorm"]
 class ResidualLayerNorm(Function):
     """LayerNorm(x + residual) * gamma + beta; one node, gradients for all four inputs."""
 
+    autocast = "float32"      # under mf.autocast: a reduction, in float32 (as the taped LayerNorm)
+
     @staticmethod
     def forward(ctx, x, residual, gamma, beta, eps, store_dtype=None):
         K = A.kernels(x)
@@ -30,7 +32,7 @@ class ResidualLayerNorm(Function):
         r2 = None if residual is None else A.rows(xp, residual, d)
         out = xp.empty((n, d), x.dtype)
         xhat = xp.empty((n, d), x.dtype)
-        rstd = xp.empty(n, x.dtype)
+        rstd = xp.empty(n, A.stats_dtype(x.dtype))
         gamma = A.optional(xp, gamma)
         K.apply_residual_layer_norm(x2, r2, None, gamma, A.optional(xp, beta), float(eps), out, xhat, rstd)
         ctx.save_for_backward(A.store(xhat, store_dtype), rstd, gamma)
@@ -59,6 +61,7 @@ def residual_layer_norm(x, residual, gamma, beta, eps=1e-5, input_store_dtype=No
     the dtype the saved normalised input xhat is kept in.
     """
     fn = "residual_layer_norm"
+    x, residual, gamma, beta = A.autocast(ResidualLayerNorm, x, residual, gamma, beta)
     A.tensor(fn, "x", x, min_ndim=1)
     if residual is not None:
         A.tensor(fn, "residual", residual, ("x", x))

@@ -48,6 +48,8 @@ class FusedLinearAct(Function):
     """out = act(x W^T + b); with z = x W^T and dz = g * act'(z + b):
     dx = dz W,  dW = dz^T x,  db = sum of dz over all leading dims."""
 
+    autocast = "lower"        # under mf.autocast: the GEMM and its epilogue in the autocast dtype
+
     @staticmethod
     def forward(ctx, x, weight, bias, activation, save_preact, store_dtype=None):
         K = A.kernels(x)
@@ -88,6 +90,7 @@ def fused_linear_act(x, weight, bias=None, activation="none", save="preact", inp
     input_store_dtype: e.g. float16, the dtype the saved x (and pre-activation) is kept in.
     """
     fn = "fused_linear_act"
+    x, weight, bias = A.autocast(FusedLinearAct, x, weight, bias)
     A.choice(fn, "activation", activation, ACTIVATIONS)
     save_preact = A.choice(fn, "save", save, SAVE)
     A.tensor(fn, "x", x, min_ndim=1)

@@ -19,6 +19,7 @@ __all__ = ["fused_mlp", "FusedMLP"]
 
 
 class FusedMLP(Function):
+    autocast = "lower"        # under mf.autocast: both GEMMs and the activation in the autocast dtype
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation, save_preact, store_dtype=None):
@@ -60,6 +61,7 @@ def fused_mlp(x, w1, b1, w2, b2, activation="gelu", save="preact", input_store_d
     input_store_dtype: e.g. float16, the dtype the saved x (and pre-activation) is kept in.
     """
     fn = "fused_mlp"
+    x, w1, b1, w2, b2 = A.autocast(FusedMLP, x, w1, b1, w2, b2)
     A.choice(fn, "activation", activation, ACTIVATIONS)
     save_preact = A.choice(fn, "save", save, SAVE)
     A.tensor(fn, "x", x, min_ndim=1)

@@ -104,13 +104,15 @@ def fused_kernels(x, params=()):
 
 def training_kernels(x):
     """The kernel package whose fused training functions (``minifuse.fusions``) run on ``x``, or
-    None (fusion off, no backend here for its arrays, or a dtype the fused functions do not take):
-    layers then train through the taped ops."""
-    from ..fusions._args import DTYPES
-    if not _state.fusion or x.dtype not in DTYPES or dtype_for(x) is not None:
+    None (fusion off, no backend here for its arrays, or a dtype its kernels do not take: x's, or
+    under ``mf.autocast`` the autocast dtype, which the fused functions then cast to): layers
+    then train through the taped ops."""
+    if not _state.fusion:
         return None
     backend = registry.for_array(x.data)
-    return None if backend is None else backend.kernels
+    if backend is None or x.dtype not in backend.dtypes or (dtype_for(x) or x.dtype) not in backend.dtypes:
+        return None
+    return backend.kernels
 
 
 def attention_threshold():

@@ -1,5 +1,8 @@
 """Matrix multiplication: batched, broadcasting, with NumPy's rules for 1-D operands."""
+import numpy as np
+
 from ..autograd.function import Function
+from ..dtypes import bfloat16
 from ._util import check_broadcast
 
 
@@ -19,9 +22,13 @@ def check_matmul(op, a_shape, b_shape, names=("input", "other")):
 def _matmul(xp, a, b):
     """a @ b; a batch of rows times one matrix runs as ONE 2-D GEMM on the flattened rows
     (NumPy's batched matmul would call BLAS once per batch entry: about 2x slower for linear).
-    In a's dtype: NumPy returns ml_dtypes' bfloat16 products as float32."""
+    In a's dtype: NumPy returns ml_dtypes' bfloat16 products as float32. CuPy has 2-D bfloat16
+    GEMMs but no batched ones: a batch of bfloat16 products runs in float32 there (one rounding
+    to bfloat16 at the end, as a float32-accumulating GEMM would give)."""
     if b.ndim == 2 and a.ndim > 2:
         out = (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    elif xp is not np and max(a.ndim, b.ndim) > 2 and a.dtype == bfloat16:
+        out = xp.matmul(a.astype(np.float32), b.astype(np.float32))
     else:
         out = xp.matmul(a, b)
     return out if out.dtype == a.dtype else out.astype(a.dtype)

@@ -15,7 +15,7 @@ KIND = mf.Device(DEVICE).type
 
 HALF = [pytest.param(mf.float16, id="float16"),
         pytest.param(mf.bfloat16, id="bfloat16", marks=pytest.mark.skipif(
-            mf.bfloat16 is None or KIND != "cpu", reason="bfloat16: needs ml_dtypes; tested on the CPU"))]
+            mf.bfloat16 is None, reason="bfloat16: needs ml_dtypes"))]
 
 
 @pytest.mark.parametrize("dtype", HALF)
@@ -58,6 +58,42 @@ def test_enable_nesting_decorator_and_other_devices():
         mf.autocast("tpu")
     with pytest.raises(ValueError, match="dtype"):
         mf.autocast(KIND, dtype=mf.float64)
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda: nn.TransformerLayer(8, 2, 12, fused_training=True), id="TransformerLayer"),
+    pytest.param(lambda: nn.MLP(8, "swiglu", backend="fused"), id="MLP-swiglu"),
+    pytest.param(lambda: nn.FusedLinear(8, 6, "gelu", fused_training=True), id="FusedLinear")])
+def test_fused_training_under_autocast_matches_the_taped_path(make):
+    """Where the backend's kernels take the autocast dtype (float16 on CUDA), the fused training
+    functions run under autocast with the same policy as the taped ops: GEMMs and their epilogues
+    in float16, LayerNorm in float32, gradients back to the float32 weights. Elsewhere (the CPU's
+    kernels take float32/float64) the layer trains through the taped ops."""
+    from minifuse.fusions.layer_norm import ResidualLayerNorm
+    from minifuse.fusions.linear import FusedLinearAct
+    from minifuse.fusions.mlp import FusedMLP
+    from minifuse.kernels import registry
+    mf.manual_seed(4)
+    fused = make().to(DEVICE)
+    taped = make().to(DEVICE)
+    taped.load_state_dict(fused.state_dict())
+    x = mf.randn(2, 3, 8).to(DEVICE)
+    results = []
+    for layer, on in ((fused, True), (taped, False)):
+        with mf.nn.fusion(on), mf.autocast(KIND):
+            y = layer(x)
+        results.append((y, layer))
+        (y.float() ** 2).mean().backward()
+    (yf, lf), (yt, lt) = results
+    assert yf.dtype == yt.dtype
+    half_kernels = mf.float16 in registry.for_array(x.data).dtypes
+    node = yf.grad_fn.fn
+    assert (node in (ResidualLayerNorm, FusedMLP, FusedLinearAct)) == half_kernels, node
+    np.testing.assert_allclose(yf.detach().float().numpy(), yt.detach().float().numpy(), rtol=2e-2, atol=2e-2)
+    for (name, pf), pt in zip(lf.named_parameters(), lt.parameters()):
+        assert pf.grad.dtype == mf.float32, name
+        scale = max(1.0, float(np.abs(pt.grad.numpy()).max()))
+        np.testing.assert_allclose(pf.grad.numpy(), pt.grad.numpy(), rtol=3e-2, atol=3e-2 * scale, err_msg=name)
 
 
 def test_layers_under_autocast_take_the_taped_path_and_keep_float32_weights():

@@ -1,7 +1,8 @@
 """float16 and bfloat16 through every layer: outputs and gradients stay in the half dtype (no op
 promotes a half input), and the values follow the same layer in float32 within that dtype's
 precision. On the device of tests/testdevice.py (MINIFUSE_TEST_DEVICE=cuda: fused CUDA kernels in
-float16 under no_grad). bfloat16 needs ml_dtypes and runs on the CPU only."""
+float16 under no_grad, fused training functions in float16 with gradients; bfloat16 through the
+taped ops, CuPy's). bfloat16 needs ml_dtypes."""
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ LAYERS = {
 
 HALF = [pytest.param(mf.float16, id="float16"),
         pytest.param(mf.bfloat16, id="bfloat16", marks=pytest.mark.skipif(
-            mf.bfloat16 is None or DEVICE != "cpu", reason="bfloat16: needs ml_dtypes; tested on the CPU"))]
+            mf.bfloat16 is None, reason="bfloat16: needs ml_dtypes"))]
 # Tolerances relative to the float32 result's scale: outputs, gradients. bfloat16 keeps 8 mantissa
 # bits to float16's 11.
 TOL = {"float16": (3e-2, 6e-2), "bfloat16": (1e-1, 2e-1)}

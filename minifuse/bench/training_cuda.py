@@ -1,0 +1,159 @@
+"""Benchmark: one training step (forward + backward) on an NVIDIA GPU, minifuse vs PyTorch eager.
+
+    python -m minifuse.bench training --device cuda          # needs cupy, numba-cuda and torch
+
+Workloads (the CPU benchmark's, at GPU sizes):
+- layer: BERT-base TransformerLayer (d 768, 12 heads, 3072, exact GELU, post-LayerNorm), B=32, S=128.
+- mlp:   SwiGLU MLP, dim 768, hidden 2048, 8192 tokens, no bias: y = (silu(a) * b) W2^T, [a | b] = x W1^T.
+Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` / ``fused_mlp``),
+each in float32 and under ``mf.autocast("cuda", float16)`` (float32 master weights), against
+torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A step is forward,
+``backward(g)`` with a fixed random g, gradients cleared. Each variant is timed with CUDA events
+over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
+round, then the median), all in one process. TF32 is off on both sides (float32 means float32).
+Prints one JSON line per case.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+
+LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, batch=32, seq=128)
+MLP = dict(dim=768, hidden=2048, tokens=8192)
+
+
+def _minifuse_case(workload, variant, half):
+    import numpy as np
+
+    import minifuse as mf
+    from minifuse import fusions, nn
+    rng = np.random.default_rng(0)
+    mf.manual_seed(0)
+    if workload == "layer":
+        c = LAYER
+        layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"],
+                                    fused_training=(variant == "fused")).to("cuda")
+        shape = (c["batch"], c["seq"], c["d_model"])
+        x = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to("cuda")
+        params = tuple(layer.parameters())
+
+        def forward():
+            return layer(x)
+    else:
+        c = MLP
+        x = mf.tensor(rng.standard_normal((c["tokens"], c["dim"]), dtype=np.float32)).to("cuda")
+        w1 = mf.tensor(rng.standard_normal((2 * c["hidden"], c["dim"]), dtype=np.float32) * 0.03,
+                       device="cuda", requires_grad=True)
+        w2 = mf.tensor(rng.standard_normal((c["dim"], c["hidden"]), dtype=np.float32) * 0.03,
+                       device="cuda", requires_grad=True)
+        params = (w1, w2)
+        F = nn.functional
+
+        def forward():
+            if variant == "fused":
+                return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
+            return F.linear(F.swiglu(F.linear(x, w1)), w2)
+    g = None
+
+    def step():
+        nonlocal g
+        for p in params:
+            p.grad = None
+        with mf.autocast("cuda", mf.float16, enabled=half):
+            y = forward()
+        if g is None:
+            g = mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda")
+        y.backward(g)
+    return step
+
+
+def _torch_case(workload, half):
+    import torch
+    import torch.nn.functional as TF
+    torch.manual_seed(0)
+    dev = "cuda"
+    if workload == "layer":
+        c = LAYER
+        layer = torch.nn.TransformerEncoderLayer(c["d_model"], c["num_heads"], c["intermediate_size"],
+                                                 dropout=0.0, activation="gelu", batch_first=True,
+                                                 layer_norm_eps=1e-12, device=dev).train()
+        x = torch.randn(c["batch"], c["seq"], c["d_model"], device=dev)
+        params = tuple(layer.parameters())
+
+        def forward():
+            return layer(x)
+    else:
+        c = MLP
+        x = torch.randn(c["tokens"], c["dim"], device=dev)
+        w1 = (torch.randn(2 * c["hidden"], c["dim"], device=dev) * 0.03).requires_grad_()
+        w2 = (torch.randn(c["dim"], c["hidden"], device=dev) * 0.03).requires_grad_()
+        params = (w1, w2)
+
+        def forward():
+            a, b = TF.linear(x, w1).chunk(2, dim=-1)
+            return TF.linear(TF.silu(a) * b, w2)
+    g = None
+
+    def step():
+        nonlocal g
+        for p in params:
+            p.grad = None
+        with torch.autocast("cuda", torch.float16, enabled=half):
+            y = forward()
+        if g is None:
+            g = torch.randn_like(y)
+        y.backward(g)
+    return step
+
+
+def _event_ms(step, inner):
+    """Milliseconds per step: CUDA events around ``inner`` back-to-back steps (after a sync)."""
+    import cupy
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    cupy.cuda.Device().synchronize()
+    start.record()
+    for _ in range(inner):
+        step()
+    end.record()
+    end.synchronize()
+    return cupy.cuda.get_elapsed_time(start, end) / inner
+
+
+def run(workloads, repeat, inner):
+    import torch
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    for w in workloads:
+        for half in (False, True):
+            precision = "autocast_float16" if half else "float32"
+            cases = {"minifuse unfused": _minifuse_case(w, "unfused", half),
+                     "minifuse fused": _minifuse_case(w, "fused", half),
+                     "torch eager": _torch_case(w, half)}
+            for step in cases.values():      # warm-up: kernel compilation, cuBLAS heuristics, caches
+                for _ in range(3):
+                    step()
+            times = {name: [] for name in cases}
+            for _ in range(repeat):
+                for name, step in cases.items():
+                    times[name].append(_event_ms(step, inner))
+            ref = times["torch eager"]
+            for name, ts in times.items():
+                print(json.dumps({"workload": w, "precision": precision, "impl": name,
+                                  "median_ms": round(statistics.median(ts), 3),
+                                  "ratio_to_torch": round(statistics.median(t / r for t, r in zip(ts, ref)), 3),
+                                  "times_ms": [round(t, 3) for t in ts]}), flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda", choices=("cuda",))
+    p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
+    p.add_argument("--repeat", type=int, default=7)
+    p.add_argument("--inner", type=int, default=5)
+    args = p.parse_args(argv)
+    run(("layer", "mlp") if args.workload == "all" else (args.workload,), args.repeat, args.inner)
+
+
+if __name__ == "__main__":
+    main()

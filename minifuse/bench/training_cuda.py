@@ -54,18 +54,8 @@ def _minifuse_case(workload, variant, half):
             if variant == "fused":
                 return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
             return F.linear(F.swiglu(F.linear(x, w1)), w2)
-    g = None
-
-    def step():
-        nonlocal g
-        for p in params:
-            p.grad = None
-        with mf.autocast("cuda", mf.float16, enabled=half):
-            y = forward()
-        if g is None:
-            g = mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda")
-        y.backward(g)
-    return step
+    return _step(params, forward, lambda: mf.autocast("cuda", mf.float16, enabled=half),
+                 lambda y: mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda"))
 
 
 def _torch_case(workload, half):
@@ -93,16 +83,22 @@ def _torch_case(workload, half):
         def forward():
             a, b = TF.linear(x, w1).chunk(2, dim=-1)
             return TF.linear(TF.silu(a) * b, w2)
+    return _step(params, forward, lambda: torch.autocast("cuda", torch.float16, enabled=half), torch.randn_like)
+
+
+def _step(params, forward, autocast, make_g):
+    """One training step: gradients cleared, forward under ``autocast()``, backward of a fixed
+    random output gradient (made once, by ``make_g(output)``)."""
     g = None
 
     def step():
         nonlocal g
         for p in params:
             p.grad = None
-        with torch.autocast("cuda", torch.float16, enabled=half):
+        with autocast():
             y = forward()
         if g is None:
-            g = torch.randn_like(y)
+            g = make_g(y)
         y.backward(g)
     return step
 

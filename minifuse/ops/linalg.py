@@ -70,7 +70,7 @@ class MatMul(Function):
                 # weight shared across a batch: one GEMM over the flattened rows, no (batch, K, N) temp
                 gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
             else:
-                gb = xp.matmul(xp.swapaxes(a2, -1, -2), g)
+                gb = _matmul(xp, xp.swapaxes(a2, -1, -2), g)
             if b.ndim == 1:
                 gb = gb[..., 0]
             gb = gb if gb.dtype == b.dtype else gb.astype(b.dtype)

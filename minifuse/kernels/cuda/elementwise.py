@@ -38,21 +38,8 @@ PARTS = 256
 
 
 def _sum_parts(xp, partial, axis, out):
-    """out[...] = the float64 partial sums added over `axis` (fixed order: deterministic). Over
-    the rows (axis 0) on a GPU as ones @ partial: one cuBLAS GEMV reads the (parts, M) partials
-    in coalesced rows, where CuPy's reduction over the rows of a wide array walks each column
-    with a stride. While a CUDA graph is captured (CuPy allows no cuBLAS call then), xp.sum."""
-    if axis == 0 and xp is not np and not xp.cuda.get_current_stream().is_capturing():
-        out[...] = _ones(xp, partial.shape[0], partial.device.id) @ partial
-    else:
-        out[...] = xp.sum(partial, axis=axis)
-
-
-@functools.lru_cache(maxsize=None)
-def _ones(xp, n, device):
-    """A float64 vector of n ones on GPU `device` (made once, outside any capture)."""
-    with xp.cuda.Device(device):
-        return xp.ones(n, np.float64)
+    """out[...] = the float64 partial sums added over `axis` (fixed order: deterministic)."""
+    out[...] = xp.sum(partial, axis=axis)
 
 
 @functools.lru_cache(maxsize=None)

@@ -102,6 +102,19 @@ def linear(xp, x2, w):
     return xp.matmul(x2, w.T, out=xp.empty((x2.shape[0], w.shape[0]), x2.dtype))
 
 
+def sum_rows(K, a2):
+    """a2 (N, M) summed over its rows (a bias gradient), in a2's dtype. On a GPU as one product
+    with a row of ones (the backend's ``bmm``: cuBLASLt reads a2 at the memory bandwidth, where
+    CuPy's reduction over the rows of a wide array walks each column with a stride)."""
+    xp = K.xp
+    if xp is np:
+        return a2.sum(axis=0)
+    n, m = a2.shape
+    out = xp.empty((1, 1, m), a2.dtype)
+    K.bmm(xp.ones((1, 1, n), a2.dtype), contiguous(xp, a2).reshape(1, n, m), out)
+    return out.reshape(m)
+
+
 def store(a, dtype):
     """The array kept for backward: ``a`` itself, or a lower-precision copy (input_store_dtype)."""
     return a if a is None or dtype is None else a.astype(dtype)

@@ -13,10 +13,13 @@ docs/fused-training.md):
     dV = P^T dO,   dP = dO V^T,   dS = P * (dP - rowsum(dO * O)),
     dQ = dS K * scale,   dK = dS^T Q * scale.
 
-The products are batched NumPy matmuls on strided views of the packed arrays (no copies into
-head-major layout); the row-wise softmax and dS are one kernel each (``softmax_forward`` and
-``softmax_backward`` of the tensors' kernel backend, ``minifuse/kernels/{cpu,cuda}/attention.py``).
-On CUDA tensors the products are batched cuBLAS GEMMs (CuPy).
+q, k and v are copied once into head-major (B*H, S, Dh) blocks (saved for backward in place of
+qkv), so every product is one strided-batched GEMM on contiguous operands (the backend's ``bmm``:
+NumPy's matmul on the CPU, cuBLASLt on CUDA, where float16 runs on the tensor cores). dK and dV
+are computed transposed (Q^T dS, dO^T P) to keep every product in ``a @ b`` or ``a @ b^T`` form,
+and land in dqkv with the copy that merges the heads anyway. The row-wise softmax and dS are one
+kernel each (``softmax_forward`` and ``softmax_backward`` of the tensors' kernel backend,
+``minifuse/kernels/{cpu,cuda}/attention.py``).
 """
 import math
 
@@ -31,10 +34,17 @@ from . import _args as A
 __all__ = ["fused_attention", "FusedAttention"]
 
 
-def _heads(a, num_heads):
-    """(B, S, 3d) packed -> the q, k, v (B, H, S, Dh) strided views."""
-    d = a.shape[2] // 3
-    return [split_heads(a, i * d, d, num_heads) for i in range(3)]
+def _by_head(xp, a, offset, d, num_heads):
+    """Columns offset:offset+d of a (B, S, width) as a C-contiguous (B*H, S, Dh) copy."""
+    nb, s = a.shape[:2]
+    out = xp.empty((nb * num_heads, s, d // num_heads), a.dtype)
+    out.reshape(nb, num_heads, s, d // num_heads)[...] = split_heads(a, offset, d, num_heads)
+    return out
+
+
+def _transposed(xp, a):
+    """a (batch, m, n) -> a C-contiguous (batch, n, m) copy."""
+    return xp.ascontiguousarray(a.transpose(0, 2, 1))
 
 
 class FusedAttention(Function):
@@ -46,36 +56,40 @@ class FusedAttention(Function):
     def forward(ctx, qkv, mask_add, has_mask, num_heads, scale):
         K = A.kernels(qkv)
         xp = K.xp
-        qkv = xp.ascontiguousarray(qkv)
         nb, s, d3 = qkv.shape
-        q, k, v = _heads(qkv, num_heads)
-        scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
-        rowmax = xp.empty((nb, num_heads, s), A.stats_dtype(qkv.dtype))
-        rowsum = xp.empty((nb, num_heads, s), A.stats_dtype(qkv.dtype))
-        K.softmax_forward(scores, mask_add, has_mask, scale, rowmax, rowsum)
-        out = xp.empty((nb, s, d3 // 3), qkv.dtype)
-        xp.matmul(scores, v, out=split_heads(out, 0, d3 // 3, num_heads))
-        ctx.save_for_backward(qkv, out, rowmax, rowsum, mask_add)
+        d, nh = d3 // 3, num_heads
+        q, k, v = (_by_head(xp, qkv, i * d, d, nh) for i in range(3))           # (B*H, S, Dh)
+        scores = K.bmm(q, k, xp.empty((nb * nh, s, s), qkv.dtype), trans_b=True)
+        rowmax = xp.empty((nb, nh, s), A.stats_dtype(qkv.dtype))
+        rowsum = xp.empty((nb, nh, s), A.stats_dtype(qkv.dtype))
+        K.softmax_forward(scores.reshape(nb, nh, s, s), mask_add, has_mask, scale, rowmax, rowsum)
+        o = K.bmm(scores, v, xp.empty(q.shape, qkv.dtype))
+        out = xp.empty((nb, s, d), qkv.dtype)
+        split_heads(out, 0, d, nh)[...] = o.reshape(nb, nh, s, d // nh)
+        ctx.save_for_backward(q, k, v, o, rowmax, rowsum, mask_add)
         ctx.meta = (K, has_mask, num_heads, scale)
         return out
 
     @staticmethod
     def backward(ctx, g):
-        qkv, out, rowmax, rowsum, mask_add = ctx.saved_tensors
-        K, has_mask, num_heads, scale = ctx.meta
+        q, k, v, o, rowmax, rowsum, mask_add = ctx.saved_tensors
+        K, has_mask, nh, scale = ctx.meta
         xp = K.xp
-        d = out.shape[2]
-        q, k, v = _heads(qkv, num_heads)
-        go = split_heads(xp.ascontiguousarray(g), 0, d, num_heads)
-        o = split_heads(out, 0, d, num_heads)
-        scores = xp.matmul(q, k.transpose(0, 1, 3, 2))
-        dp = xp.matmul(go, v.transpose(0, 1, 3, 2))
-        K.softmax_backward(scores, dp, mask_add, has_mask, scale, rowmax, rowsum, go, o)
-        dqkv = xp.empty(qkv.shape, qkv.dtype)
-        dq, dk, dv = _heads(dqkv, num_heads)
-        xp.matmul(dp, k, out=dq)                       # dS K (scale is inside dS)
-        xp.matmul(dp.transpose(0, 1, 3, 2), q, out=dk)
-        xp.matmul(scores.transpose(0, 1, 3, 2), go, out=dv)
+        bh, s, dh = q.shape
+        nb, d = bh // nh, nh * dh
+        go = _by_head(xp, g, 0, d, nh)
+        scores = K.bmm(q, k, xp.empty((bh, s, s), q.dtype), trans_b=True)
+        dp = K.bmm(go, v, xp.empty((bh, s, s), q.dtype), trans_b=True)
+        # scores -> P and dp -> dS = P (dP - rowsum(dO O)) * scale, in place
+        K.softmax_backward(scores.reshape(nb, nh, s, s), dp.reshape(nb, nh, s, s), mask_add, has_mask, scale,
+                           rowmax, rowsum, go.reshape(nb, nh, s, dh), o.reshape(nb, nh, s, dh))
+        dq = K.bmm(dp, k, xp.empty(q.shape, q.dtype))                            # dS K
+        dk_t = K.bmm(_transposed(xp, q), dp, xp.empty((bh, dh, s), q.dtype))     # (dS^T Q)^T = Q^T dS
+        dv_t = K.bmm(_transposed(xp, go), scores, xp.empty((bh, dh, s), q.dtype))  # (P^T dO)^T = dO^T P
+        dqkv = xp.empty((nb, s, 3 * d), q.dtype)
+        split_heads(dqkv, 0, d, nh)[...] = dq.reshape(nb, nh, s, dh)
+        split_heads(dqkv, d, d, nh)[...] = dk_t.reshape(nb, nh, dh, s).transpose(0, 1, 3, 2)
+        split_heads(dqkv, 2 * d, d, nh)[...] = dv_t.reshape(nb, nh, dh, s).transpose(0, 1, 3, 2)
         return (dqkv,)
 
 

@@ -71,7 +71,7 @@ class FusedLinearAct(Function):
         g2 = A.rows(K.xp, g, g.shape[-1])
         want_db = bias is not None and need_b
         if activation == "none":                            # identity: dz is g itself
-            dz, db = g2, (g2.sum(axis=0) if want_db else None)
+            dz, db = g2, (A.sum_rows(K, g2) if want_db else None)
         else:
             z = A.linear(K.xp, x2, weight) if z is None else A.restore(z, dtype)
             dz, db = act_backward(K, g2, z, bias, activation, want_db)

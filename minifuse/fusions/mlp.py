@@ -45,7 +45,7 @@ class FusedMLP(Function):
         g2 = A.rows(K.xp, g, g.shape[-1])
         h = act_forward(K, z, b1, activation, keep_z=True)      # fc2's input, recomputed
         dw2 = g2.T @ h if need_w2 else None
-        db2 = g2.sum(axis=0) if has_b2 and need_b2 else None
+        db2 = A.sum_rows(K, g2) if has_b2 and need_b2 else None
         dz, db1 = act_backward(K, g2 @ w2, z, b1, activation, b1 is not None and need_b1)
         dx = (dz @ w1).reshape(x_shape) if need_x else None
         dw1 = dz.T @ x2 if need_w1 else None

@@ -25,7 +25,7 @@ ENTRY_POINTS = (
     "bias_act_", "bias_glu", "linear_act", "mlp", "residual_layer_norm", "attention", "attention_packed",
     "transformer_layer",
     # primitives on checked arguments: the compositions (kernels/compose.py) and minifuse.fusions
-    "linear", "apply_bias_act", "apply_bias_glu", "apply_residual_layer_norm", "attend_packed", "mask_add",
+    "linear", "bmm", "apply_bias_act", "apply_bias_glu", "apply_residual_layer_norm", "attend_packed", "mask_add",
     # the backward halves of fused training
     "bias_act_backward", "glu_backward", "residual_layer_norm_backward", "softmax_forward", "softmax_backward",
 )

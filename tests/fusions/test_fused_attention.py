@@ -91,9 +91,9 @@ def test_one_node_saving_no_seq_by_seq_array():
     node = out.grad_fn
     assert node.fn is FusedAttention and node.inputs[0] is qkv and node.inputs[0].grad_fn is None
     shapes = sorted(a.shape for a in node._saved)
-    # qkv, the output, row max and row sum (B, H, S), the additive mask (B, S): no (S, S) scores
-    assert shapes == sorted([(2, 6, 24), (2, 6, 8), (2, 2, 6), (2, 2, 6), (2, 6)])
-    assert node._saved[1] is out.data
+    # q, k, v and the output head-major (B*H, S, Dh), row max and row sum (B, H, S), the additive
+    # mask (B, S): no (S, S) scores
+    assert shapes == sorted([(4, 6, 4)] * 4 + [(2, 2, 6), (2, 2, 6), (2, 6)])
 
 
 def test_no_grad_records_nothing():

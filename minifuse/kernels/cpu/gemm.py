@@ -11,7 +11,7 @@ from ..activations import CODES
 from .elementwise import _bias_act, _bias_or_zeros
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["linear"]
+__all__ = ["linear", "bmm"]
 
 
 def linear(x2, w, bias, activation, out2):
@@ -21,3 +21,9 @@ def linear(x2, w, bias, activation, out2):
     if bias is not None or activation != "none":   # the epilogue, in place
         _bias_act(out2, _bias_or_zeros(bias, out2.shape[1], out2.dtype), CODES[activation], out2, True)
     return out2
+
+
+def bmm(a, b, out, trans_b=False):
+    """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
+    (batch, ., .) arrays; out C-contiguous. Returns out."""
+    return np.matmul(a, b.transpose(0, 2, 1) if trans_b else b, out=out)

@@ -15,7 +15,7 @@ from .runtime import xp_for
 from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["linear"]
+__all__ = ["linear", "bmm"]
 
 
 def _gemm(x2, w, out2, bias):
@@ -38,3 +38,13 @@ def linear(x2, w, bias, activation, out2):
     if activation == "none":
         return _gemm(x2, w, out2, bias)
     return apply_bias_act(_gemm(x2, w, out2, None), bias, activation)
+
+
+def bmm(a, b, out, trans_b=False):
+    """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
+    (batch, ., .) arrays; out C-contiguous. Through cuBLASLt where it applies (C-contiguous,
+    aligned; float16 on the tensor cores: CuPy's batched float16 matmul converts to float32 and
+    back), else CuPy's matmul. Returns out."""
+    if isinstance(a, np.ndarray) or not cublaslt.bmm(a, b, out, trans_b=trans_b):   # NumPy: the simulator
+        xp_for("bmm", "a", a).matmul(a, b.transpose(0, 2, 1) if trans_b else b, out=out)
+    return out

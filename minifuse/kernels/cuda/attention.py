@@ -25,7 +25,7 @@ import numpy as np
 from .. import validate
 from ..checks import contiguous
 from . import checks, cublaslt
-from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
+from .blocks import MAX_THREADS, PER, block_max, block_sum, rows_per_block, threads_for
 from .checks import CHECKS
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
@@ -43,10 +43,11 @@ def _softmax_kernel(ct):
     def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
         """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch]); with keep
         (training) also each row's max and sum of exp(t - max), what the fused backward reads."""
-        row = cuda.blockIdx.x
+        row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         sk = s.shape[1]
+        live = row < s.shape[0]            # a row past the end still joins every block reduction
         b = row // rows_per_batch
         buf = cuda.shared.array(MAX_THREADS, ctype)
         vals = cuda.local.array(PER, ctype)
@@ -54,7 +55,7 @@ def _softmax_kernel(ct):
         for i in range(PER):
             j = tid + i * nt
             t = ninf
-            if j < sk:
+            if j < sk and live:
                 t = ctype(s[row, j]) * scale
                 if has_mask:
                     t += mask_add[b, j]
@@ -64,10 +65,12 @@ def _softmax_kernel(ct):
         mx = block_max(buf, mx)
         total = zero
         for i in range(PER):
-            e = math.exp(vals[i] - mx) if tid + i * nt < sk else zero
+            e = math.exp(vals[i] - mx) if tid + i * nt < sk and live else zero
             vals[i] = e
             total += e
         total = block_sum(buf, total)
+        if not live:
+            return
         inv = ctype(1) / total
         for i in range(PER):
             j = tid + i * nt
@@ -112,7 +115,9 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
         return scores2
     ct = compute_dtype(scores2.dtype)
     keep = rowmax is not None
-    launch(_softmax_kernel(ct), r, threads_for(sk), scores2, rows_per_batch, madd,
+    t = threads_for(sk)
+    g = rows_per_block(t)
+    launch(_softmax_kernel(ct), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
            has_mask, ct.type(scale), rowmax if keep else scores2[0, :0], rowsum if keep else scores2[0, :0],
            keep)
     return scores2
@@ -148,7 +153,8 @@ def _softmax_backward_kernel(ct):
     def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
         nb, nh, sq, sk = s.shape
         dh = o.shape[3]
-        row = cuda.blockIdx.x
+        row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
+        live = row < nb * nh * sq          # a row past the end still joins the block reduction
         b = row // (nh * sq)
         h = (row // sq) % nh
         i = row % sq
@@ -157,10 +163,12 @@ def _softmax_backward_kernel(ct):
         buf = cuda.shared.array(MAX_THREADS, ctype)
         part = zero
         c = tid
-        while c < dh:
+        while c < dh and live:
             part += ctype(do[b, h, i, c]) * ctype(o[b, h, i, c])
             c += nt
         d = block_sum(buf, part)
+        if not live:
+            return
         mx = ctype(rowmax[b, h, i])
         inv = ctype(1) / ctype(rowsum[b, h, i])
         j = tid
@@ -185,7 +193,9 @@ def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
     if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided views
         do, o = np.ascontiguousarray(do), np.ascontiguousarray(o)
     ct = compute_dtype(s.dtype)
-    launch(_softmax_backward_kernel(ct), rows, row_threads(max(sk, o.shape[3])), s, dp, mask_add, has_mask,
+    t = row_threads(max(sk, o.shape[3]))
+    g = rows_per_block(t)
+    launch(_softmax_backward_kernel(ct), blocks(rows, g), (t, g), s, dp, mask_add, has_mask,
            ct.type(scale), rowmax, rowsum, do, o)
 
 

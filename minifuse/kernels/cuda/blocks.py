@@ -6,12 +6,21 @@ memory once and written once. Row sums are block reductions through shared memor
 log2(T) steps; shared memory rather than warp shuffles so that the same kernel runs under the
 CUDA simulator). T is a power of two from 32 (`runtime.MIN_THREADS`) to 1024, the smallest with
 T * PER >= row length. Used by LayerNorm (layernorm.py) and the softmax (attention.py).
+
+Short rows (T < 128) are grouped: a block of (T, G) threads takes G rows, row threadIdx.y, so that
+a block has at least `GROUP_THREADS` threads (an SM holds at most 32 blocks: blocks of 32 threads
+would fill half its thread slots). Each row's reduction uses its own slice of the shared buffer;
+every thread of the block takes part in every step (threads of rows past the end too), so the
+block-wide barriers stay uniform.
 """
-from .runtime import MIN_THREADS, cuda
+from .runtime import MIN_THREADS, SIMULATOR, cuda
 
 PER = 8          # row elements per thread (registers)
 MAX_THREADS = 1024
 MAX_ROW = MAX_THREADS * PER
+# Threads per block at least, for rows of fewer threads (`rows_per_block`); under the simulator
+# (each thread a Python thread) two rows per block: grouping still runs, at little cost.
+GROUP_THREADS = 2 * MIN_THREADS if SIMULATOR else 128
 
 
 def threads_for(width):
@@ -20,6 +29,11 @@ def threads_for(width):
     while t * PER < width:
         t *= 2
     return t
+
+
+def rows_per_block(threads):
+    """Rows a block of `threads` threads per row takes (blockDim.y)."""
+    return max(1, GROUP_THREADS // threads)
 
 
 @cuda.jit(device=True, inline=True)
@@ -35,17 +49,19 @@ def _max(a, b):
 def _block_reduce(combine):
     @cuda.jit(device=True)
     def block_reduce(buf, v):
-        """combine() of v over the block's threads, returned to every thread (buf: shared, >= T)."""
+        """combine() of v over the threads of this thread's row (threadIdx.x of one threadIdx.y),
+        returned to each of them (buf: shared, >= the block's threads)."""
         tid = cuda.threadIdx.x
-        buf[tid] = v
+        base = cuda.threadIdx.y * cuda.blockDim.x
+        buf[base + tid] = v
         cuda.syncthreads()
         s = cuda.blockDim.x // 2
         while s > 0:
             if tid < s:
-                buf[tid] = combine(buf[tid], buf[tid + s])
+                buf[base + tid] = combine(buf[base + tid], buf[base + tid + s])
             cuda.syncthreads()
             s //= 2
-        total = buf[0]
+        total = buf[base]
         cuda.syncthreads()           # buf is reused by the next reduction
         return total
     return block_reduce

@@ -22,7 +22,6 @@ import numpy as np
 
 from .. import validate
 from ..activations import GATES
-from .bits import float_to_half, half_to_float
 from .blocks import MAX_THREADS, block_sum
 from .checks import CHECKS, rows
 from .mathfn import activations, compute_dtype, derivatives
@@ -44,40 +43,28 @@ def _sum_parts(xp, partial, axis, out):
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_kernel(activation, ct, in_place=True, lanes=1):
-    """out = act(y + bias), or in place, each thread moving `lanes` neighbouring values per load
-    and store: fewer, wider memory instructions. lanes=2 (float32): y and out are complex64 views
-    (N, M/2), a complex64 being two neighbouring float32s (real, imag); H200, 4096 x 3072
+def _bias_act_kernel(activation, ct, in_place=True, pairs=False):
+    """out = act(y + bias), or in place. With ``pairs`` (float32 only) y and out are complex64
+    views (N, M/2): a complex64 is two neighbouring float32s (real, imag), so each thread moves
+    8 bytes per load and store instead of 4. Fewer, wider memory instructions: H200, 4096 x 3072
     gelu_tanh in place, 28.0-28.2 us against 32.3 us one float per thread (torch's F.gelu:
-    27.7-28.1 us; a plain copy of those bytes: 23.8 us; BENCHMARKS.md). lanes=4 (float16): y and
-    out are uint64 views (N, M/4), four float16s each, unpacked to float32 and packed back by the
-    integer conversions of `bits.py`."""
+    27.7-28.1 us; a plain copy of those bytes: 23.8 us; BENCHMARKS.md)."""
     act = activations(ct)[activation]
     ctype = np.dtype(ct).type
     zero = ctype(0)
 
     @cuda.jit(device=True, inline=True)
     def bias_at(bias, has_bias, c):
-        """The biases of this thread's `lanes` columns (unused lanes: zero)."""
+        """The bias of this thread's column, or of its two columns (b0, b1) for pairs."""
         if not has_bias:
-            return zero, zero, zero, zero
-        if lanes == 4:                     # compile-time constants: one arm is compiled
-            return ctype(bias[4 * c]), ctype(bias[4 * c + 1]), ctype(bias[4 * c + 2]), ctype(bias[4 * c + 3])
-        if lanes == 2:
-            return ctype(bias[2 * c]), ctype(bias[2 * c + 1]), zero, zero
-        return ctype(bias[c]), zero, zero, zero
-
-    @cuda.jit(device=True, inline=True)
-    def lane(v, k, b):
-        """float16 lane k of the uint64 v through act(. + b), as its 16 bits in a uint64."""
-        h = np.uint64(float_to_half(act(half_to_float((v >> np.uint64(16 * k)) & np.uint64(0xFFFF)) + b)))
-        return h << np.uint64(16 * k)
+            return zero, zero
+        if pairs:                          # compile-time constants: one arm is compiled
+            return ctype(bias[2 * c]), ctype(bias[2 * c + 1])
+        return ctype(bias[c]), zero
 
     @cuda.jit(device=True, inline=True)
     def f(v, b):
-        if lanes == 4:
-            return lane(v, 0, b[0]) | lane(v, 1, b[1]) | lane(v, 2, b[2]) | lane(v, 3, b[3])
-        if lanes == 2:
+        if pairs:
             return complex(act(v.real + b[0]), act(v.imag + b[1]))
         return act(ctype(v) + b[0])
 
@@ -118,16 +105,13 @@ def _bias_act_kernel(activation, ct, in_place=True, lanes=1):
     return bias_act
 
 
-def _lanes(a):
-    """(lanes, view): ``a`` (N, M) as complex64 (N, M/2) for float32 (2 lanes) or uint64 (N, M/4)
-    for float16 (4 lanes), or (1, a) where it cannot be viewed so (M not a multiple of the lanes,
-    not C-contiguous, not 8-byte aligned, another dtype)."""
-    lanes, view = {np.dtype(np.float32): (2, np.complex64), np.dtype(np.float16): (4, np.uint64)}.get(
-        a.dtype, (1, None))
-    if lanes == 1 or a.shape[1] % lanes or not a.flags.c_contiguous:
-        return 1, a
+def _pairs(a):
+    """``a`` (N, M) float32 as complex64 (N, M/2), or None where it cannot be viewed so (odd M,
+    not C-contiguous, not 8-byte aligned)."""
+    if a.dtype != np.float32 or a.shape[1] % 2 or not a.flags.c_contiguous:
+        return None
     address = a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data
-    return (lanes, a.view(view)) if address % 8 == 0 else (1, a)
+    return a.view(np.complex64) if address % 8 == 0 else None
 
 
 def apply_bias_act(y, bias, activation, out=None):
@@ -139,14 +123,12 @@ def apply_bias_act(y, bias, activation, out=None):
     ct = compute_dtype(y.dtype)
     empty = y[0, :0]                       # a bias that is never read, of y's dtype
     result = y if out is None else out
-    lanes, y2 = _lanes(y)
-    out_lanes, out2 = (lanes, None) if out is None else _lanes(out)
-    if lanes > 1 and out_lanes == lanes:
-        y, out, m = y2, out2, m // lanes
-    else:
-        lanes = 1
+    y2, out2 = _pairs(y), None if out is None else _pairs(out)
+    pairs = y2 is not None and (out is None or out2 is not None)
+    if pairs:
+        y, out, m = y2, out2, m // 2
     t = row_threads(m)
-    kernel = _bias_act_kernel(activation, ct, out is None, lanes)
+    kernel = _bias_act_kernel(activation, ct, out is None, pairs)
     # no out: an empty view, never written (a row of y would alias y, and the simulator copies
     # every NumPy argument back after the launch)
     launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, empty if bias is None else bias,

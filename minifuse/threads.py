@@ -1,10 +1,16 @@
 """``mf.set_num_threads(n)`` / ``mf.get_num_threads()``: the CPU threads of the fused kernels
 (Numba) and of the GEMMs (the BLAS that NumPy and SciPy load), set together.
 
-Default: minifuse changes neither at import. Numba starts ``NUMBA_NUM_THREADS`` threads (all
-the cores this process may use, unless the variable says otherwise), and OpenBLAS uses
-``OPENBLAS_NUM_THREADS`` (all cores by default). ``set_num_threads`` can lower Numba's count to
-any n up to ``NUMBA_NUM_THREADS`` and sets OpenBLAS to the same n.
+Default: every core this process may use. Numba starts ``NUMBA_NUM_THREADS`` threads (all the
+cores, unless the variable says otherwise) and OpenBLAS uses ``OPENBLAS_NUM_THREADS`` (all cores
+by default); minifuse changes neither, unless ``MINIFUSE_NUM_THREADS=n`` is set, which
+``import minifuse`` applies as ``set_num_threads(n)``. ``set_num_threads`` can lower Numba's count
+to any n up to ``NUMBA_NUM_THREADS`` and sets OpenBLAS to the same n.
+
+On a machine where other processes keep cores busy, use the free cores only: a parallel Numba
+kernel waits for its slowest thread, so one thread that shares a core with another process
+slows the whole kernel down (BENCHMARKS.md: the fused layer fell behind the unfused one with 2
+threads on 2 cores and one busy; with ``set_num_threads(1)`` it was 1.6-1.7x faster again).
 
 Scope: Numba's count is per calling thread (a thread that never calls ``set_num_threads`` uses
 ``NUMBA_NUM_THREADS``); the BLAS count is one setting for the whole process.
@@ -21,7 +27,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_libraries"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_libraries", "apply_environment"]
 
 _SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
@@ -39,6 +45,17 @@ def set_num_threads(n):
     numba.set_num_threads(n)
     for _, lib in _blas():
         lib.set(ctypes.c_int(n))
+
+
+def apply_environment():
+    """``set_num_threads(MINIFUSE_NUM_THREADS)`` when the variable is set (at import)."""
+    value = os.environ.get("MINIFUSE_NUM_THREADS", "")
+    if not value:
+        return
+    try:
+        set_num_threads(int(value))
+    except ValueError as e:
+        raise ValueError(f"MINIFUSE_NUM_THREADS={value!r}: {e}") from None
 
 
 def get_num_threads():

@@ -36,3 +36,15 @@ def test_numpys_openblas_is_found_on_linux():
 def test_bad_thread_counts_are_refused(n):
     with pytest.raises(ValueError, match=r"set_num_threads: n must be an integer in \[1, "):
         mf.set_num_threads(n)
+
+
+def test_minifuse_num_threads_sets_the_default_at_import():
+    import subprocess
+    import sys
+    code = "import minifuse as mf, numba; print(mf.get_num_threads(), numba.get_num_threads())"
+    env = dict(__import__("os").environ, MINIFUSE_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
+    env["MINIFUSE_NUM_THREADS"] = "zero"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "MINIFUSE_NUM_THREADS='zero'" in bad.stderr

@@ -66,11 +66,12 @@ class Optimizer:
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self):
         """{'state': {index: {name: value}}, 'param_groups': [{..., 'params': [indices]}]}, with
-        parameters numbered in group order (PyTorch's layout). Arrays are copies."""
+        parameters numbered in group order (PyTorch's layout). Arrays are copies, on the parameters'
+        device."""
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
         groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
                   for g in self.param_groups]
-        state = {index[id(p)]: {k: (np.array(v) if hasattr(v, "shape") else v) for k, v in s.items()}
+        state = {index[id(p)]: {k: (v.copy() if hasattr(v, "shape") else v) for k, v in s.items()}
                  for p, s in self.state.items()}
         return {"state": state, "param_groups": groups}
 

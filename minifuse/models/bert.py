@@ -71,13 +71,9 @@ class BertConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         config = cls(**{k: v for k, v in d.items() if k in fields})
         for f in fields.values():
-            v = getattr(config, f.name)
-            ok = (isinstance(v, str) if f.type == "str" else
-                  isinstance(v, int) and not isinstance(v, bool) and v >= (0 if f.name == "pad_token_id" else 1)
-                  if f.type == "int" else isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
-            if not ok:
-                want = {"str": "a string", "int": "a positive integer"}.get(f.type, "a number >= 0")
-                raise CheckpointError(f"BertConfig: '{f.name}' must be {want}, got {v!r}")
+            want = _field_requirement(f.name, f.type, getattr(config, f.name))
+            if want:
+                raise CheckpointError(f"BertConfig: '{f.name}' must be {want}, got {getattr(config, f.name)!r}")
         if config.hidden_size % config.num_attention_heads:
             raise CheckpointError(f"BertConfig: hidden_size {config.hidden_size} is not a multiple of "
                                   f"num_attention_heads {config.num_attention_heads}")
@@ -92,6 +88,17 @@ class BertConfig:
             return cls.from_dict(d)
         except CheckpointError as e:
             raise CheckpointError(f"{path}: {e}") from None
+
+
+def _field_requirement(name, kind, v):
+    """What a config field of type ``kind`` ('int', 'float', 'str') must be, or None when ``v`` is."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "str":
+        return None if isinstance(v, str) else "a string"
+    if kind == "int":
+        low = 0 if name == "pad_token_id" else 1
+        return None if number and isinstance(v, int) and v >= low else f"an integer >= {low}"
+    return None if number and v >= 0 else "a number >= 0"
 
 
 class BertEmbeddings(Module):

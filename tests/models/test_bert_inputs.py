@@ -21,7 +21,7 @@ def good(tmp_path):
     (lambda d: (d / "config.json").write_text("{'hidden_size': 16"), r"config\.json is not valid JSON"),
     (lambda d: (d / "config.json").write_text("[1, 2]"), r"config\.json holds a JSON list"),
     (lambda d: (d / "config.json").write_text(json.dumps(dict(TINY, hidden_size="16"))),
-     r"config\.json: BertConfig: 'hidden_size' must be a positive integer, got '16'"),
+     r"config\.json: BertConfig: 'hidden_size' must be an integer >= 1, got '16'"),
     (lambda d: (d / "config.json").write_text(json.dumps(dict(TINY, num_attention_heads=5))),
      "not a multiple of num_attention_heads 5"),
     (lambda d: (d / "model.safetensors").unlink(), r"model\.safetensors is missing"),

@@ -11,6 +11,7 @@ a partly filled array. Files are bit-compatible with the ``safetensors`` package
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 import tempfile
@@ -109,7 +110,7 @@ def _entry(path, name, e, data, bad):
         isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape + offsets)
     if not ints:
         raise bad(f"tensor '{name}': shape {shape!r} and data_offsets {offsets!r} must be non-negative integers")
-    nbytes = int(np.prod(shape, dtype=np.int64)) * CODES[code].itemsize
+    nbytes = math.prod(shape) * CODES[code].itemsize
     begin, end = offsets
     if end - begin != nbytes:
         raise bad(f"tensor '{name}' of dtype {code} and shape {tuple(shape)} needs {nbytes} bytes, "

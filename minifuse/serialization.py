@@ -52,6 +52,8 @@ def load(path):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"load: no such file: {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"load: {path} is a directory, not a safetensors file")
     try:
         arrays, metadata = sf.read(path)
     except sf.SafetensorsFileError as e:

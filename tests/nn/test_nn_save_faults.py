@@ -219,3 +219,12 @@ def current_umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_a_directory_or_a_huge_shape_is_a_clear_error(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        mf.load(tmp_path)
+    path = tmp_path / "huge.safetensors"
+    write_raw(path, {"w": {"dtype": "F64", "shape": [2 ** 40, 2 ** 40], "data_offsets": [0, 8]}}, b"\0" * 8)
+    with pytest.raises(ValueError, match="needs 9671406556917033397649408 bytes"):
+        mf.load(path)

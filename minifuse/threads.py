@@ -9,8 +9,8 @@ to any n up to ``NUMBA_NUM_THREADS`` and sets OpenBLAS to the same n.
 
 On a machine where other processes keep cores busy, use the free cores only: a parallel Numba
 kernel waits for its slowest thread, so one thread that shares a core with another process
-slows the whole kernel down (BENCHMARKS.md: the fused layer fell behind the unfused one with 2
-threads on 2 cores and one busy; with ``set_num_threads(1)`` it was 1.6-1.7x faster again).
+slows the whole kernel down (BENCHMARKS.md: on an oversubscribed 2-core machine the fused layer
+was 0.27x to 3.1x as fast as the unfused one with 2 threads, 1.4-2.0x with ``set_num_threads(1)``).
 
 Scope: Numba's count is per calling thread (a thread that never calls ``set_num_threads`` uses
 ``NUMBA_NUM_THREADS``); the BLAS count is one setting for the whole process.

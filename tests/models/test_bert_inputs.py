@@ -9,6 +9,7 @@ import minifuse as mf
 from minifuse.models import checkpoint
 from minifuse.models.bert import BertModel, CheckpointError, SentenceEncoder, load_hf_state_dict
 from test_bert import TINY, hf_checkpoint, tiny_bert, write_checkpoint
+from testdevice import DEVICE
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def tiny_encoder():
     tokenizers = pytest.importorskip("tokenizers")
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    return SentenceEncoder(tiny_bert(), tok)
+    return SentenceEncoder(tiny_bert().to(DEVICE), tok)
 
 
 @pytest.mark.parametrize("sentences, error, match", [
@@ -121,13 +122,14 @@ def test_encode_output_forms(tiny_encoder):
     base = tiny_encoder.encode(texts)
     assert isinstance(base, np.ndarray) and base.shape == (3, 16)
     tensor = tiny_encoder.encode(texts, convert_to_tensor=True)
-    assert isinstance(tensor, mf.Tensor) and np.array_equal(tensor.numpy(), base)
+    assert isinstance(tensor, mf.Tensor) and np.array_equal(np.asarray(tensor), base)
+    assert tensor.device == tiny_encoder.bert.pooler.weight.device
     rows = tiny_encoder.encode(texts, convert_to_numpy=False)
     assert isinstance(rows, list) and all(isinstance(r, mf.Tensor) and r.shape == (16,) for r in rows)
-    assert np.array_equal(np.stack([r.numpy() for r in rows]), base)
+    assert np.array_equal(np.stack([np.asarray(r) for r in rows]), base)
     one = tiny_encoder.encode("w4", convert_to_tensor=True)
     assert isinstance(one, mf.Tensor) and one.shape == (16,)
-    np.testing.assert_allclose(one.numpy(), base[1], rtol=1e-5, atol=1e-6)   # alone: no padding
+    np.testing.assert_allclose(np.asarray(one), base[1], rtol=1e-5, atol=1e-6)   # alone: no padding
     assert tiny_encoder.encode([], convert_to_tensor=True).shape == (0, 16)
 
 

@@ -159,3 +159,10 @@ def test_progress_bar_on_stderr(tiny_encoder, capsys, monkeypatch):
     assert "Batches: 3/3 [" in err and err.endswith("\n")
     tiny_encoder.encode(["w1"], show_progress_bar=False)
     assert capsys.readouterr().err == ""
+
+
+def test_progress_bar_uses_tqdm_when_installed(tiny_encoder, capsys):
+    pytest.importorskip("tqdm")
+    tiny_encoder.encode([f"w{i}" for i in range(5)], batch_size=2, show_progress_bar=True)
+    err = capsys.readouterr().err
+    assert "Batches" in err and "3/3" in err

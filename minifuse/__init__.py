@@ -29,7 +29,10 @@ from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, 
 from .random import manual_seed
 from .serialization import load, save
 from .tensor import Tensor
+from .threads import apply_environment as _apply_threads, get_num_threads, set_num_threads
 from . import amp, graph  # noqa: E402  (after Tensor: they build on it)
 from .graph import compile  # noqa: E402,A004
+
+_apply_threads()   # MINIFUSE_NUM_THREADS, if set
 
 __version__ = "0.1.0"

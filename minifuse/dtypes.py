@@ -59,3 +59,28 @@ def finfo(dtype):
     if bfloat16 is not None and dtype == bfloat16:
         return _ml_dtypes.finfo(dtype)
     return np.finfo(dtype)
+
+
+def cast_exactly(array, dtype, what):
+    """``array`` (NumPy) as ``dtype``, refusing the casts that lose values rather than precision:
+    Python objects (None would become NaN), complex to real, finite values that overflow to
+    inf, and to integers or bool anything that does not come back unchanged. Rounding a float to
+    a narrower float is allowed. Raises ValueError naming ``what``."""
+    array = np.asarray(array)
+    dtype = np.dtype(dtype)
+    if array.dtype == dtype:
+        return array
+    if array.dtype.kind not in "biufc" and array.dtype not in FLOATING:
+        raise ValueError(f"{what} holds {array.dtype} values, not numbers (expected {dtype})")
+    if array.dtype.kind == "c" and dtype.kind != "c":
+        raise ValueError(f"{what} is complex ({array.dtype}); casting it to {dtype} would drop the imaginary part")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = array.astype(dtype)
+        if dtype.kind in "biu":   # NaN != NaN: a NaN cast to an integer counts as lost
+            lost = out.astype(array.dtype) != array
+        else:
+            lost = np.isfinite(array) & ~np.isfinite(out)
+    if lost.any():
+        bad = array[lost].reshape(-1)[0].item()
+        raise ValueError(f"{what}: the value {bad!r} does not fit {dtype} (casting would change it)")
+    return out

@@ -1,9 +1,11 @@
 """Grad mode: one thread-local flag that says whether ops record onto the tape.
 
-``no_grad``, ``enable_grad`` and ``set_grad_enabled`` work as context managers and as decorators.
+``no_grad``, ``enable_grad`` and ``set_grad_enabled`` work as context managers and as decorators
+(of functions and of generator functions, whose body runs in the mode each time it resumes).
 The previous mode is restored on exit, also when an exception leaves the block.
 """
 import functools
+import inspect
 import threading
 
 __all__ = ["is_grad_enabled", "no_grad", "enable_grad", "set_grad_enabled"]
@@ -21,12 +23,22 @@ def _set(flag: bool):
 
 
 class _GradMode:
-    """Base: sets the flag on enter, restores it on exit; a fresh instance per decorated call."""
+    """Base: sets the flag on enter, restores it on exit; a fresh instance per decorated call.
+
+    The saved modes are a stack per thread, so one instance entered by several threads at once
+    (a module-level ``no_grad()``) restores each thread's own mode."""
 
     enabled = True
 
     def __init__(self):
-        self._prev = []
+        self._saved = threading.local()
+
+    @property
+    def _prev(self):
+        stack = getattr(self._saved, "stack", None)
+        if stack is None:
+            stack = self._saved.stack = []
+        return stack
 
     def __enter__(self):
         self._prev.append(is_grad_enabled())
@@ -41,11 +53,40 @@ class _GradMode:
         return type(self)()
 
     def __call__(self, fn):
+        if inspect.isgeneratorfunction(fn):
+            return self._wrap_generator(fn)
+
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             with self._clone():
                 return fn(*args, **kwargs)
         return wrapper
+
+    def _wrap_generator(self, fn):
+        """The generator's body runs in this mode each time it is resumed; the caller's code
+        between two ``next`` calls runs in the caller's mode (as PyTorch does)."""
+        def step(method, *args):
+            with self._clone():
+                return method(*args)
+
+        @functools.wraps(fn)
+        def generator(*args, **kwargs):
+            gen = fn(*args, **kwargs)
+            try:
+                response = step(gen.send, None)
+                while True:
+                    try:
+                        request = yield response
+                    except GeneratorExit:
+                        step(gen.close)
+                        raise
+                    except BaseException as e:
+                        response = step(gen.throw, e)
+                    else:
+                        response = step(gen.send, request)
+            except StopIteration as stop:
+                return stop.value
+        return generator
 
 
 class no_grad(_GradMode):

@@ -194,6 +194,9 @@ def run(report=print, repeat=15):
     report("floor = the same GEMMs alone (np.matmul with out=); for linear it is the bare GEMM")
     report("")
     layer_table(report, repeat, torch, rng)
+    report("")
+    from minifuse.bench import busy_cpu
+    busy_cpu.run(report)
     return rows
 
 

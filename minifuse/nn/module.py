@@ -217,9 +217,12 @@ class Module:
     def load_state_dict(self, state_dict, strict=True):
         """Copy tensors from ``state_dict`` into this module's parameters and buffers.
 
-        Every key and shape is checked BEFORE anything is copied, so a failed load leaves the
-        module untouched. ``strict=False`` ignores missing and unexpected keys (never wrong
-        shapes). Values are cast to each parameter's dtype. Returns (missing, unexpected)."""
+        All or nothing: every key, shape and value is checked and converted (to each parameter's
+        dtype and device) BEFORE anything is assigned, so a failed load leaves the module
+        untouched. ``strict=False`` ignores missing and unexpected keys (never wrong shapes).
+        Casts that lose values (None, complex to real, overflow to inf, non-integers into an
+        integer buffer) are errors, rounding to a narrower float is not. Returns (missing,
+        unexpected)."""
         own = self.state_dict()
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -236,12 +239,15 @@ class Module:
             if tuple(arr.shape) != own[k].shape:
                 errors.append(f"'{k}' has shape {tuple(arr.shape)} in the state dict, but the module "
                               f"expects {own[k].shape}")
-            arrays[k] = arr
+                continue
+            try:
+                arrays[k] = to_device(dtypes.cast_exactly(arr, own[k].dtype, f"'{k}'"), own[k].device)
+            except ValueError as e:
+                errors.append(str(e))
         if errors:
             raise RuntimeError(f"load_state_dict of {type(self).__name__}: " + "; ".join(errors))
         for k, arr in arrays.items():
-            target = own[k].data  # detach() shares memory with the parameter, so this writes it
-            target[...] = to_device(arr.astype(target.dtype, copy=False), own[k].device)
+            own[k].data[...] = arr  # detach() shares memory with the parameter, so this writes it
         return missing, unexpected
 
     def to(self, *args, dtype=None, device=None):

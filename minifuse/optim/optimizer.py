@@ -9,6 +9,7 @@ import copy
 
 import numpy as np
 
+from .. import dtypes
 from ..autograd import no_grad
 from ..device import to_device
 from ..tensor import Tensor
@@ -65,16 +66,19 @@ class Optimizer:
     # ---- state ---------------------------------------------------------------------------------
     def state_dict(self):
         """{'state': {index: {name: value}}, 'param_groups': [{..., 'params': [indices]}]}, with
-        parameters numbered in group order (PyTorch's layout). Arrays are copies."""
+        parameters numbered in group order (PyTorch's layout). Arrays are copies, on the parameters'
+        device."""
         index = {id(p): i for i, p in enumerate(p for g in self.param_groups for p in g["params"])}
         groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": [index[id(p)] for p in g["params"]]}
                   for g in self.param_groups]
-        state = {index[id(p)]: {k: (np.array(v) if hasattr(v, "shape") else v) for k, v in s.items()}
+        state = {index[id(p)]: {k: (v.copy() if hasattr(v, "shape") else v) for k, v in s.items()}
                  for p, s in self.state.items()}
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict):
-        """Restore from ``state_dict()``; the groups must hold the same numbers of parameters."""
+        """Restore from ``state_dict()`` (also one saved with ``mf.save`` and read back with
+        ``mf.load``, whose arrays are Tensors); the groups must hold the same numbers of
+        parameters. Everything is converted before the optimizer changes."""
         groups = state_dict["param_groups"]
         if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.param_groups]:
             raise ValueError(f"{type(self).__name__}.load_state_dict: the saved groups hold "
@@ -84,8 +88,8 @@ class Optimizer:
         new_state = {}
         for i, s in state_dict["state"].items():
             p = params[int(i)]
-            new_state[p] = {k: (to_device(np.array(v, dtype=p.dtype), p.device) if hasattr(v, "shape") else v)
-                            for k, v in s.items()}
+            new_state[p] = {k: (to_device(_array(v, p.dtype, f"state[{i}][{k!r}]"), p.device)
+                                if hasattr(v, "shape") else v) for k, v in s.items()}
         for g_saved, g in zip(groups, self.param_groups):
             g.update({k: copy.deepcopy(v) for k, v in g_saved.items() if k != "params"})
         self.state = new_state
@@ -96,3 +100,9 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines += [f"    {k}: {v}" for k, v in sorted(g.items()) if k != "params"]
         return "\n".join(lines + [")"])
+
+
+def _array(v, dtype, what):
+    """A saved state array (NumPy, CuPy or Tensor) as a fresh NumPy array of ``dtype``."""
+    a = v.__array__() if isinstance(v, Tensor) else (v.get() if hasattr(v, "get") else np.asarray(v))
+    return np.array(dtypes.cast_exactly(a, dtype, what), copy=True)

@@ -63,3 +63,33 @@ def test_half_precision_state_dicts_round_trip_bit_exact(tmp_path, dtype):
     for name, t in model.state_dict().items():
         assert loaded[name].dtype == dtype
         assert loaded[name].numpy().tobytes() == t.detach().numpy().tobytes(), name
+
+
+def snapshot(model):
+    return {k: v.numpy().copy() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("value, dtype, match", [
+    (1e300, float, r"1e\+300 does not fit float32"),
+    (1 + 2j, complex, "complex"),
+    (None, object, "object values, not numbers"),
+], ids=["overflow-to-inf", "complex-to-real", "None-to-nan"])
+def test_a_lossy_cast_fails_the_whole_load_naming_the_key(value, dtype, match):
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    sd = {k: v.numpy() + 1 for k, v in model.state_dict().items()}
+    last = list(sd)[-1]                       # every other tensor is fine and comes first
+    sd[last] = np.full(sd[last].shape, value, dtype)
+    before = snapshot(model)
+    with pytest.raises(RuntimeError, match=f"'{last}'.*{match}"):
+        model.load_state_dict(sd)
+    after = snapshot(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_exact_casts_are_allowed():
+    model = nn.Linear(2, 1)
+    model.register_buffer("steps", mf.tensor(np.int64(0)))
+    model.load_state_dict({"weight": np.array([[0.1, 0.2]]), "bias": np.array([1]), "steps": np.array(3.0)})
+    assert model.steps.item() == 3 and model.weight.dtype == np.float32
+    with pytest.raises(RuntimeError, match="'steps': the value 2.5 does not fit int64"):
+        model.load_state_dict({"weight": np.zeros((1, 2)), "bias": np.zeros(1), "steps": np.array(2.5)})

@@ -19,8 +19,8 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from . import autograd, dtypes  # noqa: E402
 from .autograd import (autocast, enable_grad, get_autocast_dtype, is_autocast_enabled, is_grad_enabled, no_grad,
                        set_grad_enabled)
-from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, ones, ones_like,
-                       rand, randn, randn_like, tensor, zeros, zeros_like)
+from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like,
+                       rand, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .device import Device, cuda_available, device
 from .dtypes import (bfloat16, bool_, float16, float32, float64, get_default_dtype, int32, int64,
                      set_default_dtype)
@@ -31,5 +31,7 @@ from .serialization import load, save
 from .tensor import Tensor
 from . import amp, graph  # noqa: E402  (after Tensor: they build on it)
 from .graph import compile  # noqa: E402,A004
+# every public subpackage is an attribute after `import minifuse`, as in PyTorch (mf.optim.AdamW)
+from . import cuda, fusions, kernels, models, nn, ops, optim, utils  # noqa: E402
 
 __version__ = "0.1.0"

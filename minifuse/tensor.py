@@ -332,7 +332,7 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         s, e = start_dim % self.ndim, end_dim % self.ndim
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+        return self.reshape(self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
 
     def permute(self, *dims): return S.Permute.apply(self, S._shape_arg(dims))
 

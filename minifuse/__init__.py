@@ -26,7 +26,7 @@ from .dtypes import (bfloat16, bool_, float16, float32, float64, get_default_dty
                      set_default_dtype)
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, ...)
-from .random import manual_seed
+from .random import Generator, manual_seed
 from .serialization import load, save
 from .tensor import Tensor
 from . import amp, graph  # noqa: E402  (after Tensor: they build on it)

@@ -45,6 +45,9 @@ def test_shuffle_is_repeatable_with_a_seed_and_new_each_epoch():
     assert c == order(DataLoader(ds, batch_size=4, shuffle=True, generator=None))
     g = np.random.default_rng(1)
     assert sorted(order(DataLoader(ds, batch_size=3, shuffle=True, generator=g))) == list(range(20))
+    torch_style = [order(DataLoader(ds, batch_size=4, shuffle=True, generator=mf.Generator().manual_seed(7)))
+                   for _ in range(2)]
+    assert torch_style[0] == torch_style[1] == first
 
 
 def test_any_sampler_plugs_in():

@@ -9,15 +9,18 @@ __all__ = ["Sampler", "SequentialSampler", "RandomSampler", "BatchSampler", "as_
 
 
 def as_generator(generator):
-    """A NumPy generator from ``generator``: a ``numpy.random.Generator`` (used as is), an int
-    seed, or None (minifuse's global generator, so ``mf.manual_seed`` makes the order repeatable)."""
+    """A NumPy generator from ``generator``: an ``mf.Generator`` or ``numpy.random.Generator``
+    (used as is), an int seed, or None (minifuse's global generator, so ``mf.manual_seed`` makes
+    the order repeatable)."""
     if generator is None:
         return _random.generator()
+    if isinstance(generator, _random.Generator):
+        return generator.rng
     if isinstance(generator, np.random.Generator):
         return generator
     if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
         return np.random.default_rng(int(generator))
-    raise TypeError(f"generator: expected a numpy.random.Generator, an int seed or None, got "
+    raise TypeError(f"generator: expected an mf.Generator, a numpy.random.Generator, an int seed or None, got "
                     f"{type(generator).__name__}")
 
 

@@ -225,12 +225,15 @@ class Tensor:
         return self._in_place(E.Add, other if alpha == 1 else other * alpha)
 
     def sub_(self, other, alpha=1):
+        """self -= alpha * other, in place."""
         return self._in_place(E.Sub, other if alpha == 1 else other * alpha)
 
     def mul_(self, other):
+        """self *= other, in place."""
         return self._in_place(E.Mul, other)
 
     def div_(self, other):
+        """self /= other, in place."""
         return self._in_place(E.Div, other)
 
     def _in_place(self, op, other):

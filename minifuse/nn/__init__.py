@@ -2,9 +2,10 @@
 from . import functional, init, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .attention import MultiHeadAttention
-from .containers import Flatten, Identity, ModuleDict, ModuleList, Sequential
+from .containers import Identity, ModuleDict, ModuleList, Sequential
 from .conv import Conv2d
 from .dropout import Dropout
+from .flatten import Flatten
 from .linear import FusedLinear, Linear
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, MSELoss, NLLLoss
 from .mlp import MLP

@@ -30,11 +30,12 @@ class _Binary(Function):
 
 
 def _to_dtype(a, dtype):
-    """An integer or bool operand (tensor or array; never requiring grad) as ``dtype``."""
+    """An integer or bool operand as ``dtype``: a tensor through the recorded ``Cast`` op (so a
+    traced graph keeps it an input, not a constant), an array directly."""
     from ..tensor import Tensor
     if is_floating(a.dtype):
         return a
-    return Tensor(a.data.astype(dtype)) if isinstance(a, Tensor) else a.astype(dtype)
+    return Cast.apply(a, dtype) if isinstance(a, Tensor) else a.astype(dtype)
 
 
 class Add(_Binary):

@@ -6,8 +6,8 @@ package: no download). Without scikit-learn the example draws similar images its
 two blocks of Conv2d (3x3, padding 1) -> ReLU -> MaxPool2d(2), which turn 1x8x8 into 32x2x2, then
 Flatten and a Linear layer to the 10 classes. Batches come from minifuse.utils.data (a
 TensorDataset, random_split, a shuffling DataLoader) and the learning rate follows a cosine schedule.
-Target: at least 95% test accuracy (asserted at the end); measured: 98-99% in a few seconds on
-2 CPU cores.
+Target: at least 95% test accuracy (asserted at the end); measured: 97.8% on scikit-learn's
+digits, 99.4% on the drawn ones, in about 10 s on a shared, busy 2-core machine.
 Run: python examples/08_cnn_digits.py   (pip install scikit-learn for the real scans)
 """
 import time

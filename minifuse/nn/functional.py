@@ -270,7 +270,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     for name, t in (("weight", weight), ("pos_weight", pos_weight)):
         if t is not None:
             _check_tensor(op, name, t)
-            check_broadcast(op, t.shape, input.shape, (name, "input"))
+            if check_broadcast(op, t.shape, input.shape, (name, "input")) != input.shape:
+                raise ValueError(f"{op}: '{name}' of shape {t.shape} must broadcast to 'input' shape {input.shape}")
     loss = N.BinaryCrossEntropyWithLogits.apply(input, target, pos_weight)
     return _reduce(loss if weight is None else loss * weight, reduction)
 
@@ -288,6 +289,7 @@ def one_hot(tensor, num_classes=-1):
     if lo < 0 or hi >= num_classes:
         raise IndexError(f"one_hot: 'tensor' holds values in [{lo}, {hi}], outside [0, num_classes={num_classes})")
     return Tensor((t[..., None] == tensor.xp.arange(num_classes)).astype(np.int64))
+
 
 def mse_loss(input, target, reduction="mean"):
     """mean((input - target)^2)"""

@@ -162,6 +162,8 @@ def test_bce_with_logits_is_stable_and_matches_numpy():
         m(mf.tensor(x2), mf.zeros(3, dtype=mf.float64))
     with pytest.raises(ValueError, match="'pos_weight'"):
         F.binary_cross_entropy_with_logits(mf.tensor(x2), mf.tensor(y2), pos_weight=mf.ones(3, dtype=mf.float64))
+    with pytest.raises(ValueError, match=r"'weight' of shape \(2, 3, 2\) must broadcast to 'input' shape \(3, 2\)"):
+        F.binary_cross_entropy_with_logits(mf.tensor(x2), mf.tensor(y2), weight=mf.ones(2, 3, 2, dtype=mf.float64))
 
 
 def test_one_hot():

@@ -88,8 +88,10 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
 def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False):
     """Integers drawn uniformly from [low, high) by the global generator, int64 by default.
     As in PyTorch, ``randint(high, size)`` draws from [0, high)."""
-    if size is None:           # randint(high, size)
+    if size is None and isinstance(high, (tuple, list)):      # randint(high, size)
         low, high, size = 0, low, high
+    elif high is None:                                        # randint(high, size=size)
+        low, high = 0, low
     if size is None or isinstance(size, (int, np.integer)):
         raise TypeError(f"randint: 'size' must be a tuple of ints, got {size!r}")
     if not low < high:

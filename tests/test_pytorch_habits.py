@@ -67,8 +67,11 @@ def test_linspace_and_randint():
     assert a.dtype == mf.int64 and 3 <= a.numpy().min() and a.numpy().max() < 7
     b = mf.randint(5, (2, 3))
     assert b.shape == (2, 3) and b.numpy().max() < 5
+    assert mf.randint(5, size=[4]).shape == (4,) and mf.randint(2, 4, (3,), dtype=mf.int32).dtype == mf.int32
     with pytest.raises(TypeError, match="'size' must be a tuple"):
         mf.randint(5, 3)
+    with pytest.raises(TypeError, match="'size' must be a tuple"):
+        mf.randint(5)
     with pytest.raises(ValueError, match="low < high"):
         mf.randint(5, 5, (2,))
 

@@ -192,3 +192,30 @@ def test_clip_grad_norm_scales_all_gradients_together():
         nn.utils.clip_grad_norm_([a, b], 1.0, error_if_nonfinite=True)
     nn.utils.clip_grad_value_([a], 0.01)
     assert np.abs(a.grad.numpy()).max() <= 0.01
+
+
+def test_a_cnn_training_step_on_the_test_device_matches_the_cpu():
+    """MINIFUSE_TEST_DEVICE=cuda runs this on a GPU: DataLoader batches of device tensors, Conv2d,
+    MaxPool2d, RMSNorm and the new losses, gradients compared with the same step on the CPU."""
+    from minifuse.utils.data import DataLoader, TensorDataset
+    from testdevice import DEVICE
+
+    def make():
+        mf.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.LeakyReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                             nn.RMSNorm(16), nn.Linear(16, 3))
+
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((6, 1, 4, 4)).astype(np.float32), rng.integers(0, 3, 6)
+    grads = []
+    for device in ("cpu", DEVICE):
+        model = make().to(device)
+        (xb, yb), = DataLoader(TensorDataset(mf.tensor(x, device=device), mf.tensor(y, device=device)), batch_size=6)
+        logits = model(xb)
+        loss = nn.NLLLoss()(nn.LogSoftmax(dim=1)(logits), yb) + nn.BCEWithLogitsLoss()(
+            logits, F.one_hot(yb, 3).to(mf.float32))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        grads.append([np.asarray(p.grad) for p in model.parameters()])
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..ops.conv import Unfold, out_size
 from ..tensor import Tensor
+from .functional import bias_like   # this module is imported at the end of functional
 
 __all__ = ["unfold", "conv2d", "max_pool2d"]
 
@@ -80,7 +81,7 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     cols = cols.reshape(n, groups, cg * kh * kw, oh * ow)
     out = weight.reshape(groups, o // groups, cg * kh * kw).matmul(cols).reshape(n, o, oh, ow)
     if bias is not None:
-        out = out + bias.reshape(1, o, 1, 1)
+        out = out + bias_like(out, bias).reshape(1, o, 1, 1)
     return out[0] if unbatched else out
 
 

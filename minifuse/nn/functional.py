@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import functions as mf
 from ..device import capturing
-from ..dtypes import is_floating
+from ..dtypes import finfo, is_floating
 from ..autograd.autocast import dtype_for
 from ..kernels.activations import NAMES as TABLE_NAMES
 from ..ops import elementwise as E, nn as N, shape as S
@@ -42,11 +42,12 @@ def linear(input, weight, bias=None):
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: 'bias' must have shape ({weight.shape[0]},), got {bias.shape}")
     out = input.matmul(weight.T)
-    if bias is None:
-        return out
-    if out.dtype != bias.dtype and dtype_for(out) == out.dtype:   # under mf.autocast: the bias in half
-        bias = bias.to(out.dtype)                                 # precision too, as the GEMM
-    return out + bias
+    return out if bias is None else out + bias_like(out, bias)
+
+
+def bias_like(out, bias):
+    """``bias`` for adding to a GEMM's ``out``: under mf.autocast in the GEMM's half precision too."""
+    return bias.to(out.dtype) if out.dtype != bias.dtype and dtype_for(out) == out.dtype else bias
 
 
 def relu(input):
@@ -157,7 +158,7 @@ def rms_norm(input, normalized_shape, weight=None, eps=None):
         raise ValueError(f"rms_norm: 'input' of shape {input.shape} does not end with normalized_shape {shape}")
     if weight is not None and weight.shape != shape:
         raise ValueError(f"rms_norm: 'weight' must have shape {shape}, got {weight.shape}")
-    eps = float(np.finfo(input.dtype).eps) if eps is None else float(eps)
+    eps = float(finfo(input.dtype).eps) if eps is None else float(eps)
     dims = tuple(range(input.ndim - len(shape), input.ndim))
     out = input / ((input * input).mean(dims, keepdim=True) + eps).sqrt()
     return out if weight is None else out * weight

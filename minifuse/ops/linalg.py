@@ -1,5 +1,6 @@
 """Matrix multiplication: batched, broadcasting, with NumPy's rules for 1-D operands."""
 from ..autograd.function import Function
+from ..dtypes import bfloat16
 from ._util import check_broadcast
 
 
@@ -107,6 +108,15 @@ def parse_einsum(equation, ndims):
     return spelled, out
 
 
+def _einsum(xp, equation, *operands):
+    """xp.einsum in the operands' dtype; NumPy's einsum has no bfloat16 loop, so bfloat16
+    operands are multiplied in float32 (as NumPy's matmul does for them) and rounded back."""
+    dtype = operands[0].dtype
+    if bfloat16 is not None and dtype == bfloat16:
+        return xp.einsum(equation, *(o.astype(xp.float32) for o in operands)).astype(dtype)
+    return xp.einsum(equation, *operands)
+
+
 class Einsum(Function):
     """out = einsum(equation, *operands). The gradient of operand i is the einsum of g with the
     other operands into operand i's subscripts; letters that only operand i has (summed away)
@@ -119,7 +129,7 @@ class Einsum(Function):
         subs, out = parse_einsum(equation, [o.ndim for o in operands])
         ctx.subs, ctx.out = subs, out
         ctx.save_for_backward(*operands)
-        return ctx.xp.einsum(",".join(subs) + "->" + out, *operands)
+        return _einsum(ctx.xp, ",".join(subs) + "->" + out, *operands)
 
     @staticmethod
     def backward(ctx, g):
@@ -133,7 +143,7 @@ class Einsum(Function):
             seen = set(ctx.out).union(*(ctx.subs[j] for j in others))
             kept = "".join(c for c in s if c in seen)
             eq = ",".join([ctx.out] + [ctx.subs[j] for j in others]) + "->" + kept
-            gi = xp.einsum(eq, g, *(operands[j] for j in others))
+            gi = _einsum(xp, eq, g.astype(x.dtype, copy=False), *(operands[j] for j in others))
             if kept != s:   # letters summed away in the forward: every element got the same g
                 gi = xp.expand_dims(gi, tuple(k for k, c in enumerate(s) if c not in seen))
                 gi = xp.broadcast_to(gi, tuple(n if c not in seen else m

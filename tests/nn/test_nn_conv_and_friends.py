@@ -219,3 +219,28 @@ def test_a_cnn_training_step_on_the_test_device_matches_the_cpu():
         grads.append([np.asarray(p.grad) for p in model.parameters()])
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_cnn_and_einsum_keep_their_dtype(dtype):
+    dtype = getattr(mf, dtype)
+    if dtype is None:
+        pytest.skip("bfloat16 needs ml_dtypes (pip install 'minifuse[bfloat16]')")
+    mf.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.RMSNorm(16),
+                          nn.Linear(16, 3)).to(dtype)
+    logits = model(mf.randn(2, 1, 4, 4).to(dtype))
+    nn.BCEWithLogitsLoss()(logits, mf.rand(2, 3).to(dtype)).backward()
+    assert logits.dtype == dtype and all(p.grad.dtype == dtype for p in model.parameters())
+    a, b = mf.randn(2, 3).to(dtype).requires_grad_(), mf.randn(3, 2).to(dtype).requires_grad_()
+    out = mf.einsum("ij,jk->ik", a, b)
+    out.sum().backward()
+    assert out.dtype == a.grad.dtype == b.grad.dtype == dtype
+    want = np.asarray(a.detach().to(mf.float32)) @ np.asarray(b.detach().to(mf.float32))
+    np.testing.assert_allclose(np.asarray(out.detach().to(mf.float32)), want, rtol=2e-2, atol=2e-2)
+
+
+def test_conv2d_under_autocast_runs_in_half_precision_like_linear():
+    with mf.autocast("cpu", dtype=mf.float16):
+        y = nn.Conv2d(1, 2, 3)(mf.randn(1, 1, 4, 4))
+    assert y.dtype == mf.float16

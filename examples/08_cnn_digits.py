@@ -94,7 +94,7 @@ def main(epochs=15):
             print(f"epoch {epoch:3d}  train loss {total / len(train):.4f}  lr {schedule.get_last_lr()[0]:.2e}")
     model.eval()
     with mf.no_grad():
-        (xt, yt), = DataLoader(test, batch_size=len(test))
+        xt, yt = next(iter(DataLoader(test, batch_size=len(test))))      # the whole test set, one batch
         accuracy = (model(xt).argmax(-1).numpy() == yt.numpy()).mean()
     print(f"test accuracy {accuracy:.3f} on {len(test)} images after {time.perf_counter() - start:.1f} s "
           f"(target {TARGET_ACCURACY})")

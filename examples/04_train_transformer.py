@@ -49,19 +49,21 @@ def main():
     model = Sorter()
     steps, batch_size, peak_lr, warmup = 600, 64, 2e-3, 100
     opt = optim.AdamW(model.parameters(), lr=peak_lr, weight_decay=0.01)
+    # linear warm-up, then cosine decay to 0: post-LN transformers need the warm-up to start stably
+    schedule = optim.lr_scheduler.SequentialLR(opt, [
+        optim.lr_scheduler.LinearLR(opt, start_factor=1 / warmup, total_iters=warmup),
+        optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps - warmup)], milestones=[warmup])
     loss_fn = nn.CrossEntropyLoss()
     start = time.perf_counter()
     for step in range(steps):
-        # linear warm-up then cosine decay: post-LN transformers need the warm-up to start stably
-        lr = peak_lr * min(1.0, (step + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * step / steps))
-        for g in opt.param_groups:
-            g["lr"] = lr
+        lr = schedule.get_last_lr()[0]
         x, y = batch(rng, batch_size)
         logits = model(mf.tensor(x))
         loss = loss_fn(logits.reshape(-1, VOCAB), mf.tensor(y.reshape(-1)))
         opt.zero_grad()
         loss.backward()
         opt.step()
+        schedule.step()
         if step % 100 == 0 or step == steps - 1:
             print(f"step {step:4d}  loss {loss.item():.4f}  lr {lr:.2e}  {time.perf_counter() - start:.0f} s")
     x, y = batch(np.random.default_rng(1), 2000)

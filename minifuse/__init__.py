@@ -19,19 +19,21 @@ os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 from . import autograd, dtypes  # noqa: E402
 from .autograd import (autocast, enable_grad, get_autocast_dtype, is_autocast_enabled, is_grad_enabled, no_grad,
                        set_grad_enabled)
-from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, ones, ones_like,
-                       rand, randn, randn_like, tensor, zeros, zeros_like)
+from .creation import (arange, empty, empty_like, eye, from_numpy, full, full_like, linspace, ones, ones_like,
+                       rand, randint, randn, randn_like, tensor, zeros, zeros_like)
 from .device import Device, cuda_available, device
 from .dtypes import (bfloat16, bool_, float16, float32, float64, get_default_dtype, int32, int64,
                      set_default_dtype)
 from .precision import get_float32_matmul_precision, set_float32_matmul_precision
 from .functions import *  # noqa: F401,F403  (ops as functions: mf.exp, mf.cat, ...)
-from .random import manual_seed
+from .random import Generator, manual_seed
 from .serialization import load, save
 from .tensor import Tensor
 from .threads import apply_environment as _apply_threads, get_num_threads, set_num_threads
 from . import amp, graph  # noqa: E402  (after Tensor: they build on it)
 from .graph import compile  # noqa: E402,A004
+# every public subpackage is an attribute after `import minifuse`, as in PyTorch (mf.optim.AdamW)
+from . import cuda, fusions, kernels, models, nn, ops, optim, utils  # noqa: E402
 
 _apply_threads()   # MINIFUSE_NUM_THREADS, if set
 

@@ -7,7 +7,8 @@ from .random import generator
 from .tensor import Tensor
 
 __all__ = ["tensor", "from_numpy", "zeros", "ones", "empty", "full", "arange", "randn", "rand",
-           "zeros_like", "ones_like", "empty_like", "full_like", "randn_like", "eye"]
+           "zeros_like", "ones_like", "empty_like", "full_like", "randn_like", "eye",
+           "linspace", "randint"]
 
 
 def _finish(array, dtype, device, requires_grad):
@@ -74,6 +75,29 @@ def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False
     ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
     dtype = dtypes.as_dtype(dtype) or (dtypes.int64 if ints else dtypes.get_default_dtype())
     return _finish(np.arange(start, end, step, dtype=dtype), None, device, requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    """``steps`` evenly spaced values from ``start`` to ``end``, both included (default float dtype)."""
+    if not isinstance(steps, (int, np.integer)) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"linspace: steps must be a non-negative int, got {steps!r}")
+    arr = np.linspace(start, end, int(steps), dtype=np.float64).astype(_dtype_or_default(dtype))
+    return _finish(arr, None, device, requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None, requires_grad=False):
+    """Integers drawn uniformly from [low, high) by the global generator, int64 by default.
+    As in PyTorch, ``randint(high, size)`` draws from [0, high)."""
+    if size is None and isinstance(high, (tuple, list)):      # randint(high, size)
+        low, high, size = 0, low, high
+    elif high is None:                                        # randint(high, size=size)
+        low, high = 0, low
+    if size is None or isinstance(size, (int, np.integer)):
+        raise TypeError(f"randint: 'size' must be a tuple of ints, got {size!r}")
+    if not low < high:
+        raise ValueError(f"randint: expected low < high, got low={low}, high={high}")
+    arr = generator().integers(low, high, size=tuple(size)).astype(dtypes.as_dtype(dtype) or dtypes.int64)
+    return _finish(arr, None, device, requires_grad)
 
 
 def randn(*size, dtype=None, device=None, requires_grad=False):

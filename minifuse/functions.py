@@ -1,12 +1,12 @@
 """Ops as functions: ``mf.exp(x)``, ``mf.cat([a, b])``, ``mf.where(c, a, b)``, ..."""
-from .ops import elementwise as E, shape as S
+from .ops import elementwise as E, linalg as L, shape as S
 from .tensor import Tensor
 
 __all__ = ["add", "sub", "mul", "div", "pow", "neg", "matmul", "exp", "log", "sqrt", "tanh",
            "sigmoid", "relu", "abs", "maximum", "minimum", "clamp", "sum", "mean", "var", "max",
            "min", "amax", "amin", "reshape", "transpose", "permute", "squeeze", "unsqueeze",
            "flatten", "cat", "concat", "stack", "split", "chunk", "where", "masked_fill",
-           "softmax", "log_softmax"]
+           "softmax", "log_softmax", "einsum", "std"]
 
 
 def add(input, other): return E.Add.apply(input, other)
@@ -29,6 +29,7 @@ def clamp(input, min=None, max=None): return input.clamp(min, max)
 def sum(input, dim=None, keepdim=False): return input.sum(dim, keepdim)
 def mean(input, dim=None, keepdim=False): return input.mean(dim, keepdim)
 def var(input, dim=None, keepdim=False, correction=1): return input.var(dim, keepdim, correction)
+def std(input, dim=None, keepdim=False, correction=1): return input.std(dim, keepdim, correction)
 def max(input, dim=None, keepdim=False): return input.max(dim, keepdim)
 def min(input, dim=None, keepdim=False): return input.min(dim, keepdim)
 def amax(input, dim=None, keepdim=False): return input.amax(dim, keepdim)
@@ -79,3 +80,26 @@ def stack(tensors, dim=0):
 def where(condition, input, other):
     """``input`` where ``condition`` is True, else ``other`` (broadcasting)."""
     return E.Where.apply(condition, input, other)
+
+
+def einsum(equation, *operands):
+    """Einstein summation, differentiable in every operand: ``einsum('bij,bjk->bik', a, b)``.
+    Operands may also be given as one list. Subscripts are letters, '...' stands for broadcast
+    leading dims, and without '->' the output is the letters that occur once, sorted (NumPy's
+    and PyTorch's rule). A letter repeated within one operand (a diagonal) is not supported."""
+    if not isinstance(equation, str):
+        raise TypeError(f"einsum: 'equation' must be a string, got {type(equation).__name__}")
+    if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+        operands = tuple(operands[0])
+    for i, t in enumerate(operands):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"einsum: operands[{i}] must be a Tensor, got {type(t).__name__}")
+    subs, _ = L.parse_einsum(equation, [t.ndim for t in operands])
+    sizes = {}
+    for i, (s, t) in enumerate(zip(subs, operands)):
+        for c, n in zip(s, t.shape):
+            if n != 1 and sizes.setdefault(c, (n, i))[0] != n:
+                raise ValueError(f"einsum: subscript {c!r} has size {sizes[c][0]} in operands[{sizes[c][1]}] "
+                                 f"but {n} in operands[{i}] (shapes "
+                                 f"{[tuple(o.shape) for o in operands]})")
+    return L.Einsum.apply(equation, *operands)

@@ -19,3 +19,17 @@ def manual_seed(seed: int):
 
 def generator() -> np.random.Generator:
     return _generator
+
+
+class Generator:
+    """An independent stream of random numbers, as ``torch.Generator``:
+    ``DataLoader(ds, shuffle=True, generator=mf.Generator().manual_seed(0))``."""
+
+    def __init__(self, device="cpu"):
+        self.rng = np.random.default_rng()
+
+    def manual_seed(self, seed):
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"Generator.manual_seed: expected an int seed, got {type(seed).__name__}")
+        self.rng = np.random.default_rng(int(seed))
+        return self

@@ -191,6 +191,7 @@ class Tensor:
     def __rtruediv__(self, other): return E.Div.apply(other, self)
     def __pow__(self, exponent): return E.Pow.apply(self, exponent)
     def __rpow__(self, base): return E.Pow.apply(base, self)
+    def pow(self, exponent): return E.Pow.apply(self, exponent)
     def __matmul__(self, other): return self.matmul(other)
     def __rmatmul__(self, other): return Tensor(other, dtype=self.dtype).matmul(self)
     def __neg__(self): return E.Neg.apply(self)
@@ -217,6 +218,46 @@ class Tensor:
 
     def __and__(self, other): return Tensor(self.data & getattr(other, "data", other))
     def __or__(self, other): return Tensor(self.data | getattr(other, "data", other))
+
+    # ---- in place ------------------------------------------------------------------------------
+    def add_(self, other, alpha=1):
+        """self += alpha * other, in place (see ``_in_place``)."""
+        return self._in_place(E.Add, other if alpha == 1 else other * alpha)
+
+    def sub_(self, other, alpha=1):
+        """self -= alpha * other, in place."""
+        return self._in_place(E.Sub, other if alpha == 1 else other * alpha)
+
+    def mul_(self, other):
+        """self *= other, in place."""
+        return self._in_place(E.Mul, other)
+
+    def div_(self, other):
+        """self /= other, in place."""
+        return self._in_place(E.Div, other)
+
+    def _in_place(self, op, other):
+        """Overwrite this tensor's data with ``op(self, other)``. In-place ops are not recorded on
+        the tape (an op that saved this tensor would then compute a wrong gradient), so while
+        gradients are recorded they are refused when a tensor that requires grad takes part: on a
+        leaf, as in PyTorch; elsewhere write ``x = x + other``."""
+        from .autograd.grad_mode import is_grad_enabled
+        name = op.op_name() + "_"
+        if is_grad_enabled() and (self.requires_grad or getattr(other, "requires_grad", False)):
+            if self.is_leaf and self.requires_grad:
+                raise RuntimeError(f"{name}: a leaf tensor that requires grad can't be changed in place "
+                                   f"while gradients are recorded; wrap the update in mf.no_grad()")
+            raise RuntimeError(f"{name}: in-place ops are not recorded on the tape, and this one takes a "
+                               f"tensor that requires grad; write x = x {op.symbol} other (recorded), or "
+                               f"wrap it in mf.no_grad()")
+        out = op.apply(self, other)
+        if out.shape != self.shape:
+            raise ValueError(f"{name}: the result's shape {out.shape} differs from this tensor's {self.shape} "
+                             f"(only 'other' may broadcast)")
+        if out.dtype != self.dtype and not (dtypes.is_floating(self.dtype) or out.dtype.kind == self.dtype.kind):
+            raise TypeError(f"{name}: the result is {out.dtype}, which can't be stored in this {self.dtype} tensor")
+        self.data[...] = out.data
+        return self
 
     def matmul(self, other):
         if not isinstance(other, Tensor):
@@ -256,6 +297,10 @@ class Tensor:
             correction = int(unbiased)
         return R.Var.apply(self, dim, keepdim, correction)
 
+    def std(self, dim=None, keepdim=False, correction=1, unbiased=None):
+        """sqrt(var): unbiased (``correction=1``) by default, as in PyTorch."""
+        return self.var(dim, keepdim, correction, unbiased).sqrt()
+
     def amax(self, dim=None, keepdim=False): return R.Amax.apply(self, dim, keepdim)
     def amin(self, dim=None, keepdim=False): return R.Amin.apply(self, dim, keepdim)
 
@@ -290,7 +335,7 @@ class Tensor:
         if self.ndim == 0:
             return self.reshape(1)
         s, e = start_dim % self.ndim, end_dim % self.ndim
-        return self.reshape(self.shape[:s] + (-1,) + self.shape[e + 1:])
+        return self.reshape(self.shape[:s] + (int(np.prod(self.shape[s:e + 1])),) + self.shape[e + 1:])
 
     def permute(self, *dims): return S.Permute.apply(self, S._shape_arg(dims))
 

@@ -79,6 +79,20 @@ CASES = [
     OpCase("var", lambda a: a.var(1), lambda a: a.var(1, ddof=1), [[(3, 4)], [(2, 3, 5)]]),
     OpCase("var_biased_keep", lambda a: a.var((0, 1), keepdim=True, correction=0),
            lambda a: a.var((0, 1), keepdims=True), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("pow_method", lambda a, b: a.pow(b), np.power, BINARY, domain="positive"),
+    OpCase("std", lambda a: a.std(1), lambda a: a.std(1, ddof=1), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("std_biased_keep", lambda a: mf.std(a, (0, 1), keepdim=True, correction=0),
+           lambda a: a.std((0, 1), keepdims=True), [[(3, 4)], [(2, 3, 5)]]),
+    OpCase("std_unbiased_false", lambda a: a.std(unbiased=False), lambda a: a.std(), UNARY[:2]),
+    OpCase("einsum_matmul", lambda a, b: mf.einsum("ij,jk->ik", a, b), lambda a, b: a @ b, [[(3, 4), (4, 5)]]),
+    OpCase("einsum_batched_ellipsis", lambda a, b: mf.einsum("...ij,...jk", a, b), np.matmul,
+           [[(2, 3, 4), (2, 4, 5)], [(2, 3, 4), (4, 2)], [(1, 3, 4), (2, 4, 2)]]),
+    OpCase("einsum_summed_away", lambda a, b: mf.einsum("bij,bk->bk", a, b),
+           lambda a, b: a.sum((1, 2))[:, None] * b, [[(2, 3, 4), (2, 5)]]),
+    OpCase("einsum_outer_list", lambda a, b: mf.einsum("i,j->ji", [a, b]), lambda a, b: np.outer(b, a),
+           [[(3,), (4,)]]),
+    OpCase("einsum_three", lambda a, b, c: mf.einsum("ij,jk,k->i", a, b, c), lambda a, b, c: a @ b @ c,
+           [[(2, 3), (3, 4), (4,)]]),
     OpCase("max_all", lambda a: a.max(), lambda a: a.max(), UNARY),
     OpCase("max_dim", lambda a: a.max(1).values, lambda a: a.max(1), [[(3, 4)], [(2, 3, 5)]]),
     OpCase("min_dim_keep", lambda a: a.min(0, keepdim=True).values, lambda a: a.min(0, keepdims=True),
@@ -157,6 +171,37 @@ def _ce_ref(x, t, ignore=-100, smoothing=0.0):
     return (loss * valid).sum() / valid.sum()
 
 
+def _bce_ref(x, y, p=1.0, reduce=True):
+    log_sig = -np.logaddexp(0, -x)                       # log sigmoid(x)
+    loss = -(p * y * log_sig + (1 - y) * (log_sig - x))  # log(1 - sigmoid(x)) = log sigmoid(x) - x
+    return loss.mean() if reduce else loss
+
+
+def _conv_ref(x, w, b=None, stride=1, pad=0, dilation=1, groups=1):
+    """Direct loops over output positions and kernel offsets: the definition of conv2d."""
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    n, c, h, wd = x.shape
+    o, cg, kh, kw = w.shape
+    oh, ow = (h - dilation * (kh - 1) - 1) // stride + 1, (wd - dilation * (kw - 1) - 1) // stride + 1
+    out = np.zeros((n, o, oh, ow))
+    for oc in range(o):
+        g = oc // (o // groups)
+        for i in range(kh):
+            for j in range(kw):
+                patch = x[:, g * cg:(g + 1) * cg, i * dilation:i * dilation + stride * (oh - 1) + 1:stride,
+                          j * dilation:j * dilation + stride * (ow - 1) + 1:stride]
+                out[:, oc] += np.einsum("nchw,c->nhw", patch, w[oc, :, i, j])
+    return out if b is None else out + b[None, :, None, None]
+
+
+def _max_pool_ref(x, k, stride, pad=0):
+    x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=-np.inf)
+    oh, ow = (x.shape[2] - k) // stride + 1, (x.shape[3] - k) // stride + 1
+    return np.array([[[[x[a, b, i * stride:i * stride + k, j * stride:j * stride + k].max() for j in range(ow)]
+                       for i in range(oh)] for b in range(x.shape[1])] for a in range(x.shape[0])]).reshape(
+        x.shape[0], x.shape[1], oh, ow)
+
+
 _T = np.array([0, 3, 1, -100, 2])
 _IDX = np.array([[0, 2, 2], [4, 1, 0]])
 
@@ -168,6 +213,36 @@ CASES += [
            lambda x: F.cross_entropy(x, mf.tensor(_IDX[:, :2] % 3, device=x.device), reduction="sum"),
            lambda x: -(np.log(_softmax(x, 1)) * np.eye(3)[_IDX[:, :2] % 3].transpose(0, 2, 1)).sum(),
            [[(2, 3, 2)]]),
+    OpCase("nll_loss", lambda x: F.nll_loss(x, mf.tensor(_T, device=x.device)),
+           lambda x: -(x[[0, 1, 2, 4], _T[[0, 1, 2, 4]]]).mean(), [[(5, 4)]]),
+    OpCase("nll_loss_spatial_sum",
+           lambda x: F.nll_loss(x, mf.tensor(_IDX[:, :2] % 3, device=x.device), reduction="sum"),
+           lambda x: -(x * np.eye(3)[_IDX[:, :2] % 3].transpose(0, 2, 1)).sum(), [[(2, 3, 2)]]),
+    OpCase("bce_with_logits", F.binary_cross_entropy_with_logits, _bce_ref, [[(3, 4), (3, 4)], [(5,), (5,)]]),
+    OpCase("bce_with_logits_weights",
+           lambda x, y, w, p: F.binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=p, reduction="sum"),
+           lambda x, y, w, p: (w * _bce_ref(x, y, p, reduce=False)).sum(), [[(3, 4), (3, 4), (4,), (4,)]]),
     OpCase("embedding", lambda w: F.embedding(mf.tensor(_IDX, device=w.device), w), lambda w: w[_IDX], [[(5, 3)]]),
     OpCase("dropout_eval", lambda x: F.dropout(x, 0.5, training=False), lambda x: x, UNARY),
+]
+
+CASES += [
+    OpCase("leaky_relu", lambda x: F.leaky_relu(x, 0.1), lambda x: np.where(x > 0, x, 0.1 * x), UNARY),
+    OpCase("rms_norm", lambda x, w: F.rms_norm(x, x.shape[-1], w, eps=1e-6),
+           lambda x, w: x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-6) * w, [[(3, 4), (4,)], [(2, 3, 5), (5,)]]),
+    OpCase("rms_norm_2d_plain", lambda x: F.rms_norm(x, x.shape[-2:], eps=1e-6),
+           lambda x: x / np.sqrt((x * x).mean((-2, -1), keepdims=True) + 1e-6), [[(2, 3, 4)]]),
+    OpCase("unfold", lambda x: F.unfold(x, 2, padding=1, stride=2),
+           lambda x: np.stack([np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))[:, :, i::2, j::2][:, :, :3, :3]
+                               for i in range(2) for j in range(2)], 2).reshape(2, 12, 9), [[(2, 3, 4, 5)]]),
+    OpCase("conv2d", F.conv2d, _conv_ref, [[(2, 3, 5, 6), (4, 3, 3, 3), (4,)], [(1, 1, 3, 3), (2, 1, 3, 3), (2,)],
+                                           [(2, 2, 4, 4), (3, 2, 1, 1), (3,)]]),
+    OpCase("conv2d_stride_padding_dilation_groups",
+           lambda x, w: F.conv2d(x, w, stride=2, padding=2, dilation=2, groups=2),
+           lambda x, w: _conv_ref(x, w, stride=2, pad=2, dilation=2, groups=2), [[(2, 4, 7, 6), (6, 2, 3, 2)]]),
+    OpCase("conv2d_unbatched_same", lambda x, w: F.conv2d(x, w, padding="same"),
+           lambda x, w: _conv_ref(x[None], w, pad=1)[0], [[(2, 4, 4), (3, 2, 3, 3)]]),
+    OpCase("max_pool2d", lambda x: F.max_pool2d(x, 2), lambda x: _max_pool_ref(x, 2, 2), [[(2, 3, 4, 6)], [(1, 1, 5, 5)]]),
+    OpCase("max_pool2d_overlap_padding", lambda x: F.max_pool2d(x, 3, stride=2, padding=1),
+           lambda x: _max_pool_ref(x, 3, 2, 1), [[(2, 2, 5, 6)]]),
 ]

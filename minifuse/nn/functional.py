@@ -11,16 +11,18 @@ import numpy as np
 
 from .. import functions as mf
 from ..device import capturing
-from ..dtypes import is_floating
+from ..dtypes import finfo, is_floating
 from ..autograd.autocast import dtype_for
 from ..kernels.activations import NAMES as TABLE_NAMES
 from ..ops import elementwise as E, nn as N, shape as S
+from ..ops._util import check_broadcast
 from ..random import generator
 from ..tensor import Tensor
 
 __all__ = ["linear", "relu", "gelu", "silu", "sigmoid", "tanh", "glu", "swiglu", "softmax",
            "log_softmax", "layer_norm", "dropout", "embedding", "cross_entropy", "mse_loss",
-           "scaled_dot_product_attention", "ACTIVATIONS", "activation"]
+           "scaled_dot_product_attention", "ACTIVATIONS", "activation", "leaky_relu", "rms_norm", "nll_loss",
+           "binary_cross_entropy_with_logits", "one_hot", "unfold", "conv2d", "max_pool2d"]
 
 
 def _check_tensor(op, name, x):
@@ -40,11 +42,12 @@ def linear(input, weight, bias=None):
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"linear: 'bias' must have shape ({weight.shape[0]},), got {bias.shape}")
     out = input.matmul(weight.T)
-    if bias is None:
-        return out
-    if out.dtype != bias.dtype and dtype_for(out) == out.dtype:   # under mf.autocast: the bias in half
-        bias = bias.to(out.dtype)                                 # precision too, as the GEMM
-    return out + bias
+    return out if bias is None else out + bias_like(out, bias)
+
+
+def bias_like(out, bias):
+    """``bias`` for adding to a GEMM's ``out``: under mf.autocast in the GEMM's half precision too."""
+    return bias.to(out.dtype) if out.dtype != bias.dtype and dtype_for(out) == out.dtype else bias
 
 
 def relu(input):
@@ -67,6 +70,12 @@ def silu(input):
 
 def sigmoid(input):
     return E.Sigmoid.apply(input)
+
+
+def leaky_relu(input, negative_slope=0.01):
+    """x where x > 0, else negative_slope * x (the slope at 0 is negative_slope, as PyTorch)."""
+    _check_tensor("leaky_relu", "input", input)
+    return mf.where(input > 0, input, input * negative_slope)
 
 
 def tanh(input):
@@ -140,6 +149,21 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return N.LayerNorm.apply(input, weight, bias, len(shape), eps)
 
 
+def rms_norm(input, normalized_shape, weight=None, eps=None):
+    """x / sqrt(mean(x^2) + eps) * weight over the trailing ``normalized_shape``; eps defaults to
+    the machine epsilon of the input's dtype (PyTorch's default)."""
+    _check_tensor("rms_norm", "input", input)
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if input.ndim < len(shape) or input.shape[input.ndim - len(shape):] != shape:
+        raise ValueError(f"rms_norm: 'input' of shape {input.shape} does not end with normalized_shape {shape}")
+    if weight is not None and weight.shape != shape:
+        raise ValueError(f"rms_norm: 'weight' must have shape {shape}, got {weight.shape}")
+    eps = float(finfo(input.dtype).eps) if eps is None else float(eps)
+    dims = tuple(range(input.ndim - len(shape), input.ndim))
+    out = input / ((input * input).mean(dims, keepdim=True) + eps).sqrt()
+    return out if weight is None else out * weight
+
+
 def dropout(input, p=0.5, training=True):
     """Zero each element with probability p and scale the rest by 1/(1-p) (mask drawn from the
     global generator, so ``mf.manual_seed`` makes it repeatable)."""
@@ -173,17 +197,28 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
     """Cross-entropy of logits ``input`` (N, C) or (N, C, d1, ...) against class indices ``target``
     (N) or (N, d1, ...): ``-(1-s) log p[target] - s mean_c log p[c]`` per element, averaged
     over the targets that are not ``ignore_index``."""
-    _check_tensor("cross_entropy", "input", input)
-    _check_tensor("cross_entropy", "target", target)
+    return _class_loss("cross_entropy", input, target, ignore_index, reduction, label_smoothing, log_softmax)
+
+
+def nll_loss(input, target, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) or (N, C, d1, ...) (e.g. from
+    ``log_softmax``) at class indices ``target``: ``-input[target]``, averaged over the targets
+    that are not ``ignore_index``. ``cross_entropy(x, t) == nll_loss(log_softmax(x, 1), t)``."""
+    return _class_loss("nll_loss", input, target, ignore_index, reduction, 0.0, lambda x, dim: x)
+
+
+def _class_loss(op, input, target, ignore_index, reduction, label_smoothing, to_log_probs):
+    """The loss of cross_entropy and nll_loss on the log-probabilities ``to_log_probs(input, -1)``."""
+    _check_tensor(op, "input", input)
+    _check_tensor(op, "target", target)
     if is_floating(target.dtype):
-        raise TypeError("cross_entropy: 'target' must hold integer class indices (probability "
+        raise TypeError(f"{op}: 'target' must hold integer class indices (probability "
                         f"targets are not supported), got {target.dtype}")
     if input.ndim < 1 or input.ndim == 1 and target.ndim != 0 or input.ndim > 1 and \
             target.shape != input.shape[:1] + input.shape[2:]:
-        raise ValueError(f"cross_entropy: 'target' shape {target.shape} does not match 'input' shape "
+        raise ValueError(f"{op}: 'target' shape {target.shape} does not match 'input' shape "
                          f"{input.shape} (expected {input.shape[:1] + input.shape[2:]})")
-    if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_reduction(op, reduction)
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
     num_classes = input.shape[1]
@@ -197,10 +232,10 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
     t = target.data
     valid = t != ignore_index
     if valid.any() and (t[valid].min() < 0 or t[valid].max() >= num_classes):
-        raise IndexError(f"cross_entropy: 'target' holds class indices outside [0, {num_classes})")
+        raise IndexError(f"{op}: 'target' holds class indices outside [0, {num_classes})")
     xp = input.xp
     safe_t = xp.where(valid, t, 0)
-    logp = log_softmax(input, dim=-1)
+    logp = to_log_probs(input, dim=-1)
     picked = logp[xp.arange(logp.shape[0]), safe_t]
     loss = -picked
     if label_smoothing:
@@ -214,19 +249,56 @@ def cross_entropy(input, target, ignore_index=-100, reduction="mean", label_smoo
     return loss.sum() / max(int(valid.sum()), 1) if valid.any() else loss.sum() * float("nan")
 
 
+def _check_reduction(op, reduction):
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{op}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    return loss if reduction == "none" else loss.sum() if reduction == "sum" else loss.mean()
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Binary cross-entropy of logits x against targets y in [0, 1], computed stably in one op:
+    ``-w [p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))]``, p = ``pos_weight`` (broadcast along
+    the last dim: one per class), w = ``weight`` (broadcast to the input)."""
+    op = "binary_cross_entropy_with_logits"
+    _check_tensor(op, "input", input)
+    _check_tensor(op, "target", target)
+    if target.shape != input.shape:
+        raise ValueError(f"{op}: 'target' shape {target.shape} must equal 'input' shape {input.shape}")
+    _check_reduction(op, reduction)
+    for name, t in (("weight", weight), ("pos_weight", pos_weight)):
+        if t is not None:
+            _check_tensor(op, name, t)
+            if check_broadcast(op, t.shape, input.shape, (name, "input")) != input.shape:
+                raise ValueError(f"{op}: '{name}' of shape {t.shape} must broadcast to 'input' shape {input.shape}")
+    loss = N.BinaryCrossEntropyWithLogits.apply(input, target, pos_weight)
+    return _reduce(loss if weight is None else loss * weight, reduction)
+
+
+def one_hot(tensor, num_classes=-1):
+    """int64 tensor of shape (*tensor.shape, num_classes): 1 at each index of ``tensor``, else 0.
+    ``num_classes=-1`` takes max(tensor) + 1."""
+    _check_tensor("one_hot", "tensor", tensor)
+    if is_floating(tensor.dtype) or tensor.dtype == np.bool_:
+        raise TypeError(f"one_hot: 'tensor' must hold integer class indices, got {tensor.dtype}")
+    t = tensor.data
+    lo, hi = (int(t.min()), int(t.max())) if t.size else (0, -1)
+    if num_classes == -1:
+        num_classes = hi + 1
+    if lo < 0 or hi >= num_classes:
+        raise IndexError(f"one_hot: 'tensor' holds values in [{lo}, {hi}], outside [0, num_classes={num_classes})")
+    return Tensor((t[..., None] == tensor.xp.arange(num_classes)).astype(np.int64))
+
+
 def mse_loss(input, target, reduction="mean"):
     """mean((input - target)^2)"""
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: 'input' shape {input.shape} and 'target' shape {target.shape} differ")
+    _check_reduction("mse_loss", reduction)
     d = input - target
-    sq = d * d
-    if reduction == "none":
-        return sq
-    if reduction == "sum":
-        return sq.sum()
-    if reduction != "mean":
-        raise ValueError(f"mse_loss: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return sq.mean()
+    return _reduce(d * d, reduction)
 
 
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
@@ -254,3 +326,6 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
         else:
             scores = scores + attn_mask
     return softmax(scores, dim=-1).matmul(value)
+
+
+from ._conv import conv2d, max_pool2d, unfold  # noqa: E402  (built on the functions above)

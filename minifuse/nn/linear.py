@@ -1,8 +1,6 @@
 """Linear layers: y = x W^T + b, and the same followed by an activation (FusedLinear)."""
 from __future__ import annotations
 
-import math
-
 from .. import creation, fusions
 from ..autograd.grad_mode import is_grad_enabled
 from . import functional as F, fused, init
@@ -28,10 +26,7 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self):
-        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0.0
-            init.uniform_(self.bias, -bound, bound)
+        init.layer_default_(self.weight, self.bias)
 
     kernel_activation = "none"  # the name of this layer's activation in the kernels
 

@@ -1,11 +1,12 @@
-"""LayerNorm: y = (x - mean) / sqrt(var + eps) * gamma + beta over the trailing dims."""
+"""LayerNorm: y = (x - mean) / sqrt(var + eps) * gamma + beta over the trailing dims; RMSNorm:
+y = x / sqrt(mean(x^2) + eps) * gamma."""
 from __future__ import annotations
 
 from .. import creation
 from . import functional as F, fused
 from .module import Module, Parameter, check_input
 
-__all__ = ["LayerNorm"]
+__all__ = ["LayerNorm", "RMSNorm"]
 
 
 class LayerNorm(Module):
@@ -31,6 +32,27 @@ class LayerNorm(Module):
             if y is not None:
                 return y
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class RMSNorm(Module):
+    """y = x / sqrt(mean(x^2) + eps) * weight over the last ``len(normalized_shape)`` dims (no
+    centring, no bias; LLaMA's norm). ``eps=None``: the machine epsilon of the input's dtype, as
+    PyTorch. weight init 1, of shape ``normalized_shape``."""
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, device=None, dtype=None):
+        super().__init__()
+        shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.normalized_shape, self.eps = shape, None if eps is None else float(eps)
+        self.elementwise_affine = elementwise_affine
+        w = Parameter(creation.ones(shape, dtype=dtype, device=device)) if elementwise_affine else None
+        self.register_parameter("weight", w)
+
+    def forward(self, x):
+        check_input("RMSNorm", x, self.normalized_shape[-1], None if self.weight is None else self.weight.dtype)
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
 
     def extra_repr(self):
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"

@@ -5,7 +5,8 @@
   reduce       Sum Mean Var Amax Amin
   linalg       MatMul
   shape        Reshape Permute Expand Index IndexSelect Cat
-  nn           Softmax LogSoftmax LayerNorm
+  nn           Softmax LogSoftmax LayerNorm BinaryCrossEntropyWithLogits
+  conv         Unfold (im2col)
 
 Everything else (linear, glu, cross_entropy, attention, ...) is composed from them and gets
 its backward for free. Fused ops (``minifuse.fusions``) are the deliberate exception and are

@@ -4,12 +4,15 @@ Gradients may be returned in the broadcast (output) shape; the engine sums them 
 """
 from ..autograd.function import Function
 from ..kernels import activations as A
+from ..dtypes import get_default_dtype, is_floating
 from ._util import as_operand, check_broadcast, shape_of
 
 
 class _Binary(Function):
-    """Base for ops of two broadcastable operands: checks the shapes once, in apply."""
+    """Base for ops of two broadcastable operands: checks the shapes once, in apply. An integer
+    or bool operand with a floating one takes the floating dtype (PyTorch's promotion)."""
     autocast = "promote"      # mixed float dtypes under mf.autocast: the widest
+    true_division = False     # Div: integer operands give the default float dtype
 
     @classmethod
     def apply(cls, input, other):
@@ -19,11 +22,25 @@ class _Binary(Function):
         else:
             other = as_operand(other, input)
         check_broadcast(cls.op_name(), shape_of(input), shape_of(other))
+        floats = [a.dtype for a in (input, other) if is_floating(a.dtype)]
+        target = floats[0] if floats else get_default_dtype() if cls.true_division else None
+        if target is not None:
+            input, other = (_to_dtype(a, target) for a in (input, other))
         return super().apply(input, other)
+
+
+def _to_dtype(a, dtype):
+    """An integer or bool operand as ``dtype``: a tensor through the recorded ``Cast`` op (so a
+    traced graph keeps it an input, not a constant), an array directly."""
+    from ..tensor import Tensor
+    if is_floating(a.dtype):
+        return a
+    return Cast.apply(a, dtype) if isinstance(a, Tensor) else a.astype(dtype)
 
 
 class Add(_Binary):
     """out = input + other"""
+    symbol = "+"
     float_only = False
 
     @staticmethod
@@ -37,6 +54,7 @@ class Add(_Binary):
 
 class Sub(_Binary):
     """out = input - other"""
+    symbol = "-"
     float_only = False
 
     @staticmethod
@@ -50,6 +68,7 @@ class Sub(_Binary):
 
 class Mul(_Binary):
     """out = input * other"""
+    symbol = "*"
     float_only = False
 
     @staticmethod
@@ -65,7 +84,9 @@ class Mul(_Binary):
 
 
 class Div(_Binary):
-    """out = input / other"""
+    """out = input / other (true division: integers give the default float dtype)"""
+    symbol = "/"
+    true_division = True
 
     @staticmethod
     def forward(ctx, input, other):

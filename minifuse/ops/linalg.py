@@ -75,3 +75,84 @@ class MatMul(Function):
                 gb = gb[..., 0]
             gb = gb if gb.dtype == b.dtype else gb.astype(b.dtype)
         return ga, gb
+
+
+def parse_einsum(equation, ndims):
+    """``equation`` with every '...' spelled out as letters and the output written explicitly
+    (implicit form: the letters that occur once, sorted, after the ellipsis dims, as NumPy and
+    PyTorch). Returns (input subscripts, output subscripts)."""
+    eq = equation.replace(" ", "")
+    lhs, arrow, out = eq.partition("->")
+    subs = lhs.split(",")
+    if len(subs) != len(ndims):
+        raise ValueError(f"einsum: equation {equation!r} names {len(subs)} operands, got {len(ndims)}")
+    letters = set(eq) - set(".,->")
+    if not all(c.isalpha() for c in letters):
+        raise ValueError(f"einsum: subscripts must be letters, got {equation!r}")
+    spare = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ" if c not in letters]
+    n_ell = max([n - len(s.replace("...", "")) for s, n in zip(subs, ndims) if "..." in s] or [0])
+    ell = "".join(spare[:n_ell])
+    spelled = []
+    for i, (s, n) in enumerate(zip(subs, ndims)):
+        k = n - len(s.replace("...", ""))
+        if "..." in s:
+            s = s.replace("...", ell[n_ell - k:] if k > 0 else "")
+        if len(s) != n:
+            raise ValueError(f"einsum: operands[{i}] has {n} dimensions but its subscripts {subs[i]!r} "
+                             f"name {len(s)}")
+        if len(set(s)) != len(s):
+            raise ValueError(f"einsum: operands[{i}] repeats a subscript in {subs[i]!r} (diagonals are "
+                             f"not supported)")
+        spelled.append(s)
+    if arrow:
+        out = out.replace("...", ell)
+    else:
+        joined = "".join(spelled)
+        out = ell + "".join(sorted(c for c in letters if joined.count(c) == 1))
+    if len(set(out)) != len(out) or not set(out) <= set("".join(spelled)):
+        raise ValueError(f"einsum: the output subscripts of {equation!r} must be distinct letters of the inputs")
+    return spelled, out
+
+
+def _einsum(xp, equation, *operands):
+    """xp.einsum in the operands' dtype; NumPy's einsum has no bfloat16 loop, so bfloat16
+    operands are multiplied in float32 (as NumPy's matmul does for them) and rounded back."""
+    dtype = operands[0].dtype
+    if bfloat16 is not None and dtype == bfloat16:
+        return xp.einsum(equation, *(o.astype(xp.float32) for o in operands)).astype(dtype)
+    return xp.einsum(equation, *operands)
+
+
+class Einsum(Function):
+    """out = einsum(equation, *operands). The gradient of operand i is the einsum of g with the
+    other operands into operand i's subscripts; letters that only operand i has (summed away)
+    are broadcast back."""
+    name = "einsum"
+    autocast = "lower"
+
+    @staticmethod
+    def forward(ctx, equation, *operands):
+        subs, out = parse_einsum(equation, [o.ndim for o in operands])
+        ctx.subs, ctx.out = subs, out
+        ctx.save_for_backward(*operands)
+        return _einsum(ctx.xp, ",".join(subs) + "->" + out, *operands)
+
+    @staticmethod
+    def backward(ctx, g):
+        operands, xp = ctx.saved_tensors, ctx.xp
+        grads = [None]
+        for i, (s, x) in enumerate(zip(ctx.subs, operands)):
+            if not ctx.needs_input_grad[i + 1]:
+                grads.append(None)
+                continue
+            others = [j for j in range(len(operands)) if j != i]
+            seen = set(ctx.out).union(*(ctx.subs[j] for j in others))
+            kept = "".join(c for c in s if c in seen)
+            eq = ",".join([ctx.out] + [ctx.subs[j] for j in others]) + "->" + kept
+            gi = _einsum(xp, eq, g.astype(x.dtype, copy=False), *(operands[j] for j in others))
+            if kept != s:   # letters summed away in the forward: every element got the same g
+                gi = xp.expand_dims(gi, tuple(k for k, c in enumerate(s) if c not in seen))
+                gi = xp.broadcast_to(gi, tuple(n if c not in seen else m
+                                               for c, n, m in zip(s, x.shape, gi.shape)))
+            grads.append(gi.astype(x.dtype, copy=False))
+        return tuple(grads)

@@ -1,6 +1,7 @@
 """Primitive ops of neural networks whose backward is much cheaper as one formula than as a
-chain of elementwise ops: softmax, log-softmax and layer norm."""
+chain of elementwise ops: softmax, log-softmax, layer norm and binary cross-entropy."""
 from ..autograd.function import Function
+from ..kernels import activations as A
 
 
 def _shifted(x, dim):
@@ -82,3 +83,29 @@ class LayerNorm(Function):
         dw = (g * xhat).sum(axis=lead) if weight is not None and ctx.needs_input_grad[1] else None
         db = g.sum(axis=lead) if ctx.needs_input_grad[2] else None
         return dx, dw, db
+
+
+class BinaryCrossEntropyWithLogits(Function):
+    """Per element, with s(x) = log(1 + e^-x) = softplus(-x), L = 1 + (p - 1) y (p = pos_weight,
+    1 without):  out = (1 - y) x + L s(x)   (= -p y log sigmoid(x) - (1 - y) log(1 - sigmoid(x)))
+      d/dx = (1 - y) - L sigmoid(-x),  d/dy = (p - 1) s(x) - x,  d/dp = y s(x)"""
+    autocast = "float32"
+    name = "binary_cross_entropy_with_logits"
+
+    @staticmethod
+    def forward(ctx, input, target, pos_weight=None):
+        xp = ctx.xp
+        softplus_neg = xp.log1p(xp.exp(-xp.abs(input))) + xp.maximum(-input, 0)   # never overflows
+        scale = 1 if pos_weight is None else 1 + (pos_weight - 1) * target
+        ctx.save_for_backward(input, target, pos_weight, softplus_neg)
+        return (1 - target) * input + scale * softplus_neg
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, p, sp = ctx.saved_tensors
+        scale = 1 if p is None else 1 + (p - 1) * y
+        need_x, need_y, need_p = ctx.needs_input_grad
+        gx = g * ((1 - y) - scale * A.sigmoid(ctx.xp, -x)) if need_x else None
+        gy = g * ((0 if p is None else (p - 1) * sp) - x) if need_y else None
+        gp = g * y * sp if need_p else None
+        return gx, gy, gp

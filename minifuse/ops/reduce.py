@@ -77,8 +77,9 @@ class _Extreme(Function):
     @classmethod
     def forward(cls, ctx, input, dim=None, keepdim=False):
         dims = normalize_dims(cls.op_name(), dim, input.ndim)
-        if input.size == 0:
-            raise RuntimeError(f"{cls.op_name()}: cannot reduce an empty tensor")
+        if any(input.shape[d] == 0 for d in dims) or input.ndim == 0 and input.size == 0:
+            raise RuntimeError(f"{cls.op_name()}: cannot reduce over an empty dimension (shape "
+                               f"{tuple(input.shape)}, dim {dim})")
         out = getattr(input, cls.reduce)(axis=dims, keepdims=True)
         ctx.save_for_backward(input, out)
         ctx.dims, ctx.keepdim = dims, keepdim

@@ -1,0 +1,2 @@
+"""minifuse.utils: helpers around training (``minifuse.utils.data``: datasets and loaders)."""
+from . import data  # noqa: F401

@@ -12,10 +12,10 @@ import inspect
 import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
+from .atomic import write_atomic
 from .progress import compile_notice, progress
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
@@ -96,20 +96,6 @@ def embed_all(encoder, sentences, batch_size, show_progress):
     parts = [encoder.encode(sentences[s:s + chunk], batch_size=batch_size)
              for s in progress(starts, desc="embed", disable=not show)]
     return np.concatenate([np.asarray(p, np.float32) for p in parts]) if parts else np.zeros((0, 0), np.float32)
-
-
-def write_atomic(path, write):
-    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a
-    reader never sees half a file, and a failure leaves no temporary file behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".minifuse-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def jsonl_bytes(sentences, emb):

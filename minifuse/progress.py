@@ -13,9 +13,10 @@ import time
 _noticed = False
 
 
-def progress(iterable, total=None, desc="", disable=False, file=None):
+def progress(iterable, total=None, desc="", disable=False, file=None, leave=True):
     """``iterable`` wrapped in a progress bar on ``file`` (stderr): tqdm's when tqdm is installed,
-    else a plain one-line bar redrawn at most ten times a second."""
+    else a plain one-line bar redrawn at most ten times a second. ``leave=False`` erases the bar
+    when the loop ends (for many short loops, such as a benchmark's repeats)."""
     if disable:
         return iterable
     file = sys.stderr if file is None else file
@@ -24,22 +25,23 @@ def progress(iterable, total=None, desc="", disable=False, file=None):
     try:
         from tqdm import tqdm
     except ImportError:
-        return _plain_bar(iterable, total, desc, file)
-    return tqdm(iterable, total=total, desc=desc or None, file=file, leave=True)
+        return _plain_bar(iterable, total, desc, file, leave)
+    return tqdm(iterable, total=total, desc=desc or None, file=file, leave=leave)
 
 
-def _plain_bar(iterable, total, desc, file):
+def _plain_bar(iterable, total, desc, file, leave):
     start = last = time.perf_counter()
     done = 0
     for item in iterable:
         yield item
         done += 1
         now = time.perf_counter()
-        if now - last >= 0.1 or done == total:
+        if now - last >= 0.1:
             last = now
             file.write("\r" + _bar_line(desc, done, total, now - start))
             file.flush()
-    file.write("\n")
+    line = _bar_line(desc, done, total, time.perf_counter() - start)
+    file.write("\r" + line + "\n" if leave else "\r" + " " * len(line) + "\r")
     file.flush()
 
 

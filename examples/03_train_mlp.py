@@ -17,7 +17,7 @@ import numpy as np
 import minifuse as mf
 import minifuse.nn as nn
 from minifuse import optim, plots
-from minifuse.progress import progress
+from minifuse.progress import compile_notice, progress
 
 TARGET_ACCURACY = 0.97
 
@@ -97,6 +97,7 @@ for epoch in progress(range(epochs), desc="epochs"):
 # In eval mode and under `no_grad`, the MLP blocks run their fused kernels.
 
 # %%
+compile_notice()                 # the fused kernels' first use compiles them (cold cache only)
 model.eval()
 with mf.no_grad():
     accuracy = (model(mf.tensor(x_test)).argmax(-1).numpy() == y_test).mean()

@@ -17,7 +17,7 @@ import numpy as np
 import minifuse as mf
 import minifuse.nn as nn
 from minifuse import optim, plots
-from minifuse.progress import progress
+from minifuse.progress import compile_notice, progress
 
 SEQ, VOCAB = 8, 10
 TARGET_SEQUENCE_ACCURACY = 0.95
@@ -91,6 +91,7 @@ for step in progress(range(steps), desc="steps"):
 
 # %%
 x, y = batch(np.random.default_rng(1), 2000)
+compile_notice()                 # the fused kernels' first use compiles them (cold cache only)
 model.eval()
 with mf.no_grad():
     pred = model(mf.tensor(x)).argmax(-1).numpy()

@@ -70,3 +70,16 @@ def test_code_blocks_run(page, tmp_path, monkeypatch):
         mf.set_float32_matmul_precision(precision)      # a page may show the switch; tests share a process
     if skipped and len(skipped) == len(runnable):
         pytest.skip("; ".join(skipped))
+
+
+# A path a page names: a Markdown link, or a repository path in backquotes.
+LINK = re.compile(r"\]\(([^)#\s]+)\)")
+PATH = re.compile(r"`((?:minifuse|tests|docs|examples|\.ci)/[\w./-]+\.(?:py|md|npz|json|toml))`")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_file_a_page_names_is_in_the_repository(page):
+    text = page.read_text(encoding="utf-8")
+    named = {m for m in LINK.findall(text) if "://" not in m} | set(PATH.findall(text))
+    missing_files = sorted(n for n in named if not ((page.parent / n).exists() or (ROOT / n).exists()))
+    assert not missing_files, f"{page.name} names files that are not in the repository: {missing_files}"

@@ -59,6 +59,8 @@ def read_sentences(args, stdin):
         except OSError as e:
             raise ValueError(f"embed: --file {args.file!r}: {e.strerror or e}") from None
     else:
+        if args.file is None and getattr(stdin, "isatty", lambda: False)():
+            raise ValueError("embed: no sentences: give them as arguments, with --file, or pipe them in")
         text = stdin.read()
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -73,6 +75,8 @@ def check_args(args):
         if args.format is None and suffix not in FORMATS:
             raise ValueError(f"embed: --output must end in {', '.join(FORMATS)} (or pass --format), "
                              f"got {args.output!r}")
+    if args.format == "npy" and not args.output:
+        raise ValueError("embed: --format npy needs --output FILE (stdout gets JSON lines)")
     if args.device == "cuda":
         from .device import cuda_available
         if not cuda_available():

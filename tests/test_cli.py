@@ -61,12 +61,24 @@ def test_file_to_npy_and_query_from_stdin(reference, tmp_path):
     (["--output", "out.txt", "x"], "--output must end in .npy, .jsonl, .json"),
     (["--file", "missing.txt"], "--file 'missing.txt': No such file"),
     (["--file", "-"], "no sentences"),
+    (["--format", "npy", "x"], "--format npy needs --output"),
+    (["--file", "a.txt", "x"], "not both"),
 ])
 def test_bad_arguments_name_the_option(args, message, tmp_path):
     result = run_cli("embed", *args, stdin="", cwd=tmp_path)
     assert result.returncode == 2
     assert message in result.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_cuda_device_matches_the_cpu(reference):
+    import minifuse as mf
+    if not mf.cuda_available():
+        pytest.skip("needs a GPU with CuPy")
+    result = run_cli("embed", "--device", "cuda", *SENTENCES)
+    assert result.returncode == 0, result.stderr
+    got = np.array([json.loads(line)["embedding"] for line in result.stdout.splitlines()])
+    np.testing.assert_allclose(got, reference, atol=1e-4)
 
 
 def test_console_script_is_declared():

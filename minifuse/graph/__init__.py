@@ -117,9 +117,10 @@ class CompiledModule:
         """The fused graph of the most recent input signature (traced by ``compile``'s example
         inputs or by the last call), for looking at: ``print(fast.graph)``, ``fast.graph.draw(path)``.
         ``graphs`` holds one per signature."""
-        if self._last_key is None:
+        g = self.graphs.get(self._last_key)
+        if g is None:
             raise RuntimeError("compile: no graph yet; call the compiled module, or pass example inputs to mf.compile")
-        return self.graphs[self._last_key]
+        return g
 
     def __call__(self, *inputs):
         from ..tensor import Tensor

@@ -90,16 +90,15 @@ def output_format(args):
 
 
 def embed_all(encoder, sentences, batch_size, show_progress):
-    """(N, H) float32 embeddings; a progress bar on stderr when there is more than one batch."""
+    """(N, H) float32 embeddings, encoded in chunks of a few batches with a progress bar on stderr
+    when there is more than one batch. encode sorts its input by length to pad less; chunks of
+    eight batches keep most of that."""
     show = show_progress and len(sentences) > batch_size
-    if "show_progress_bar" in inspect.signature(encoder.encode).parameters:
-        return np.asarray(encoder.encode(sentences, batch_size=batch_size, show_progress_bar=show), np.float32)
-    # encode sorts its input by length to pad less; chunks of several batches keep most of that
+    quiet = {"show_progress_bar": False} if "show_progress_bar" in inspect.signature(encoder.encode).parameters else {}
     chunk = 8 * batch_size
-    starts = range(0, len(sentences), chunk)
-    parts = [encoder.encode(sentences[s:s + chunk], batch_size=batch_size)
-             for s in progress(starts, desc="embed", disable=not show)]
-    return np.concatenate([np.asarray(p, np.float32) for p in parts]) if parts else np.zeros((0, 0), np.float32)
+    parts = [np.asarray(encoder.encode(sentences[s:s + chunk], batch_size=batch_size, **quiet), np.float32)
+             for s in progress(range(0, len(sentences), chunk), desc="embed", disable=not show)]
+    return np.concatenate(parts)
 
 
 def jsonl_bytes(sentences, emb):

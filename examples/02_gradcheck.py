@@ -1,10 +1,14 @@
-"""gradcheck: proving a backward right with finite differences.
+# %% [markdown]
+# # gradcheck: proving a backward right with finite differences
+#
+# A script (`python examples/02_gradcheck.py`) and a notebook (each `# %%` is a cell).
+# For each input element j, gradcheck nudges it by ±eps and measures how every output moves:
+#
+#     numerical J[:, j] = (f(x + eps e_j) - f(x - eps e_j)) / (2 eps)
+#
+# and compares that with the analytic Jacobian that backward produces, one row per output element.
 
-For each input element j, gradcheck nudges it by +-eps and measures how every output moves:
-    numerical J[:, j] = (f(x + eps e_j) - f(x - eps e_j)) / (2 eps)
-and compares with the analytic Jacobian that backward produces, one row per output element.
-Run: python examples/02_gradcheck.py
-"""
+# %%
 import numpy as np
 
 import minifuse as mf
@@ -16,13 +20,22 @@ x = mf.randn(3, 4, dtype=mf.float64, requires_grad=True)   # float64: difference
 w = mf.randn(5, 4, dtype=mf.float64, requires_grad=True)
 b = mf.randn(5, dtype=mf.float64, requires_grad=True)
 
-print("1. A composite of ops: gelu(linear(x)) then layer_norm")
+# %% [markdown]
+# ## 1. A composite of ops: gelu(linear(x)) then layer_norm
+# Every op's backward is chained by the engine; gradcheck checks the whole chain at once.
+
+# %%
 ok = gradcheck(lambda x, w, b: F.layer_norm(F.gelu(F.linear(x, w, b)), 5), (x, w, b))
-print("   gradcheck passed:", ok)
+print("gradcheck passed:", ok)
+
+# %% [markdown]
+# ## 2. A backward that is off by 1% is caught, with the worst element named
+# The kind of bug a hand-written fused kernel can hide: the forward is right, the slope is not.
 
 
+# %%
 class SloppyTanh(Function):
-    """tanh whose backward is wrong by 1%: the kind of bug a fused kernel can hide."""
+    """tanh whose backward is wrong by 1%."""
 
     @staticmethod
     def forward(ctx, x):
@@ -36,11 +49,14 @@ class SloppyTanh(Function):
         return g * (1 - out ** 2) * 1.01
 
 
-print("\n2. A backward that is off by 1% is caught, with the worst element named")
 try:
     gradcheck(SloppyTanh.apply, x)
 except GradcheckError as e:
-    print("  ", e)
+    print(e)
 
-print("\n3. fast_mode projects both Jacobians on random vectors: one backward per input")
-print("   fast gradcheck of softmax:", gradcheck(lambda t: F.softmax(t, dim=-1), x, fast_mode=True))
+# %% [markdown]
+# ## 3. `fast_mode` projects both Jacobians on random vectors: one backward per input
+# O(1) evaluations instead of one per input element: for large inputs.
+
+# %%
+print("fast gradcheck of softmax:", gradcheck(lambda t: F.softmax(t, dim=-1), x, fast_mode=True))

@@ -1,43 +1,75 @@
-"""``progress(iterable, total, desc)``: a progress bar on stderr, tqdm's when it is installed.
+"""Progress for long loops, and a notice before the first Numba compile.
 
-Without tqdm the bar is one line redrawn in place (``desc: 3/10 [=====     ]``), at most a few
-times a second, and finished with a newline.
+    for batch in progress(batches, desc="encode"):      # tqdm if installed, else a one-line bar
+        ...
+    compile_notice()                                    # prints once, only if the kernel cache is cold
+
+Both write to stderr, so a program's stdout stays its result.
 """
-from __future__ import annotations
-
+import os
 import sys
 import time
 
-__all__ = ["progress"]
+_noticed = False
 
 
-def progress(iterable, total=None, desc="", enabled=True, file=None):
-    """Yield from ``iterable`` while drawing a bar of ``total`` steps (``len(iterable)`` by default)."""
-    if not enabled:
-        return iter(iterable)
-    total = len(iterable) if total is None else total
+def progress(iterable, total=None, desc="", disable=False, file=None, leave=True):
+    """``iterable`` wrapped in a progress bar on ``file`` (stderr): tqdm's when tqdm is installed,
+    else a plain one-line bar redrawn at most ten times a second. ``leave=False`` erases the bar
+    when the loop ends (for many short loops, such as a benchmark's repeats)."""
+    if disable:
+        return iterable
+    file = sys.stderr if file is None else file
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:
-        return _plain(iterable, total, desc, file or sys.stderr)
-    return iter(tqdm(iterable, total=total, desc=desc or None, file=file))
+        return _plain_bar(iterable, total, desc, file, leave)
+    return tqdm(iterable, total=total, desc=desc or None, file=file, leave=leave)
 
 
-def _plain(iterable, total, desc, file, width=30, every=0.2):
-    last = 0.0
-
-    def draw(done):
-        filled = width * done // max(total, 1)
-        file.write(f"\r{desc + ': ' if desc else ''}{done}/{total} [{'=' * filled}{' ' * (width - filled)}]")
-        file.flush()
-
+def _plain_bar(iterable, total, desc, file, leave):
+    start = last = time.perf_counter()
     done = 0
-    draw(0)
     for item in iterable:
         yield item
         done += 1
-        if time.monotonic() - last >= every or done == total:
-            draw(done)
-            last = time.monotonic()
-    file.write("\n")
+        now = time.perf_counter()
+        if now - last >= 0.1:
+            last = now
+            file.write("\r" + _bar_line(desc, done, total, now - start))
+            file.flush()
+    line = _bar_line(desc, done, total, time.perf_counter() - start)
+    file.write("\r" + line + "\n" if leave else "\r" + " " * len(line) + "\r")
     file.flush()
+
+
+def _bar_line(desc, done, total, elapsed):
+    head = f"{desc}: " if desc else ""
+    if not total:
+        return f"{head}{done} it, {elapsed:.1f} s"
+    filled = int(20 * done / total)
+    return f"{head}[{'#' * filled}{'.' * (20 - filled)}] {done}/{total}, {elapsed:.1f} s"
+
+
+def kernel_cache_is_cold():
+    """True when the CPU kernels have no compiled code on disk yet (a fresh clone or a new
+    machine): their first use then compiles them, which takes tens of seconds once."""
+    from numba.core import config
+    kernel_dir = os.path.join(os.path.dirname(__file__), "kernels", "cpu")
+    if config.CACHE_DIR:
+        # Numba mirrors the source tree under NUMBA_CACHE_DIR; search it rather than guess its layout.
+        return not any(name.endswith(".nbi") for _, _, names in os.walk(config.CACHE_DIR) for name in names)
+    cache = os.path.join(kernel_dir, "__pycache__")
+    return not (os.path.isdir(cache) and any(name.endswith(".nbi") for name in os.listdir(cache)))
+
+
+def compile_notice(file=None):
+    """Say once, before the first fused call, that Numba is about to compile (cold cache only)."""
+    global _noticed
+    if _noticed:
+        return
+    _noticed = True
+    if kernel_cache_is_cold():
+        print("compiling kernels, ~20 s once; cached afterwards", file=sys.stderr if file is None else file)

@@ -7,9 +7,11 @@
     minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
     cuda      GPU kernels vs torch on an NVIDIA GPU
 
-For CPU numbers that compare with other libraries, run with the machine's OpenBLAS pinning
-removed, in that command only:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench cpu
-Results and how to read them: BENCHMARKS.md.
+Results go to stdout; graph, minilm and training show a progress bar on stderr. If the
+environment pins OpenBLAS to one CPU kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: some shared
+machines set them), unset them in the benchmark's command for numbers comparable with other libraries:
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench cpu
+Results, the machines and the exact commands: BENCHMARKS.md.
 """
 import runpy
 import sys

@@ -12,12 +12,13 @@ import numpy as np
 import minifuse as mf
 import minifuse.nn as nn
 from minifuse import graph as G
+from minifuse.progress import progress
 
 
 def timed(fn, repeat):
     fn()
     times = []
-    for _ in range(repeat):
+    for _ in progress(range(repeat), desc="timing", leave=False):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -29,10 +29,11 @@ def sentences(n=256, words=28, seed=0):
     return [" ".join(rng.choice(WORDS) for _ in range(words)).capitalize() + "." for _ in range(n)]
 
 
-def _timed(fn, repeat):
+def _timed(fn, repeat, progress=None):
+    """Seconds of each of ``repeat`` calls after a warm-up; ``progress`` wraps the loop (a bar)."""
     fn()  # warm-up: JIT compilation, BLAS buffers, caches
     times = []
-    for _ in range(repeat):
+    for _ in (progress or iter)(range(repeat)):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
@@ -56,13 +57,15 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
     GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores)."""
     import minifuse as mf
     from minifuse.models import SentenceEncoder
+    from minifuse.progress import progress
     mf.set_float32_matmul_precision(precision)
     if threads:
         _set_threads(threads)
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     enc = SentenceEncoder.from_pretrained(model_path, device=device)
-    times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat)
+    times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat,
+                   lambda it: progress(it, desc="encode runs", leave=False))
     mf.set_float32_matmul_precision("highest")
     return {"impl": "minifuse", "device": device, "cuda_graph": cuda_graph and device != "cpu",
             "float32_matmul_precision": precision,

@@ -31,14 +31,15 @@ MLP_HIDDEN = int(8 / 3 * MLP_DIM)
 LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, batch=8, seq=128)
 
 
-def _interleaved(steps, repeat):
+def _interleaved(steps, repeat, progress=None):
     """Median seconds of each step function, timed round-robin (A B C A B C ...) after two warm-up
-    calls each, so that a load change on a shared machine hits every variant alike."""
+    calls each, so that a load change on a shared machine hits every variant alike. ``progress``
+    wraps the rounds (a bar)."""
     for step in steps:
         step()
         step()                            # warm-up: JIT compilation (or cache load), BLAS buffers
     times = [[] for _ in steps]
-    for _ in range(repeat):
+    for _ in (progress or iter)(range(repeat)):
         for k, step in enumerate(steps):
             t = time.perf_counter()
             step()
@@ -271,7 +272,11 @@ def main(argv=None):
             cases += [minifuse_case(w, variant, **opts) for variant, opts in runs]
         if torch is not None:
             cases.append(torch_case(w))          # timed in the same round-robin as minifuse
-        _report([rec for _, rec in cases], _interleaved([step for step, _ in cases], args.repeat))
+        bar = None
+        if args.only != "torch":                # the torch-only side imports nothing of minifuse
+            from minifuse.progress import progress
+            bar = lambda rounds: progress(rounds, desc=f"{w} rounds", leave=False)  # noqa: E731
+        _report([rec for _, rec in cases], _interleaved([step for step, _ in cases], args.repeat, bar))
 
 
 if __name__ == "__main__":

@@ -92,6 +92,7 @@ class CompiledModule:
         self.backend = None if backend is None else get_backend(backend)
         self.cuda_graph = bool(cuda_graph)
         self.graphs = {}
+        self._last_key = None
         self._replays = {}
         self._replay_state = None
 
@@ -108,6 +109,17 @@ class CompiledModule:
         if g is None:
             g = fuse(trace(self.module, *inputs), self.backend, self.passes, self.report)
             self.graphs[key] = g
+        self._last_key = key
+        return g
+
+    @property
+    def graph(self):
+        """The fused graph of the most recent input signature (traced by ``compile``'s example
+        inputs or by the last call), for looking at: ``print(fast.graph)``, ``fast.graph.draw(path)``.
+        ``graphs`` holds one per signature."""
+        g = self.graphs.get(self._last_key)
+        if g is None:
+            raise RuntimeError("compile: no graph yet; call the compiled module, or pass example inputs to mf.compile")
         return g
 
     def __call__(self, *inputs):

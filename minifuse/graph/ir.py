@@ -162,6 +162,12 @@ class Graph:
         lines.append("}")
         return "\n".join(lines)
 
+    def draw(self, path, png=True):
+        """Write the graph to ``path``.dot and, where Graphviz or matplotlib is installed,
+        ``path``.png (``minifuse/graph/draw.py``); returns the paths written."""
+        from .draw import draw
+        return draw(self, path, png)
+
 
 def _ref(node):
     if node.op in ("Param", "Input"):

@@ -378,7 +378,7 @@ class FuseAttentionBlock(Pass):
 class FuseTransformerLayer(Pass):
     """The post-LN BERT layer, after the three passes above:
         h = FusedResidualLN(x, FusedAttentionBlock(x)); out = FusedResidualLN(h, fc2(act(fc1(h))))
-    ->  FusedTransformerLayer with rlx's 14-input layout [hidden, qkv_w, qkv_b, out_w, out_b,
+    ->  FusedTransformerLayer with a 14-input layout [hidden, qkv_w, qkv_b, out_w, out_b,
         ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b, mask] (mask left out if absent)."""
     name = "FuseTransformerLayer"
     requires = ("FuseMatMulBiasAct", "FuseResidualLN", "FuseAttentionBlock")

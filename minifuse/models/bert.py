@@ -393,7 +393,7 @@ class SentenceEncoder(Module):
         lengths = tokens["attention_mask"].sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
         out = [None] * len(texts)
-        batches = progress(range(0, len(texts), batch_size), desc="Batches", enabled=bool(show_progress_bar))
+        batches = progress(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar)
         with no_grad():
             for start in batches:
                 idx = order[start:start + batch_size]

@@ -43,10 +43,10 @@ class Linear(Module):
 
 
 class FusedLinear(Linear):
-    """y = act(x W^T + b) with act one of 'relu', 'gelu', 'silu' (seed: lucid's FusedLinear).
+    """y = act(x W^T + b) with act one of 'relu', 'gelu', 'silu'.
 
-    'gelu' is the tanh approximation by default, as in lucid: 0.5 z (1 + tanh(sqrt(2/pi) (z +
-    0.044715 z^3))); ``approximate='none'`` gives the exact x Phi(x). Unlike lucid, the layer computes
+    'gelu' is the tanh approximation by default: 0.5 z (1 + tanh(sqrt(2/pi) (z +
+    0.044715 z^3))); ``approximate='none'`` gives the exact x Phi(x). The layer computes
     this one function on every path, with or without bias. Parameters and init as ``Linear``.
     Without recorded gradients ``forward`` runs the fused kernel (GEMM + bias + activation in one
     sweep over the output), with them the taped path (linear, then the activation), or with

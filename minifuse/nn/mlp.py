@@ -1,4 +1,4 @@
-"""MLP: the channel-mixing block of a residual network (seed: nvSubquadratic ``modules/mlp.py``).
+"""MLP: the channel-mixing block of a residual network.
 
     plain  (relu, gelu, silu):  y = W2 act(W1 x)                 W1: C -> H
     gated  (glu, swiglu):       [a, b] = W1 x;  y = W2 (gate(a) * b)   W1: C -> 2H

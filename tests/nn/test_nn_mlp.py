@@ -1,4 +1,4 @@
-"""MLP (seed: nvSubquadratic): structure, NumPy reference, gradcheck, flop_count, init, errors."""
+"""MLP: structure, NumPy reference, gradcheck, flop_count, init, errors."""
 import math
 
 import numpy as np

@@ -11,7 +11,8 @@ torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A st
 ``backward(g)`` with a fixed random g, gradients cleared. Each variant is timed with CUDA events
 over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
 round, then the median), all in one process. TF32 is off on both sides (float32 means float32).
-Prints one JSON line per case.
+Prints one JSON line per case; ``--profile`` adds, per case, the host time per step and the GPU
+kernels of 3 steps from torch.profiler (which sees CuPy's and numba's kernels too), largest first.
 """
 from __future__ import annotations
 
@@ -116,7 +117,30 @@ def _event_ms(step, inner):
     return cupy.cuda.get_elapsed_time(start, end) / inner
 
 
-def run(workloads, repeat, inner):
+def kernel_profile(step, steps=3, top=12):
+    """{host_ms, gpu_kernel_ms, kernels, top: [(us per step, calls per step, name)]} for ``step``."""
+    import time
+
+    import cupy
+    from torch.profiler import ProfilerActivity, profile
+    cupy.cuda.Device().synchronize()
+    t = time.perf_counter()
+    for _ in range(steps):
+        step()
+    host = (time.perf_counter() - t) / steps
+    cupy.cuda.Device().synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as p:
+        for _ in range(steps):
+            step()
+        cupy.cuda.Device().synchronize()
+    events = sorted((e for e in p.key_averages() if e.device_time_total > 0), key=lambda e: -e.device_time_total)
+    return {"host_ms": round(host * 1e3, 3),
+            "gpu_kernel_ms": round(sum(e.device_time_total for e in events) / steps / 1e3, 3),
+            "kernels": round(sum(e.count for e in events) / steps),
+            "top": [(round(e.device_time_total / steps, 1), e.count // steps, e.key[:90]) for e in events[:top]]}
+
+
+def run(workloads, repeat, inner, profile=False):
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -139,6 +163,10 @@ def run(workloads, repeat, inner):
                                   "median_ms": round(statistics.median(ts), 3),
                                   "ratio_to_torch": round(statistics.median(t / r for t, r in zip(ts, ref)), 3),
                                   "times_ms": [round(t, 3) for t in ts]}), flush=True)
+            if profile:
+                for name, step in cases.items():
+                    print(json.dumps({"workload": w, "precision": precision, "impl": name,
+                                      "profile": kernel_profile(step)}), flush=True)
 
 
 def main(argv=None):
@@ -147,8 +175,9 @@ def main(argv=None):
     p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--inner", type=int, default=5)
+    p.add_argument("--profile", action="store_true", help="also the GPU kernels of each case (torch.profiler)")
     args = p.parse_args(argv)
-    run(("layer", "mlp") if args.workload == "all" else (args.workload,), args.repeat, args.inner)
+    run(("layer", "mlp") if args.workload == "all" else (args.workload,), args.repeat, args.inner, args.profile)
 
 
 if __name__ == "__main__":

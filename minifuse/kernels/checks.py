@@ -11,6 +11,8 @@ takes (its array type, its float dtypes, where an array lives). `cpu/checks.py` 
 argument validation from them. This module imports NumPy only: CPU use must never import CuPy or
 numba-cuda.
 """
+import math
+
 import numpy as np
 
 
@@ -142,7 +144,13 @@ def contiguous(xp, a):
 
 def rows(xp, a, last):
     """The (N, last) C-contiguous 2-D view of `a` (..., last); copies only a non-contiguous `a`."""
-    return contiguous(xp, a).reshape(-1, last)
+    return flat_rows(contiguous(xp, a), last)
+
+
+def flat_rows(a, last):
+    """`a` (..., last) reshaped to (N, last), N the product of the leading dims (spelt out: with
+    last == 0, reshape(-1, 0) has no N to infer)."""
+    return a.reshape(math.prod(a.shape[:-1]), last)
 
 
 def key_mask_values(fn, mask, batch, keys):

@@ -1,4 +1,6 @@
 """Matrix multiplication: batched, broadcasting, with NumPy's rules for 1-D operands."""
+import math
+
 from ..autograd.function import Function
 from ._util import check_broadcast
 
@@ -21,7 +23,7 @@ def _matmul(xp, a, b):
     (NumPy's batched matmul would call BLAS once per batch entry: about 2x slower for linear).
     In a's dtype: NumPy returns ml_dtypes' bfloat16 products as float32."""
     if b.ndim == 2 and a.ndim > 2:
-        out = (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+        out = (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
     else:
         out = xp.matmul(a, b)
     return out if out.dtype == a.dtype else out.astype(a.dtype)
@@ -61,7 +63,7 @@ class MatMul(Function):
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:
                 # weight shared across a batch: one GEMM over the flattened rows, no (batch, K, N) temp
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                gb = a2.reshape(math.prod(a2.shape[:-1]), a2.shape[-1]).T @ g.reshape(math.prod(g.shape[:-1]), g.shape[-1])
             else:
                 gb = xp.matmul(xp.swapaxes(a2, -1, -2), g)
             if b.ndim == 1:

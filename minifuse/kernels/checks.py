@@ -161,6 +161,16 @@ def key_mask_values(fn, mask, batch, keys):
     shape(fn, "key_mask", mask, (batch, keys), "(B, Sk)")
 
 
+def eps(fn, value, name="eps"):
+    """A LayerNorm epsilon: a real number, finite and >= 0 (the kernels and the taped formula
+    would disagree on anything else). Returned as a float."""
+    if isinstance(value, bool) or not np.isscalar(value) or not np.isreal(value) or isinstance(value, (str, bytes)):
+        raise TypeError(f"{fn}: '{name}' must be a real number, got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{fn}: '{name}' must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
 def real_number(fn, name, value):
     """`value` is a real scalar (a Python or NumPy number); returned unchanged."""
     if not np.isscalar(value) or not np.isreal(value):

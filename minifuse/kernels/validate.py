@@ -9,6 +9,7 @@ limit) for what differs. Key masks stay in the backends (a host mask moves to th
 import numpy as np
 
 from .activations import GATE_OF, LINEAR_ACTIVATIONS, NAMES
+from . import checks
 from .checks import c_contiguous, choice, contiguous, no_overlap, real_number, shape
 from .weights import LayerWeights
 
@@ -76,8 +77,7 @@ def residual_layer_norm(c, fn, x, residual, gamma, beta, eps, out):
     beta = c.vector(fn, "beta", beta, d, "(D,)", like)
     if gamma is None or beta is None:
         raise TypeError(f"{fn}: 'gamma' and 'beta' are required arrays, got None")
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    checks.eps(fn, eps)
     c.row_length(fn, d)
     out = c.output(fn, out, x.shape, like, [("x", x), ("residual", residual), ("gamma", gamma), ("beta", beta)])
     return gamma, beta, out
@@ -152,8 +152,7 @@ def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
     like = ("x", x)
     nb, s, d = x.shape
     _num_heads(fn, num_heads, d)
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    checks.eps(fn, eps)
     c.row_length(fn, max(d, s))
     c.float_array(fn, "fc1_w", weights.fc1_w, ndim=2, like=like)    # F comes from it
     checked = []

@@ -22,6 +22,7 @@ from .backends import Backend, backend_of, get_backend, register_backend
 from .executor import execute
 from .ir import Graph, Node
 from ..nn.dispatch import attention_threshold
+from ..traced import TracingError
 from .passes import (FUSING_PASSES, DeadCodeElimination, FuseAttentionBlock, FuseBiasSwiGLU, FuseMatMulBiasAct,
                      FuseResidualLN, FuseTransformerLayer, Pass, Unfuse)
 from .trace import trace
@@ -29,7 +30,7 @@ from .trace import trace
 __all__ = ["Graph", "Node", "trace", "fuse", "execute", "compile", "CompiledModule", "Pass",
            "FuseMatMulBiasAct", "FuseBiasSwiGLU", "FuseResidualLN", "FuseAttentionBlock",
            "FuseTransformerLayer", "DeadCodeElimination", "Unfuse", "Backend", "get_backend",
-           "register_backend", "default_passes", "format_report", "attention_threshold"]
+           "register_backend", "default_passes", "format_report", "attention_threshold", "TracingError"]
 
 
 def default_passes(backend="cpu"):
@@ -188,7 +189,7 @@ def compile(module, *example_inputs, backend=None, passes=None, report=False, cu
     arguments (None, numbers, strings, tuples of them) are fixed in the graph, one graph per value.
     The forward must compute with tensor ops: reading an input-dependent value in Python
     (``.item()``, ``.numpy()``, an ``if`` on a tensor, NumPy on ``.data``) raises
-    ``minifuse.traced.TracingError`` while tracing, naming the line.
+    ``mf.graph.TracingError`` while tracing, naming the line.
 
     backend: 'cpu', 'cuda' (the kernel backends), 'reference', or None for the kernel backend of
     the inputs' arrays. cuda_graph: on CUDA, replay each input shape from one CUDA graph."""

@@ -8,7 +8,7 @@ import pytest
 import minifuse as mf
 import minifuse.nn as nn
 from minifuse import graph as G
-from minifuse.traced import TracingError
+TracingError = G.TracingError
 
 
 class Reads(nn.Module):

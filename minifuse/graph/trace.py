@@ -4,7 +4,8 @@ The recording happens in ``Function.apply`` (the tracer hook), so the graph is m
 op layer the tape uses. Tensors the model reads that no traced op produced become ``Param``
 nodes (the module's parameters, by name) or ``Const`` nodes (anything else, by value).
 The model runs unfused, without grad and in eval mode (dropout off) while tracing; every
-submodule's train/eval mode is restored afterwards.
+submodule's train/eval mode is restored afterwards. Reading the values of the inputs, or of what
+ops computed from them, in Python is refused while tracing (``minifuse.traced``).
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ class Tracer:
         """Bind an input or an op's result, whose values depend on the inputs: reading them in
         Python is refused (minifuse.traced) until `release`."""
         self.bind(tensor, node)
+        if id(tensor) in self.followed:      # the same tensor passed twice
+            return
         self.followed[id(tensor)] = tensor.data
         if type(tensor.data) is np.ndarray:
             tensor.data = tensor.data.view(TracedArray)

@@ -56,6 +56,19 @@ def test_reading_values_while_tracing_names_the_operation_and_line(what):
     assert float(x.sum()) == float(data.sum())                # and reads as usual after the trace
 
 
+class Twice(nn.Module):
+    def forward(self, x, y):
+        return x + y
+
+
+def test_an_input_passed_twice_gets_its_array_back():
+    x = mf.randn(2, 3)
+    data = x.data
+    fast = mf.compile(Twice(), x, x)
+    assert x.data is data and type(x.data) is np.ndarray
+    np.testing.assert_allclose(fast(x, x).numpy(), 2 * data)
+
+
 def test_the_error_shows_the_user_line():
     with pytest.raises(TracingError, match=r"test_trace_limits.py:\d+ \(if \(x.sum\(\) > 0\):\)"):
         G.trace(Reads(_if_positive), mf.randn(2, 3))

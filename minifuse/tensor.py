@@ -372,9 +372,9 @@ class Tensor:
         n = self.shape[dim]
         if isinstance(split_size_or_sections, (int, np.integer)):
             step = int(split_size_or_sections)
-            if step <= 0:
-                raise ValueError(f"split: split_size must be positive, got {step}")
-            sizes = [min(step, n - i) for i in range(0, n, step)] or [0]
+            if step < 0 or (step == 0 and n):      # 0 only for an empty dim, as in PyTorch
+                raise ValueError(f"split: split_size must be positive (0 only for a dim of size 0), got {step}")
+            sizes = ([min(step, n - i) for i in range(0, n, step)] if step else []) or [0]
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:

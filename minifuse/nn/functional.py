@@ -77,7 +77,7 @@ def _halves(op, input, dim):
     n = input.shape[dim] if input.ndim else 0
     if n % 2:
         raise ValueError(f"{op}: the size of dim {dim} must be even to split in halves, got shape {input.shape}")
-    return input.split(n // 2, dim)
+    return input.split([n // 2, n // 2], dim)      # sections: two halves even when n is 0
 
 
 def glu(input, dim=-1):

@@ -18,7 +18,7 @@ def _mask(rng, b, s, kind):
         return None
     m = rng.random((b, s)) < 0.7
     if kind == "bool":
-        m[:, 0] = True
+        m[:, :1] = True
         return m
     if kind == "all_padded":                     # a fully padded row: uniform over all keys
         m[0] = False

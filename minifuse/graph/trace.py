@@ -68,9 +68,10 @@ class Tracer:
         a plain argument (``x[t.data]``) would be fixed into the graph, and is refused."""
         for i, (r, a) in enumerate(zip(raw, args)):
             if isinstance(r, TracedArray) and not isinstance(a, Tensor):
-                refuse(f"a traced tensor's .data passed to {fn.__name__} (argument {i})")
+                refuse(f"a traced tensor's values passed to {fn.__name__} as a fixed argument {i} (its .data, "
+                       f"or a bool mask as an index: x[mask])")
         if any(isinstance(v, TracedArray) for v in kwargs.values()):
-            refuse(f"a traced tensor's .data passed to {fn.__name__}")
+            refuse(f"a traced tensor's values passed to {fn.__name__} as a fixed keyword argument")
         return [plain(r) for r in raw]
 
     def node_for(self, t):

@@ -41,7 +41,8 @@ READS = {
     "an element of a traced tensor's .data": lambda x: float(x.data[0, 0]),
     "making a tensor of a traced tensor's values": lambda x: mf.tensor(x),
     "numpy.greater on a traced tensor's .data": lambda x: x[x.data > 0],
-    "a traced tensor's .data passed to Index": lambda x: x[x.data.astype(np.int64)],
+    "a traced tensor's values passed to Index as a fixed argument": lambda x: x[x.data.astype(np.int64)],
+    "a traced tensor's values passed to Index": lambda x: x[x > 0],
 }
 
 

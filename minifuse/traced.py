@@ -6,8 +6,12 @@ Python, outside the op layer: the graph would keep the value of the traced examp
 input. While a trace runs, the tensors it follows (its inputs and every op's result) refuse that
 with a `TracingError` naming the operation and the user's line of code.
 
-Tensor methods ask `refuse_read`; a NumPy tensor's array is, for the trace's duration, a
-`TracedArray`, a view whose NumPy calls raise (the op layer unwraps it before an op computes).
+Tensor methods (``item``, ``numpy``, ``tolist``, ``__array__``, ``__bool__``, ``__float__``,
+``__int__``) ask the tracer whether it follows the tensor. A NumPy tensor's array is, for the
+trace's duration, a `TracedArray`: a view whose NumPy calls raise (the op layer unwraps it before
+an op computes). What a view cannot see passes: an explicit ``np.asarray(t.data)`` or
+``t.data.view(np.ndarray)`` (NumPy hands those the plain array), and NumPy calls on a CuPy
+tensor's ``.data`` (its Tensor methods are still refused).
 """
 import os
 import sys

@@ -9,9 +9,9 @@ with a `TracingError` naming the operation and the user's line of code.
 Tensor methods (``item``, ``numpy``, ``tolist``, ``__array__``, ``__bool__``, ``__float__``,
 ``__int__``) ask the tracer whether it follows the tensor. A NumPy tensor's array is, for the
 trace's duration, a `TracedArray`: a view whose NumPy calls raise (the op layer unwraps it before
-an op computes). What a view cannot see passes: an explicit ``np.asarray(t.data)``, ``np.array(t.data)`` or
-``t.data.view(np.ndarray)`` (NumPy hands those the plain array), and NumPy calls on a CuPy
-tensor's ``.data`` (its Tensor methods are still refused).
+an op computes). What a view cannot see passes: an explicit ``np.asarray(t.data)``,
+``np.array(t.data)`` or ``t.data.view(np.ndarray)`` (NumPy hands those the plain array), and
+NumPy calls on a CuPy tensor's ``.data`` (its Tensor methods are still refused).
 """
 import os
 import sys

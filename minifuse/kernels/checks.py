@@ -164,9 +164,9 @@ def key_mask_values(fn, mask, batch, keys):
 def eps(fn, value, name="eps"):
     """A LayerNorm epsilon: a real number, finite and >= 0 (the kernels and the taped formula
     would disagree on anything else). Returned as a float."""
-    if isinstance(value, bool) or not np.isscalar(value) or not np.isreal(value) or isinstance(value, (str, bytes)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{fn}: '{name}' must be a real number, got {value!r}")
-    if not np.isfinite(value) or value < 0:
+    if not math.isfinite(value) or value < 0:
         raise ValueError(f"{fn}: '{name}' must be a finite number >= 0, got {value!r}")
     return float(value)
 

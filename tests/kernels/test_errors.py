@@ -18,6 +18,11 @@ class Args:
         return self.backend.to_dev(np.zeros(shape, dtype))
 
 
+def _layer_arrays(z, d, f):
+    """The twelve arrays of a transformer layer of width d and FFN width f, as zeros."""
+    return (z(3 * d, d), z(3 * d), z(d, d), z(d), z(d), z(d), z(f, d), z(f), z(d, f), z(d), z(d), z(d))
+
+
 # (call(K, z), exception, words that must appear in the message)
 CASES = [
     (lambda K, z: K.bias_act_(z(2, 3, 4), None, "relu"), ValueError, ["bias_act_", "'y'", "2-D"]),
@@ -52,6 +57,16 @@ CASES = [
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(3), 1e-5), ValueError, ["'beta'", "(3,)"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, None, z(4), 1e-5), TypeError, ["'gamma'"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), -1.0), ValueError, ["'eps'"]),
+    (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), "1e-5"), TypeError,
+     ["residual_layer_norm: 'eps' must be a real number"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, float("nan")),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got nan"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, -1.0),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got -1.0"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, float("inf")),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got inf"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, None),
+     TypeError, ["transformer_layer: 'eps' must be a real number, got None"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), 1e-5, out=z(4, 2).T), ValueError,
      ["'out'", "C-contiguous"]),
     (lambda K, z: K.attention(z(1, 2, 3, 4), z(1, 2, 5, 4), z(1, 2, 5, 3), None, 1.0), ValueError,

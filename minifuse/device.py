@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .traced import TracedArray
+
 __all__ = ["Device", "device", "array_module", "device_of", "to_device", "cuda_available"]
 
 
@@ -87,10 +89,11 @@ def array_module(array):
 
 
 def capturing(array) -> bool:
-    """True while CuPy's current stream is being captured into a CUDA graph and ``array`` is a
-    CuPy array: no value may be read back to the host then (the read would synchronise)."""
+    """True when no value of ``array`` may be read back to the host for a check: a CuPy array
+    while CuPy's current stream is being captured into a CUDA graph (the read would synchronise),
+    or a traced tensor's array while a trace runs (the value would be the example's)."""
     if array_module(array) is np:
-        return False
+        return isinstance(array, TracedArray)
     import cupy
     return cupy.cuda.get_current_stream().is_capturing()
 

@@ -12,19 +12,30 @@ import numpy as np
 
 from . import dtypes
 from .autograd import engine
+from .autograd.function import active_tracer
 from .device import Device, array_module, capturing, device_of
 from .ops import elementwise as E, linalg as L, nn as N, reduce as R, shape as S
 from .ops._util import normalize_dims
+from .traced import TracedArray, refuse
 
 __all__ = ["Tensor"]
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
 
+def _read(t, what):
+    """A Python read of `t`'s values: refused while a trace follows `t` (minifuse.traced)."""
+    tracer = active_tracer()
+    if tracer is not None and tracer.follows(t):
+        refuse(what)
+
+
 def _as_array(data, dtype=None):
     """Array from user data; Python floats become the default float dtype (float32)."""
     if isinstance(data, Tensor):
         data = data.data
+    if isinstance(data, TracedArray):
+        refuse("making a tensor of a traced tensor's values (mf.tensor(t), Tensor(t.data))")
     xp = array_module(data)
     if dtype is None and not hasattr(data, "dtype"):
         arr = np.asarray(data)
@@ -87,6 +98,7 @@ class Tensor:
         return self.shape[0]
 
     def item(self):
+        _read(self, "Tensor.item()")
         if self.data.size != 1:
             raise ValueError(f"item: only a one-element tensor can be converted to a Python scalar, "
                              f"this one has shape {self.shape}")
@@ -95,20 +107,26 @@ class Tensor:
     def numpy(self):
         """The data as a NumPy array (shared memory on the CPU). Like PyTorch, refuses a tensor
         that requires grad: call ``.detach().numpy()``."""
+        _read(self, "Tensor.numpy()")
         if self.requires_grad:
             raise RuntimeError("numpy: can't call numpy() on a tensor that requires grad; "
                                "use tensor.detach().numpy()")
         return self.data if self.xp is np else self.data.get()
 
     def __array__(self, dtype=None, copy=None):
-        arr = np.asarray(self.data) if self.xp is np else self.data.get()
+        _read(self, "numpy.asarray(tensor) (Tensor.__array__)")
+        arr = self._host()
         return arr if dtype is None else arr.astype(dtype)
 
+    def _host(self):
+        return np.asarray(self.data) if self.xp is np else self.data.get()
+
     def tolist(self):
-        return self.__array__().tolist()
+        _read(self, "Tensor.tolist()")
+        return self._host().tolist()
 
     def __repr__(self):
-        arr = self.__array__()
+        arr = self._host()
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4,
                                floatmode="fixed" if dtypes.is_floating(arr.dtype) else "maxprec")
         extras = []
@@ -206,10 +224,19 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are dict keys by identity, as in PyTorch
 
     def __bool__(self):
+        _read(self, "bool(tensor) (an `if` or `while` on a tensor)")
         if self.data.size != 1:
             raise RuntimeError(f"bool: the truth value of a tensor with {self.data.size} elements is "
                                f"ambiguous")
         return bool(self.item())
+
+    def __float__(self):
+        _read(self, "float(tensor)")
+        return float(self.item())
+
+    def __int__(self):
+        _read(self, "int(tensor)")
+        return int(self.item())
 
     def __invert__(self):
         if self.dtype != dtypes.bool_:
@@ -390,9 +417,9 @@ class Tensor:
         n = self.shape[dim]
         if isinstance(split_size_or_sections, (int, np.integer)):
             step = int(split_size_or_sections)
-            if step <= 0:
-                raise ValueError(f"split: split_size must be positive, got {step}")
-            sizes = [min(step, n - i) for i in range(0, n, step)] or [0]
+            if step < 0 or (step == 0 and n):      # 0 only for an empty dim, as in PyTorch
+                raise ValueError(f"split: split_size must be positive (0 only for a dim of size 0), got {step}")
+            sizes = ([min(step, n - i) for i in range(0, n, step)] if step else []) or [0]
         else:
             sizes = list(split_size_or_sections)
             if sum(sizes) != n:

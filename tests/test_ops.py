@@ -49,3 +49,27 @@ def test_gradients_flow_to_every_input(case, shapes):
     case.fn(*inputs).sum().backward()
     for t in inputs:
         assert t.grad is not None and t.grad.shape == t.shape and t.grad.dtype == t.dtype
+
+
+HALF = [pytest.param(mf.float16, id="float16"),
+        pytest.param(mf.bfloat16, id="bfloat16", marks=pytest.mark.skipif(
+            mf.bfloat16 is None or DEVICE != "cpu", reason="bfloat16: needs ml_dtypes; tested on the CPU"))]
+HALF_TOL = {"float16": 2e-2, "bfloat16": 1e-1}     # of the result's scale: 11 and 8 mantissa bits
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("case,shapes", PARAMS)
+def test_half_inputs_keep_their_dtype(case, shapes, dtype):
+    """No op changes a half dtype (NumPy would widen some results, e.g. SciPy's erf to float64):
+    the output and every gradient stay in the input's dtype, near the float64 reference."""
+    arrays = [a.astype(dtype) for a in make_inputs(case, shapes, seed=3)]
+    inputs = [mf.tensor(a, requires_grad=True, device=DEVICE) for a in arrays]
+    out = case.fn(*inputs)
+    assert out.dtype == dtype, f"{case.name} changed {np.dtype(dtype).name} to {out.dtype}"
+    expected = case.ref(*[a.astype(np.float64) for a in arrays])
+    tol = HALF_TOL[np.dtype(dtype).name]
+    got = np.asarray(out.detach()).astype(np.float64)
+    np.testing.assert_allclose(got, expected, rtol=tol, atol=tol * max(1.0, float(np.abs(expected).max(initial=0))))
+    out.sum().backward()
+    for t in inputs:
+        assert t.grad is not None and t.grad.dtype == dtype, f"{case.name}: gradient in {getattr(t.grad, 'dtype', None)}"

@@ -127,3 +127,14 @@ def test_split_and_chunk_pieces():
     assert [p.shape for p in x.split(2)] == [(2, 2), (2, 2), (1, 2)]
     assert [p.shape for p in x.chunk(2)] == [(3, 2), (2, 2)]
     assert [p.shape for p in x.chunk(3, dim=1)] == [(5, 1), (5, 1)]
+
+
+def test_split_of_an_empty_dim():
+    """As PyTorch: split_size 0 is taken for a dim of size 0 (one empty piece), refused otherwise;
+    a size-0 dim splits into halves (glu, swiglu of no features)."""
+    x = mf.randn(3, 0)
+    assert [t.shape for t in x.split(0, dim=1)] == [(3, 0)]
+    assert [t.shape for t in x.split([0, 0], dim=1)] == [(3, 0), (3, 0)]
+    assert F.swiglu(x).shape == (3, 0)
+    with pytest.raises(ValueError, match="split_size must be positive"):
+        mf.randn(3, 2).split(0, dim=1)

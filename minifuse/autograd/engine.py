@@ -8,6 +8,7 @@ producing node or, for a leaf, accumulates it into ``.grad``.
 """
 from __future__ import annotations
 
+from . import inference
 from .function import _FREED
 from .grad_mode import no_grad
 
@@ -67,6 +68,8 @@ def _accumulate_leaf(leaf, grad):
 def _initial_grad(output, gradient):
     from ..tensor import Tensor
     if not output.requires_grad:
+        if inference.is_marked(output):
+            raise RuntimeError(inference.NO_GRAPH)
         raise RuntimeError("backward: this tensor does not require grad and has no grad_fn; "
                            "call requires_grad_() on an input before computing it")
     if gradient is None:

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..device import array_module, device_of
 from ..dtypes import HALF, is_floating
+from . import inference
 from .autocast import _state as _autocast_state, cast_inputs
 from .grad_mode import is_grad_enabled
 
@@ -148,6 +149,9 @@ class Function:
         record = cls.differentiable and any(needs) and is_grad_enabled()
         ctx = Context(cls, needs, xp)
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        tracer = active_tracer()
+        if tracer is not None:
+            raw = tracer.unwrap(cls, raw, args, kwargs)
         out = cls.forward(ctx, *raw, **kwargs)
         half = next((t.dtype for _, t in tensors if t.dtype in HALF), None) if cls.same_dtype else None
         if half is not None:    # NumPy promotes ml_dtypes' bfloat16 with Python floats: keep the half dtype
@@ -162,7 +166,8 @@ class Function:
             result = tuple(Tensor._from_op(o, ctx if record else None, i) for i, o in enumerate(out))
         else:
             result = Tensor._from_op(out, ctx if record else None, 0)
-        tracer = active_tracer()
+        if not record and inference.any_marked(tensors):
+            inference.mark(result)
         if tracer is not None:
             tracer.record(cls, args, kwargs, result)
         return result

@@ -21,13 +21,12 @@ and land in dqkv with the copy that merges the heads anyway. The row-wise softma
 kernel each (``softmax_forward`` and ``softmax_backward`` of the tensors' kernel backend,
 ``minifuse/kernels/{cpu,cuda}/attention.py``).
 """
-import math
 
 import numpy as np
 
 from ..autograd.function import Function, mixed_devices
 from ..kernels.checks import real_number
-from ..kernels.layout import split_heads
+from ..kernels.layout import head_scale, split_heads
 from ..tensor import Tensor
 from . import _args as A
 
@@ -119,6 +118,6 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
     K = A.kernels(qkv.data)
     K.CHECKS.row_length(fn, s)
     mask_add = K.mask_add(fn, key_mask, nb, s, ("qkv", qkv.data))   # a host mask goes to qkv's GPU
-    scale = qkv.dtype.type(real_number(fn, "scale", 1.0 / math.sqrt(width // (3 * num_heads)) if scale is None
+    scale = qkv.dtype.type(real_number(fn, "scale", head_scale(width // (3 * num_heads)) if scale is None
                                        else scale))
     return FusedAttention.apply(qkv, mask_add, key_mask is not None, int(num_heads), scale)

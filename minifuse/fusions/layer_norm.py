@@ -9,9 +9,8 @@ those: with gh = g * gamma,
     dgamma = sum(g * xhat), dbeta = sum(g)   (over all leading dims),
 all in one kernel (row sums per row, parameter sums per row chunk).
 """
-import math
-
 from ..autograd.function import Function
+from ..kernels import checks
 from . import _args as A
 
 __all__ = ["residual_layer_norm", "ResidualLayerNorm"]
@@ -72,8 +71,7 @@ def residual_layer_norm(x, residual, gamma, beta, eps=1e-5, input_store_dtype=No
         if p is None:
             raise TypeError(f"{fn}: '{name}' must be a Tensor of shape (D,) = ({d},), got None")
         A.vector(fn, name, p, d, "(D,) with D = x.shape[-1]", ("x", x))
-    if not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    eps = checks.eps(fn, eps)
     A.kernels(x.data).CHECKS.row_length(fn, d)
     return ResidualLayerNorm.apply(x, residual, gamma, beta, float(eps),
                                    A.store_dtype(fn, input_store_dtype, x.dtype))

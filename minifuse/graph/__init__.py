@@ -15,10 +15,14 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
+
+from ..autograd.inference import mark as inference_only
 from .backends import Backend, backend_of, get_backend, register_backend
 from .executor import execute
 from .ir import Graph, Node
 from ..nn.dispatch import attention_threshold
+from ..traced import TracingError
 from .passes import (FUSING_PASSES, DeadCodeElimination, FuseAttentionBlock, FuseBiasSwiGLU, FuseMatMulBiasAct,
                      FuseResidualLN, FuseTransformerLayer, Pass, Unfuse)
 from .trace import trace
@@ -26,7 +30,7 @@ from .trace import trace
 __all__ = ["Graph", "Node", "trace", "fuse", "execute", "compile", "CompiledModule", "Pass",
            "FuseMatMulBiasAct", "FuseBiasSwiGLU", "FuseResidualLN", "FuseAttentionBlock",
            "FuseTransformerLayer", "DeadCodeElimination", "Unfuse", "Backend", "get_backend",
-           "register_backend", "default_passes", "format_report", "attention_threshold"]
+           "register_backend", "default_passes", "format_report", "attention_threshold", "TracingError"]
 
 
 def default_passes(backend="cpu"):
@@ -98,10 +102,11 @@ class CompiledModule:
 
     def _key(self, inputs):
         from ..tensor import Tensor
-        return tuple((x.shape, str(x.dtype), str(x.device)) if isinstance(x, Tensor) else ("literal", repr(x))
-                     for x in inputs)
+        return tuple((x.shape, str(x.dtype), str(x.device)) if isinstance(x, Tensor) else _literal_key(i, x)
+                     for i, x in enumerate(inputs))
 
     def graph_for(self, *inputs):
+        inputs = _graph_inputs(inputs)
         if self.backend is None:
             self.backend = get_backend(backend_of(inputs))
         key = self._key(inputs)
@@ -124,11 +129,12 @@ class CompiledModule:
 
     def __call__(self, *inputs):
         from ..tensor import Tensor
+        inputs = _graph_inputs(inputs)
         g = self.graph_for(*inputs)
         tensors = [x for x in inputs if isinstance(x, Tensor)]
         if not self.cuda_graph:
-            return execute(g, tensors, self.backend)
-        return self._replay(g, self._key(inputs), tensors)
+            return inference_only(execute(g, tensors, self.backend))
+        return inference_only(self._replay(g, self._key(inputs), tensors))
 
     def _replay(self, g, key, tensors):
         from ..precision import get_float32_matmul_precision
@@ -161,12 +167,41 @@ class CompiledModule:
         return tuple(Tensor(o.copy()) for o in out) if isinstance(out, tuple) else Tensor(out.copy())
 
 
+def _graph_inputs(inputs):
+    """The call's arguments as a graph takes them: an array (NumPy, CuPy) becomes a Tensor, an
+    input of the graph, so that each call reads its values (traced as a constant, the first
+    array's values would be used for every call with the same shape)."""
+    from ..tensor import Tensor
+    return tuple(Tensor(x) if isinstance(x, np.ndarray) or type(x).__module__.partition(".")[0] == "cupy" else x
+                 for x in inputs)
+
+
+def _literal_key(i, x):
+    """The part of a graph's cache key for a non-tensor argument, which the graph fixes: its exact
+    value, for values that have one (None, numbers, strings, tuples and lists of them)."""
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes, np.generic)):
+        return (type(x).__name__, repr(x))
+    if isinstance(x, (tuple, list)):
+        return (type(x).__name__,) + tuple(_literal_key(i, v) for v in x)
+    raise TypeError(f"compile: argument {i} is a {type(x).__name__}, which a compiled graph can neither take "
+                    f"as an input nor fix by value; pass Tensors or arrays (the graph's inputs), or None, "
+                    f"numbers, strings and tuples of them (fixed in the graph)")
+
+
 def _as_arrays(out):
     return tuple(o.data for o in out) if isinstance(out, tuple) else out.data
 
 
 def compile(module, *example_inputs, backend=None, passes=None, report=False, cuda_graph=False):
     """``module`` as a callable that runs its fused graph (traced now for the example inputs).
+
+    For inference: the graph records no gradients, and ``backward`` from its outputs (or what is
+    computed from them) raises; train with the module itself. Tensors and arrays (NumPy, CuPy)
+    are the graph's inputs, one graph per combination of their shapes, dtypes and devices; other
+    arguments (None, numbers, strings, tuples of them) are fixed in the graph, one graph per value.
+    The forward must compute with tensor ops: reading an input-dependent value in Python
+    (``.item()``, ``.numpy()``, an ``if`` on a tensor, NumPy on ``.data``) raises
+    ``mf.graph.TracingError`` while tracing, naming the line.
 
     backend: 'cpu', 'cuda' (the kernel backends), 'reference', or None for the kernel backend of
     the inputs' arrays. cuda_graph: on CUDA, replay each input shape from one CUDA graph."""

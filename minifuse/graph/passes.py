@@ -10,6 +10,8 @@ import numpy as np
 
 from ..dtypes import finfo
 from ..kernels.activations import GATES, graph_activation
+from ..kernels.checks import flat_rows
+from ..kernels.layout import head_scale
 from ..kernels.weights import LayerWeights
 from ..nn.dispatch import attention_method
 from .ir import Node
@@ -83,7 +85,7 @@ def _linear(K, x, w, b, activation, layout):
     if layout == "out_in":
         return K.linear_act(x, w, _vector(K, b, w.shape[0]), activation)
     y = K.xp.matmul(x, w)  # (in, out) weight: the GEMM as it is, then the same fused epilogue
-    K.bias_act_(y.reshape(-1, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
+    K.bias_act_(flat_rows(y, y.shape[-1]), _vector(K, b, w.shape[1]), activation)
     return y
 
 
@@ -432,7 +434,7 @@ class FuseTransformerLayer(Pass):
         if h1.attrs["eps"] != ln2.attrs["eps"]:
             return "the two LayerNorms use different eps"
         head_dim = attn.shape[-1] // attn.attrs["num_heads"]
-        if not np.isclose(attn.attrs["scale"], 1.0 / np.sqrt(head_dim), rtol=1e-6):
+        if not np.isclose(attn.attrs["scale"], head_scale(head_dim), rtol=1e-6):
             return f"attention scale {attn.attrs['scale']} is not 1/sqrt(head_dim)"
         x, qkv_w, out_w, qkv_b, out_b = attn.inputs[:5]
         inputs = [x, qkv_w, qkv_b, out_w, out_b, h1.inputs[2], h1.inputs[3], fc1.inputs[1], fc1.inputs[2],

@@ -4,15 +4,19 @@ The recording happens in ``Function.apply`` (the tracer hook), so the graph is m
 op layer the tape uses. Tensors the model reads that no traced op produced become ``Param``
 nodes (the module's parameters, by name) or ``Const`` nodes (anything else, by value).
 The model runs unfused, without grad and in eval mode (dropout off) while tracing; every
-submodule's train/eval mode is restored afterwards.
+submodule's train/eval mode is restored afterwards. Reading the values of the inputs, or of what
+ops computed from them, in Python is refused while tracing (``minifuse.traced``).
 """
 from __future__ import annotations
 
 import inspect
 
+import numpy as np
+
 from ..autograd.function import _arg_names, set_tracer
 from ..autograd.grad_mode import no_grad
 from ..tensor import Tensor
+from ..traced import TracedArray, plain, refuse
 from .ir import Graph, Node
 
 
@@ -34,10 +38,41 @@ class Tracer:
         self.nodes = []
         self.by_id = {}           # id(tensor) -> Node
         self.alive = []           # keep traced tensors alive so their ids stay unique
+        self.followed = {}        # id(tensor) -> its array before the trace: inputs and op results
 
     def bind(self, tensor, node):
         self.by_id[id(tensor)] = node
         self.alive.append(tensor)
+
+    def follow(self, tensor, node):
+        """Bind an input or an op's result, whose values depend on the inputs: reading them in
+        Python is refused (minifuse.traced) until `release`."""
+        self.bind(tensor, node)
+        if id(tensor) in self.followed:      # the same tensor passed twice
+            return
+        self.followed[id(tensor)] = tensor.data
+        if type(tensor.data) is np.ndarray:
+            tensor.data = tensor.data.view(TracedArray)
+
+    def follows(self, tensor):
+        return id(tensor) in self.followed
+
+    def release(self):
+        """Give every followed tensor its own array back."""
+        for t in self.alive:
+            if id(t) in self.followed:
+                t.data = self.followed[id(t)]
+
+    def unwrap(self, fn, raw, args, kwargs):
+        """The arrays an op computes on: plain arrays for its tensors; a traced array passed as
+        a plain argument (``x[t.data]``) would be fixed into the graph, and is refused."""
+        for i, (r, a) in enumerate(zip(raw, args)):
+            if isinstance(r, TracedArray) and not isinstance(a, Tensor):
+                refuse(f"a traced tensor's values passed to {fn.__name__} as a fixed argument {i} (its .data, "
+                       f"or a bool mask as an index: x[mask])")
+        if any(isinstance(v, TracedArray) for v in kwargs.values()):
+            refuse(f"a traced tensor's values passed to {fn.__name__} as a fixed keyword argument")
+        return [plain(r) for r in raw]
 
     def node_for(self, t):
         node = self.by_id.get(id(t))
@@ -69,7 +104,7 @@ class Tracer:
         attrs["_args"], attrs["_kwargs"], attrs["_slots"] = template, dict(kwargs), slots
         node = Node(fn.__name__, inputs, attrs, shape=result.shape, dtype=result.dtype, fn=fn)
         self.nodes.append(node)
-        self.bind(result, node)
+        self.follow(result, node)
 
 
 def trace(module, *example_inputs, input_names=None):
@@ -90,7 +125,7 @@ def trace(module, *example_inputs, input_names=None):
     for name, x in zip(input_names, example_inputs):
         if isinstance(x, Tensor):
             node = Node("Input", shape=x.shape, dtype=x.dtype, name=name)
-            tracer.bind(x, node)
+            tracer.follow(x, node)
             inputs.append(node)
     # every submodule's own mode, restored after the run (a model may mix train and eval parts)
     modes = [(m, m.training) for m in module.modules()] if hasattr(module, "modules") else []
@@ -102,6 +137,7 @@ def trace(module, *example_inputs, input_names=None):
             out = module(*example_inputs)
     finally:
         set_tracer(old)
+        tracer.release()
         for m, training in modes:
             object.__setattr__(m, "training", training)
     outs = out if isinstance(out, (tuple, list)) else (out,)

@@ -11,6 +11,8 @@ takes (its array type, its float dtypes, where an array lives). `cpu/checks.py` 
 argument validation from them. This module imports NumPy only: CPU use must never import CuPy or
 numba-cuda.
 """
+import math
+
 import numpy as np
 
 
@@ -97,9 +99,7 @@ class ArrayChecks:
         c_contiguous(fn, "out", out)
         if not getattr(out.flags, "writeable", True):   # CuPy arrays are always writeable
             raise ValueError(f"{fn}: 'out' is read-only")
-        for name, a in inputs:
-            if a is not None and xp.may_share_memory(out, a):
-                raise ValueError(f"{fn}: 'out' overlaps '{name}'; pass a separate buffer")
+        no_overlap(xp, fn, ("out", out), inputs)
         return out
 
 
@@ -109,6 +109,17 @@ def shape(fn, name, a, expected, meaning):
     """`a.shape == expected`; `meaning` spells the expected shape symbolically, e.g. '(M,)'."""
     if tuple(a.shape) != tuple(expected):
         raise ValueError(f"{fn}: '{name}' has shape {tuple(a.shape)}, expected {meaning} = {tuple(expected)}")
+
+
+def no_overlap(xp, fn, written, inputs):
+    """The array a kernel writes, `written` = (name, array), shares no memory with any of `inputs`
+    ((name, array) pairs; None entries skipped): the kernels read inputs while they write, so an
+    overlap would change the answer (one path would see the new values, the other the old)."""
+    name0, w = written
+    for name, a in inputs:
+        if a is not None and xp.may_share_memory(w, a):
+            raise ValueError(f"{fn}: '{name0}' overlaps '{name}' (it is written while '{name}' is read); "
+                             f"pass arrays that do not share memory")
 
 
 def c_contiguous(fn, name, a):
@@ -133,7 +144,13 @@ def contiguous(xp, a):
 
 def rows(xp, a, last):
     """The (N, last) C-contiguous 2-D view of `a` (..., last); copies only a non-contiguous `a`."""
-    return contiguous(xp, a).reshape(-1, last)
+    return flat_rows(contiguous(xp, a), last)
+
+
+def flat_rows(a, last):
+    """`a` (..., last) reshaped to (N, last), N the product of the leading dims (spelt out: with
+    last == 0, reshape(-1, 0) has no N to infer)."""
+    return a.reshape(math.prod(a.shape[:-1]), last)
 
 
 def key_mask_values(fn, mask, batch, keys):
@@ -142,6 +159,16 @@ def key_mask_values(fn, mask, batch, keys):
     if mask.dtype.kind not in "biuf":
         raise TypeError(f"{fn}: 'key_mask' must be bool, integer or float, got {mask.dtype}")
     shape(fn, "key_mask", mask, (batch, keys), "(B, Sk)")
+
+
+def eps(fn, value, name="eps"):
+    """A LayerNorm epsilon: a real number, finite and >= 0 (the kernels and the taped formula
+    would disagree on anything else). Returned as a float."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{fn}: '{name}' must be a real number, got {value!r}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{fn}: '{name}' must be a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def real_number(fn, name, value):

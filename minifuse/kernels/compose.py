@@ -11,11 +11,11 @@ buffer (N, d) used twice, h (N, d), the FFN hidden (N, F) and the result. No sco
 the 'loop' method), no bias-added copy, no activation temporary, no transposed heads.
 """
 import functools
-import math
 
 from . import validate
 from .activations import GATE_OF
-from .checks import rows
+from .checks import flat_rows, rows
+from .layout import head_scale
 
 
 def linear_act(B, x, weight, bias, activation, out=None):
@@ -24,7 +24,7 @@ def linear_act(B, x, weight, bias, activation, out=None):
     fn = "linear_act"
     bias, out = validate.linear_act(B.CHECKS, fn, x, weight, bias, activation, out)
     xp = B.CHECKS.module_of(fn, "x", x)
-    B.linear(rows(xp, x, x.shape[-1]), weight, bias, activation, out.reshape(-1, weight.shape[0]))
+    B.linear(rows(xp, x, x.shape[-1]), weight, bias, activation, flat_rows(out, weight.shape[0]))
     return out
 
 
@@ -46,7 +46,7 @@ def mlp(B, x, w1, b1, w2, b2, activation):
     else:
         hidden = B.linear(x2, w1, b1, activation, y)
     out = xp.empty(tuple(x.shape[:-1]) + (cout,), x.dtype)
-    B.linear(hidden, w2, b2, "none", out.reshape(-1, cout))
+    B.linear(hidden, w2, b2, "none", flat_rows(out, cout))
     return out
 
 
@@ -71,7 +71,7 @@ def transformer_layer(B, x, weights, key_mask, num_heads, eps, activation="gelu"
     x2 = rows(xp, x, d)
     qkv = B.linear(x2, w.qkv_w, w.qkv_b, "none", xp.empty((n, 3 * d), x.dtype))
     ctx = B.attend_packed(qkv.reshape(nb, s, 3 * d), madd, key_mask is not None, num_heads,
-                          1.0 / math.sqrt(d // num_heads), attention_method, xp.empty((nb, s, d), x.dtype))
+                          head_scale(d // num_heads), attention_method, xp.empty((nb, s, d), x.dtype))
     proj = B.linear(ctx.reshape(n, d), w.out_w, None, "none", xp.empty((n, d), x.dtype))
     h = xp.empty((n, d), x.dtype)
     B.apply_residual_layer_norm(x2, proj, w.out_b, w.ln1_g, w.ln1_b, eps, h)     # out_b folded in here

@@ -9,7 +9,8 @@ limit) for what differs. Key masks stay in the backends (a host mask moves to th
 import numpy as np
 
 from .activations import GATE_OF, LINEAR_ACTIVATIONS, NAMES
-from .checks import c_contiguous, choice, contiguous, real_number, shape
+from . import checks
+from .checks import c_contiguous, choice, contiguous, no_overlap, real_number, shape
 from .weights import LayerWeights
 
 # The attention methods: 'loop' (one CPU kernel, no score matrix) or 'bmm' (batched GEMMs around
@@ -27,12 +28,13 @@ def weight(c, fn, name, w, in_features, like):
 
 def bias_act_(c, fn, y, bias, activation):
     """y (N, M) C-contiguous and writeable, bias (M,) or None, activation a table name. Returns bias."""
-    c.float_array(fn, "y", y, ndim=2)
+    xp = c.float_array(fn, "y", y, ndim=2)
     c_contiguous(fn, "y", y)
     if not getattr(y.flags, "writeable", True):
         raise ValueError(f"{fn}: 'y' is read-only (it is written in place)")
     bias = c.vector(fn, "bias", bias, y.shape[1], "(M,)", ("y", y))
     choice(fn, "activation", activation, NAMES)
+    no_overlap(xp, fn, ("y", y), [("bias", bias)])
     return bias
 
 
@@ -75,10 +77,9 @@ def residual_layer_norm(c, fn, x, residual, gamma, beta, eps, out):
     beta = c.vector(fn, "beta", beta, d, "(D,)", like)
     if gamma is None or beta is None:
         raise TypeError(f"{fn}: 'gamma' and 'beta' are required arrays, got None")
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    checks.eps(fn, eps)
     c.row_length(fn, d)
-    out = c.output(fn, out, x.shape, like, [("x", x), ("residual", residual)])
+    out = c.output(fn, out, x.shape, like, [("x", x), ("residual", residual), ("gamma", gamma), ("beta", beta)])
     return gamma, beta, out
 
 
@@ -151,8 +152,7 @@ def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
     like = ("x", x)
     nb, s, d = x.shape
     _num_heads(fn, num_heads, d)
-    if not np.isfinite(eps) or eps < 0:
-        raise ValueError(f"{fn}: 'eps' must be a finite number >= 0, got {eps!r}")
+    checks.eps(fn, eps)
     c.row_length(fn, max(d, s))
     c.float_array(fn, "fc1_w", weights.fc1_w, ndim=2, like=like)    # F comes from it
     checked = []

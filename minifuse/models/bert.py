@@ -124,7 +124,22 @@ class BertEmbeddings(Module):
 def _index_tensor(name, x, shape=None):
     """ids/masks from a Tensor, array or nested list -> an integer Tensor of ``shape``.
     A Tensor passes through unchanged, so that a traced graph sees it as an input, not a constant."""
-    t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+    if isinstance(x, Tensor):
+        t = x
+    else:
+        try:
+            a = np.asarray(x)
+        except ValueError:      # NumPy refuses rows of different lengths
+            raise ValueError(f"BertModel: '{name}' must be a (batch, seq) array; got rows of different lengths "
+                             f"(pad them to one length and pass an attention_mask)") from None
+        if a.dtype.kind not in "biu":
+            raise TypeError(f"BertModel: '{name}' must hold integers (token ids), got {a.dtype}"
+                            + (" (strings: tokenize them first)" if a.dtype.kind in "USO" else ""))
+        if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+            raise ValueError(f"BertModel: '{name}' holds {a.max()}, beyond int64 (and any vocabulary)")
+        if a.dtype.kind in "iu" and a.dtype not in (np.int32, np.int64):   # uint8 ... uint64, int8, int16
+            a = a.astype(np.int64)
+        t = Tensor(a)
     if t.ndim != 2:
         raise ValueError(f"BertModel: '{name}' must have shape (batch, seq), got {t.shape}")
     if shape is not None and t.shape != shape:

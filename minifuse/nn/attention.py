@@ -9,11 +9,10 @@ the exp underflows) and a row whose keys are all padded stays finite.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..dtypes import finfo
+from ..kernels.layout import head_scale
 from ..tensor import Tensor
 from . import functional as F, fused
 from .dropout import Dropout, inactive
@@ -77,8 +76,8 @@ class MultiHeadAttention(Module):
         to the merged-heads (B, S, d) context."""
         B, S, d3 = qkv.shape
         d, H, Dh = d3 // 3, self.num_heads, self.head_dim
-        q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in qkv.split(d, dim=-1))
-        scores = q.matmul(k.transpose(-2, -1)) * (1.0 / math.sqrt(Dh))
+        q, k, v = (t.reshape(B, S, H, Dh).permute(0, 2, 1, 3) for t in qkv.split([d, d, d], dim=-1))
+        scores = q.matmul(k.transpose(-2, -1)) * head_scale(Dh)
         if attention_mask is not None:
             scores = scores + mask_bias(attention_mask, B, S, qkv.dtype, qkv.device)
         probs = self.dropout(F.softmax(scores, dim=-1))

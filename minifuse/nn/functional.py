@@ -5,8 +5,6 @@ from primitives here and differentiates through them.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import functions as mf
@@ -14,6 +12,7 @@ from ..device import capturing
 from ..dtypes import finfo, is_floating
 from ..autograd.autocast import dtype_for
 from ..kernels.activations import NAMES as TABLE_NAMES
+from ..kernels.layout import head_scale
 from ..ops import elementwise as E, nn as N, shape as S
 from ..ops._util import check_broadcast
 from ..random import generator
@@ -87,7 +86,7 @@ def _halves(op, input, dim):
     n = input.shape[dim] if input.ndim else 0
     if n % 2:
         raise ValueError(f"{op}: the size of dim {dim} must be even to split in halves, got shape {input.shape}")
-    return input.split(n // 2, dim)
+    return input.split([n // 2, n // 2], dim)      # sections: two halves even when n is 0
 
 
 def glu(input, dim=-1):
@@ -313,7 +312,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
                          f"{key.shape}, value {value.shape} (need query[-1] == key[-1], key[-2] == value[-2])")
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
-    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scale = head_scale(query.shape[-1]) if scale is None else scale
     scores = query.matmul(key.transpose(-2, -1)) * scale
     L, S = query.shape[-2], key.shape[-2]
     if is_causal:

@@ -5,8 +5,7 @@ ops instead. Outputs are Tensors without history (fused inference never records)
 """
 from __future__ import annotations
 
-import math
-
+from ..kernels.layout import head_scale
 from ..kernels.weights import LayerWeights
 from .dispatch import attention_method, fused_kernels
 
@@ -50,7 +49,7 @@ def attention(x, qkv, out, key_mask, num_heads):
         return None
     b, s, d = x.shape
     packed = k.linear_act(x.data, qkv.weight.data, _data(qkv.bias), "none")
-    context = k.attention_packed(packed, key_mask, num_heads, 1.0 / math.sqrt(d // num_heads),
+    context = k.attention_packed(packed, key_mask, num_heads, head_scale(d // num_heads),
                                  method=attention_method(b, s))
     return _wrap(k.linear_act(context, out.weight.data, _data(out.bias), "none"))
 

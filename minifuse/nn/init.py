@@ -100,6 +100,8 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
         raise ValueError(f"kaiming init: mode must be 'fan_in' or 'fan_out', got {mode!r}")
     fan_in, fan_out = _fans(tensor)
     fan = fan_in if mode == "fan_in" else fan_out
+    if fan == 0:        # a tensor with no elements (Linear(0, n)): nothing to draw, as in PyTorch
+        return 0.0
     return calculate_gain(nonlinearity, a) / math.sqrt(fan)
 
 

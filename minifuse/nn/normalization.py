@@ -3,6 +3,7 @@ y = x / sqrt(mean(x^2) + eps) * gamma."""
 from __future__ import annotations
 
 from .. import creation
+from ..kernels import checks
 from . import functional as F, fused
 from .module import Module, Parameter, check_input
 
@@ -17,7 +18,7 @@ class LayerNorm(Module):
                  dtype=None):
         super().__init__()
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-        self.normalized_shape, self.eps = shape, float(eps)
+        self.normalized_shape, self.eps = shape, checks.eps("LayerNorm", eps)
         self.elementwise_affine = elementwise_affine
         w = Parameter(creation.ones(shape, dtype=dtype, device=device)) if elementwise_affine else None
         b = Parameter(creation.zeros(shape, dtype=dtype, device=device)) if elementwise_affine and bias else None

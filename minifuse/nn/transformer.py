@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 from .. import fusions
+from ..kernels import checks
 from ..kernels.activations import NAMES
 from ..kernels.weights import LayerWeights
 from . import functional as F, fused
@@ -18,7 +19,7 @@ from .containers import ModuleList
 from .dispatch import training_kernels
 from .dropout import Dropout, inactive
 from .linear import Linear
-from .module import Module
+from .module import Module, check_input
 from .normalization import LayerNorm
 
 __all__ = ["TransformerLayer", "TransformerEncoder"]
@@ -42,6 +43,7 @@ class TransformerLayer(Module):
             raise ValueError(f"TransformerLayer: unknown activation {activation!r}; valid: "
                              f"{', '.join(_ACTIVATIONS)} ('gelu' is the exact erf form, as BERT)")
         self.activation = activation
+        checks.eps("TransformerLayer", layer_norm_eps, "layer_norm_eps")
         self.attn = MultiHeadAttention(d_model, num_heads, bias, dropout, device, dtype)
         self.ln1 = LayerNorm(d_model, eps=layer_norm_eps, device=device, dtype=dtype)
         self.fc1 = Linear(d_model, intermediate_size, bias, device, dtype)
@@ -51,6 +53,9 @@ class TransformerLayer(Module):
         self._act = F.activation(activation)
 
     def forward(self, x, attention_mask=None):
+        check_input("TransformerLayer", x, self.attn.d_model, self.fc1.weight.dtype, name="x")
+        if x.ndim != 3:
+            raise ValueError(f"TransformerLayer: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
         if self._fusable(x):   # inference: the whole layer in one call of fused kernels
             y = fused.transformer_layer(x, self.weights(), _mask_array(attention_mask, *x.shape[:2]),
                                         self.attn.num_heads, self.ln1.eps, self.activation)
@@ -121,6 +126,7 @@ class TransformerEncoder(Module):
         self.layers = ModuleList(make() for _ in range(num_layers))
 
     def forward(self, x, attention_mask=None):
+        check_input("TransformerEncoder", x, name="x")
         for layer in self.layers:
             x = layer(x, attention_mask)
         return x

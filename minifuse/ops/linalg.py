@@ -1,4 +1,6 @@
 """Matrix multiplication: batched, broadcasting, with NumPy's rules for 1-D operands."""
+import math
+
 import numpy as np
 
 from ..autograd.function import Function
@@ -26,7 +28,7 @@ def _matmul(xp, a, b):
     GEMMs but no batched ones: a batch of bfloat16 products runs in float32 there (one rounding
     to bfloat16 at the end, as a float32-accumulating GEMM would give)."""
     if b.ndim == 2 and a.ndim > 2:
-        out = (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+        out = (a.reshape(math.prod(a.shape[:-1]), a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
     elif xp is not np and max(a.ndim, b.ndim) > 2 and a.dtype == bfloat16:
         out = xp.matmul(a.astype(np.float32), b.astype(np.float32))
     else:
@@ -68,7 +70,7 @@ class MatMul(Function):
         if need_b:
             if b2.ndim == 2 and a2.ndim > 2:
                 # weight shared across a batch: one GEMM over the flattened rows, no (batch, K, N) temp
-                gb = a2.reshape(-1, a2.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                gb = a2.reshape(math.prod(a2.shape[:-1]), a2.shape[-1]).T @ g.reshape(math.prod(g.shape[:-1]), g.shape[-1])
             else:
                 gb = _matmul(xp, xp.swapaxes(a2, -1, -2), g)
             if b.ndim == 1:

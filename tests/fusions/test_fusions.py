@@ -110,7 +110,7 @@ def test_gradcheck_float64(name):
 @pytest.mark.parametrize("name", sorted(CASES))
 @settings(max_examples=20, deadline=None)
 @given(lead=st.lists(st.integers(0, 5), min_size=1, max_size=3).map(tuple),
-       n=st.integers(1, 9), noncontig=st.booleans(), seed=st.integers(0, 2**16))
+       n=st.integers(0, 9), noncontig=st.booleans(), seed=st.integers(0, 2**16))
 def test_fused_equals_unfused_float32(name, lead, n, noncontig, seed):
     build, fused, unfused = CASES[name]
     rng = np.random.default_rng(seed)

@@ -22,7 +22,7 @@ def encoder(layers, d=16, heads=2, ff=24):
 def batch(b=2, s=5, d=16, dtype=mf.float32):
     x = mf.randn(b, s, d, dtype=dtype)
     mask = mf.ones(b, s, dtype=mf.int64)
-    mask.data[0, s // 2 + 1:] = 0
+    mask.data[:1, s // 2 + 1:] = 0
     return x, mask
 
 
@@ -270,7 +270,7 @@ def test_trace_records_through_the_op_layer_and_keeps_inputs_live():
 
 
 @settings(max_examples=10, deadline=None)
-@given(b=st.integers(1, 3), s=st.integers(1, 6), heads=st.sampled_from([1, 2, 4]), layers=st.integers(1, 2),
+@given(b=st.integers(0, 3), s=st.integers(0, 6), heads=st.sampled_from([1, 2, 4]), layers=st.integers(1, 2),
        dtype=st.sampled_from([mf.float32, mf.float64]), seed=st.integers(0, 1000))
 def test_compiled_equals_eager_on_random_encoders(b, s, heads, layers, dtype, seed):
     mf.manual_seed(seed)
@@ -279,3 +279,15 @@ def test_compiled_equals_eager_on_random_encoders(b, s, heads, layers, dtype, se
     tol = 1e-4 if dtype == mf.float32 else 1e-10
     out = mf.compile(model, x, mask)(x, mask)
     np.testing.assert_allclose(out.numpy(), eager(model, x, mask).numpy(), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("d, ff", [(0, 4), (4, 0), (0, 0), (2, 1)])
+def test_compiled_equals_eager_with_size_0_features(d, ff):
+    """d_model 0 or no FFN width: the fused graph (one FusedTransformerLayer per layer) computes
+    what the layers compute."""
+    mf.manual_seed(1)
+    model = encoder(2, d=d, heads=2, ff=ff)
+    x, mask = batch(2, 3, d)
+    fast = mf.compile(model, x, mask)
+    assert fast.graph_for(x, mask).ops() == ["FusedTransformerLayer"] * 2
+    np.testing.assert_allclose(fast(x, mask).numpy(), eager(model, x, mask).numpy(), rtol=1e-5, atol=1e-6)

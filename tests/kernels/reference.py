@@ -69,6 +69,8 @@ def attention(q, k, v, key_mask, scale, dtype):
     s = (f64(q) @ np.swapaxes(f64(k), -1, -2)) * scale
     if key_mask is not None:
         s = s + np.where(np.asarray(key_mask) == 0, float(np.finfo(dtype).min), 0.0)[:, None, None, :]
+    if s.shape[-1] == 0:                  # no keys: an empty weighted sum
+        return np.zeros(s.shape[:-1] + (v.shape[-1],))
     with np.errstate(all="ignore"):
         e = np.exp(s - s.max(-1, keepdims=True))
         return (e / e.sum(-1, keepdims=True)) @ f64(v)

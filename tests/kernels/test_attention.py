@@ -18,7 +18,7 @@ def _mask(rng, b, s, kind):
         return None
     m = rng.random((b, s)) < 0.7
     if kind == "bool":
-        m[:, 0] = True
+        m[:, :1] = True
         return m
     if kind == "all_padded":                     # a fully padded row: uniform over all keys
         m[0] = False
@@ -30,8 +30,8 @@ def check(backend, actual, expected, dtype):
 
 
 # The simulator runs a block per score row (B * H * Sq of them): small batches, heads and queries.
-@given_backend(dtype=dtypes, b=choice([0, 1, 2]), h=choice([1, 3], [1, 2]), sq=choice([1, 4, 7], [1, 3]),
-               sk=choice([1, 5, 9]), d=choice([1, 4, 8]), mask=MASKS, layout=st.sampled_from(["c", "strided", "t"]),
+@given_backend(dtype=dtypes, b=choice([0, 1, 2]), h=choice([1, 3], [1, 2]), sq=choice([0, 1, 4, 7], [0, 1, 3]),
+               sk=choice([0, 1, 5, 9]), d=choice([0, 1, 4, 8]), mask=MASKS, layout=st.sampled_from(["c", "strided", "t"]),
                method=METHODS, seed=SEED)
 def test_attention(backend, dtype, b, h, sq, sk, d, mask, layout, method, seed):
     rng = np.random.default_rng(seed)
@@ -41,12 +41,13 @@ def test_attention(backend, dtype, b, h, sq, sk, d, mask, layout, method, seed):
     if layout == "t":                           # heads-major views of (B, S, H, D) arrays
         k = np.ascontiguousarray(k.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
     key_mask = _mask(rng, b, sk, mask) if b else None
-    out = backend.K.attention(*map(backend.to_dev, (q, k, v, key_mask)), d ** -0.5, method=method)
-    check(backend, out, ref.attention(q, k, v, key_mask, d ** -0.5, dtype), dtype)
+    scale = d ** -0.5 if d else 1.0
+    out = backend.K.attention(*map(backend.to_dev, (q, k, v, key_mask)), scale, method=method)
+    check(backend, out, ref.attention(q, k, v, key_mask, scale, dtype), dtype)
 
 
-@given_backend(dtype=dtypes, b=choice([0, 1, 3], [0, 1, 2]), s=choice([1, 2, 6], [1, 2, 3]),
-               heads=choice([1, 2, 4], [1, 2]), dh=choice([1, 3, 8]), mask=MASKS, contiguous=st.booleans(),
+@given_backend(dtype=dtypes, b=choice([0, 1, 3], [0, 1, 2]), s=choice([0, 1, 2, 6], [0, 1, 2, 3]),
+               heads=choice([1, 2, 4], [1, 2]), dh=choice([0, 1, 3, 8]), mask=MASKS, contiguous=st.booleans(),
                method=METHODS, seed=SEED)
 def test_attention_packed(backend, dtype, b, s, heads, dh, mask, contiguous, method, seed):
     rng = np.random.default_rng(seed)
@@ -82,6 +83,16 @@ def test_all_keys_masked_is_uniform(backend, rng, method):
     out = backend.to_host(backend.K.attention(*map(backend.to_dev, (q, k, v, mask)), 1.0, method=method))
     ref.assert_close(out, ref.attention(q, k, v, mask, 1.0, np.float64), 1e-10)
     np.testing.assert_allclose(out, np.broadcast_to(v.mean(2, keepdims=True), out.shape), rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["loop", "bmm"])
+def test_no_keys_gives_zeros(backend, rng, method):
+    """With 0 keys each output row is an empty weighted sum: 0, as P @ v and NumPy give (not 0 / 0)."""
+    q = ref.randn(rng, (2, 1, 3, 4), np.float32)
+    k = np.zeros((2, 1, 0, 4), np.float32)
+    for mask in (None, np.zeros((2, 0), bool)):
+        out = backend.K.attention(*map(backend.to_dev, (q, k, k, mask)), 0.5, method=method)
+        np.testing.assert_array_equal(backend.to_host(out), np.zeros((2, 1, 3, 4), np.float32))
 
 
 def test_host_mask_with_device_arrays(backend, rng):

@@ -18,6 +18,11 @@ class Args:
         return self.backend.to_dev(np.zeros(shape, dtype))
 
 
+def _layer_arrays(z, d, f):
+    """The twelve arrays of a transformer layer of width d and FFN width f, as zeros."""
+    return (z(3 * d, d), z(3 * d), z(d, d), z(d), z(d), z(d), z(f, d), z(f), z(d, f), z(d), z(d), z(d))
+
+
 # (call(K, z), exception, words that must appear in the message)
 CASES = [
     (lambda K, z: K.bias_act_(z(2, 3, 4), None, "relu"), ValueError, ["bias_act_", "'y'", "2-D"]),
@@ -52,6 +57,16 @@ CASES = [
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(3), 1e-5), ValueError, ["'beta'", "(3,)"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, None, z(4), 1e-5), TypeError, ["'gamma'"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), -1.0), ValueError, ["'eps'"]),
+    (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), "1e-5"), TypeError,
+     ["residual_layer_norm: 'eps' must be a real number"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, float("nan")),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got nan"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, -1.0),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got -1.0"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, float("inf")),
+     ValueError, ["transformer_layer: 'eps' must be a finite number >= 0, got inf"]),
+    (lambda K, z: K.transformer_layer(z(1, 2, 4), LayerWeights(*_layer_arrays(z, 4, 6)), None, 2, None),
+     TypeError, ["transformer_layer: 'eps' must be a real number, got None"]),
     (lambda K, z: K.residual_layer_norm(z(2, 4), None, z(4), z(4), 1e-5, out=z(4, 2).T), ValueError,
      ["'out'", "C-contiguous"]),
     (lambda K, z: K.attention(z(1, 2, 3, 4), z(1, 2, 5, 4), z(1, 2, 5, 3), None, 1.0), ValueError,
@@ -113,6 +128,39 @@ def test_out_overlapping_input_is_rejected(backend):
     y = Args(backend).z(2, 6)
     with pytest.raises(ValueError, match="'out' overlaps 'y'"):
         backend.K.bias_glu(y, None, "silu", out=y.reshape(-1)[:6].reshape(2, 3))
+
+
+def _overlaps(K, z):
+    """Every checked entry point with an output, given an output that shares memory with an input:
+    (call, the output's name, the input's name)."""
+    y, big = z(3, 4), z(8, 4)
+    x4 = z(2, 4)
+    gamma = big[0]
+    qkv = z(1, 2, 12)
+    q = z(1, 2, 3, 4)
+    return [
+        (lambda: K.bias_act_(y, y[0], "relu"), "y", "bias"),
+        (lambda: K.linear_act(x4, z(4, 4), None, "none", out=x4), "out", "x"),
+        (lambda: K.linear_act(x4, big[:4], None, "none", out=big[2:4]), "out", "weight"),
+        (lambda: K.linear_act(x4, z(4, 4), big[0], "none", out=big[:2]), "out", "bias"),
+        (lambda: K.bias_glu(y, y[0], "silu", out=z(3, 2)), None, None),         # bias aliases y: read only
+        (lambda: K.residual_layer_norm(x4, None, gamma, big[1], 1e-5, out=big[:2]), "out", "gamma"),
+        (lambda: K.residual_layer_norm(x4, None, big[7], gamma, 1e-5, out=big[:2]), "out", "beta"),
+        (lambda: K.residual_layer_norm(x4, big[2:4], gamma, gamma, 1e-5, out=big[2:4]), "out", "residual"),
+        (lambda: K.attention(q, z(1, 2, 5, 4), z(1, 2, 5, 4), None, 1.0, out=q), "out", "q"),
+        (lambda: K.attention_packed(qkv, None, 2, 1.0, out=qkv.reshape(-1)[:8].reshape(1, 2, 4)), "out", "qkv"),
+    ]
+
+
+def test_every_output_overlapping_an_input_is_rejected(backend):
+    """Each kernel reads its inputs while it writes its output: an output sharing memory with any
+    input (bias, weight, gamma, beta too) is refused, naming both arguments."""
+    for call, written, read in _overlaps(backend.K, Args(backend).z):
+        if written is None:
+            call()                  # inputs may alias each other: nothing is written over them
+            continue
+        with pytest.raises(ValueError, match=f"'{written}' overlaps '{read}'"):
+            call()
 
 
 def test_read_only_y(backend):

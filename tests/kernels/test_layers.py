@@ -13,19 +13,22 @@ SEED = st.integers(0, 2**32 - 1)
 def _layer_weights(rng, d, f, dtype, biases=True):
     p = lambda *s, scale=1.0: ref.randn(rng, s, dtype, scale=scale)  # noqa: E731
     b = (lambda n: p(n, scale=0.1)) if biases else (lambda n: None)
-    return LayerWeights(p(3 * d, d, scale=d ** -0.5), b(3 * d), p(d, d, scale=d ** -0.5), b(d), 1 + p(d, scale=0.1),
-                        p(d, scale=0.1), p(f, d, scale=d ** -0.5), b(f), p(d, f, scale=f ** -0.5), b(d),
+    sd, sf = max(d, 1) ** -0.5, max(f, 1) ** -0.5
+    return LayerWeights(p(3 * d, d, scale=sd), b(3 * d), p(d, d, scale=sd), b(d), 1 + p(d, scale=0.1),
+                        p(d, scale=0.1), p(f, d, scale=sd), b(f), p(d, f, scale=sf), b(d),
                         1 + p(d, scale=0.1), p(d, scale=0.1))
 
 
 # The simulator runs a block per LayerNorm row (B * S) and per score row (B * H * S): tiny layers.
-@given_backend(examples=20, dtype=dtypes, b=choice([0, 1, 2]), s=choice([1, 3, 8], [1, 3]),
-               heads=choice([1, 2, 4], [1, 2]), dh=choice([1, 4, 8], [1, 4]), biases=st.booleans(),
+@given_backend(examples=20, dtype=dtypes, b=choice([0, 1, 2]), s=choice([0, 1, 3, 8], [0, 1, 3]),
+               heads=choice([1, 2, 4], [1, 2]), dh=choice([0, 1, 4, 8], [0, 1, 4]), ffn=st.sampled_from([0, 1, 4]),
+               biases=st.booleans(),
                masked=st.booleans(), act=st.sampled_from(["gelu", "gelu_tanh", "relu"]), contiguous=st.booleans(),
                method=st.sampled_from(["loop", "bmm"]), seed=SEED)
-def test_transformer_layer(backend, dtype, b, s, heads, dh, biases, masked, act, contiguous, method, seed):
+def test_transformer_layer(backend, dtype, b, s, heads, dh, ffn, biases, masked, act, contiguous, method, seed):
+    """Every size may be 0 or 1 (d_model 0, no FFN width, no tokens, no batch)."""
     rng = np.random.default_rng(seed)
-    d, f = heads * dh, 4 * heads * dh
+    d, f = heads * dh, ffn * heads * max(dh, 1)
     x = ref.randn(rng, (b, s, d), dtype, contiguous)
     weights = _layer_weights(rng, d, f, dtype, biases)
     mask = (rng.random((b, s)) < 0.7).astype(np.int64) if masked else None
@@ -92,7 +95,7 @@ def test_mlp_nan_inf_rows(backend, rng, activation):
 
 
 @given_backend(examples=20, dtype=dtypes, lead=st.sampled_from([(0,), (1,), (5,), (2, 3), (2, 1, 3)]),
-               c=st.sampled_from([1, 4, 9]), hid=st.sampled_from([1, 6]), cout=st.sampled_from([1, 5]),
+               c=st.sampled_from([0, 1, 4, 9]), hid=st.sampled_from([0, 1, 6]), cout=st.sampled_from([0, 1, 5]),
                act=st.sampled_from(["relu", "gelu", "gelu_tanh", "silu", "glu", "swiglu"]), biases=st.booleans(),
                contiguous=st.booleans(), seed=SEED)
 def test_mlp(backend, dtype, lead, c, hid, cout, act, biases, contiguous, seed):

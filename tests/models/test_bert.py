@@ -260,6 +260,22 @@ def test_bad_inputs_are_reported():
         model(np.ones((2, 5), np.int64), attention_mask=np.ones((2, 4), np.int64))
     with pytest.raises(TypeError, match="integers"):
         model(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="'input_ids' must be a \\(batch, seq\\) array; got rows of different lengths"):
+        model([[1, 2, 3], [1, 2]])
+    with pytest.raises(TypeError, match="'input_ids' must hold integers.*tokenize them first"):
+        model([["hello", "world"]])
+    with pytest.raises(TypeError, match="'attention_mask' must hold integers.*<U1"):
+        model([[1, 2]], attention_mask=[["1", "0"]])
+    with pytest.raises(ValueError, match="'input_ids' holds 9223372036854775813, beyond int64"):
+        model(np.array([[2**63 + 5, 2]], np.uint64))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32])
+def test_ids_of_any_integer_dtype_are_taken(dtype):
+    model = tiny_bert()
+    ids = np.array([[1, 5, 3], [2, 0, 4]])
+    with mf.no_grad():
+        np.testing.assert_array_equal(model(ids.astype(dtype)).numpy(), model(ids).numpy())
 
 
 def test_tiny_bert_gradcheck():

@@ -127,3 +127,35 @@ def test_attention_input_errors():
         nn.MultiHeadAttention(5, 2)
     with pytest.raises(ValueError, match="valid: .*gelu"):
         nn.TransformerLayer(4, 2, 8, activation="swish")
+
+
+@pytest.mark.parametrize("grad", [True, False])
+def test_transformer_layer_and_encoder_name_a_bad_input(grad):
+    """A NumPy array or list, the wrong dtype or width: the error names the layer and its argument
+    'x' (not a kernel's array), on the fused path (no grad) as on the taped one."""
+    layer = nn.TransformerLayer(8, 2, 12)
+    encoder = nn.TransformerEncoder(dict(d_model=8, num_heads=2, intermediate_size=12), 2)
+    with mf.set_grad_enabled(grad):
+        for module, name in ((layer, "TransformerLayer"), (encoder, "TransformerEncoder")):
+            for bad in (np.zeros((2, 3, 8), np.float32), [[[0.0] * 8]]):
+                with pytest.raises(TypeError, match=f"{name}: argument 'x' must be a Tensor, got {type(bad).__name__}"):
+                    module(bad)
+        for module in (layer, encoder):
+            with pytest.raises(TypeError, match="TransformerLayer: argument 'x' must be float32 .*got float64"):
+                module(mf.zeros(2, 3, 8, dtype=mf.float64))
+            with pytest.raises(ValueError, match="TransformerLayer: argument 'x' must have last dimension 8"):
+                module(mf.zeros(2, 3, 7))
+            with pytest.raises(ValueError, match=r"TransformerLayer: argument 'x' must be \(batch, seq, d_model\)"):
+                module(mf.zeros(3, 8))
+
+
+@pytest.mark.parametrize("eps, error", [("1e-5", TypeError), (None, TypeError), (True, TypeError),
+                                        (-1.0, ValueError), (float("nan"), ValueError), (float("inf"), ValueError)])
+def test_layer_norm_eps_must_be_a_finite_number_at_least_0(eps, error):
+    """What the fused kernels refuse (residual_layer_norm, transformer_layer) the layers refuse too,
+    at construction."""
+    with pytest.raises(error, match="TransformerLayer: 'layer_norm_eps' must be a"):
+        nn.TransformerLayer(4, 2, 8, layer_norm_eps=eps)
+    with pytest.raises(error, match="LayerNorm: 'eps' must be a"):
+        nn.LayerNorm(4, eps=eps)
+    assert nn.LayerNorm(4, eps=0).eps == 0.0 and nn.TransformerLayer(4, 2, 8, layer_norm_eps=1e-12)

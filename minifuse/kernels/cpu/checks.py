@@ -7,7 +7,7 @@ contiguity and `out` problem must be caught in Python first.
 import numpy as np
 
 from .. import checks as shared
-from ..checks import key_mask_values, rows  # noqa: F401  (this backend's names for them)
+from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

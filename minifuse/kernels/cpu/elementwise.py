@@ -169,7 +169,7 @@ def bias_glu(y, bias, gate, out=None):
     """
     bias, out = validate.bias_glu(checks.CHECKS, "bias_glu", y, bias, gate, GATES, out)
     width = y.shape[-1]
-    apply_bias_glu(checks.rows(np, y, width), bias, gate, out.reshape(-1, width // 2))
+    apply_bias_glu(checks.rows(np, y, width), bias, gate, checks.flat_rows(out, width // 2))
     return out
 
 

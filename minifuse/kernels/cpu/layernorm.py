@@ -73,7 +73,7 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
     gamma, beta, out = validate.residual_layer_norm(checks.CHECKS, fn, x, residual, gamma, beta, eps, out)
     d = x.shape[-1]
     res2 = None if residual is None else checks.rows(np, residual, d)
-    apply_residual_layer_norm(checks.rows(np, x, d), res2, None, gamma, beta, eps, out.reshape(-1, d))
+    apply_residual_layer_norm(checks.rows(np, x, d), res2, None, gamma, beta, eps, checks.flat_rows(out, d))
     return out
 
 

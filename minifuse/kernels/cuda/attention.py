@@ -26,7 +26,7 @@ from .. import validate
 from ..checks import contiguous
 from . import checks, cublaslt
 from .blocks import MAX_THREADS, PER, block_max, block_sum, rows_per_block, threads_for
-from .checks import CHECKS
+from .checks import CHECKS, flat_rows
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 
@@ -140,7 +140,7 @@ def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
     nb, nh, sq, sk = s.shape
     if not s.flags.c_contiguous:   # the kernel works on the (rows, Sk) view, which must not be a copy
         raise ValueError(f"softmax_forward: 's' must be C-contiguous, got strides {s.strides}")
-    launch_masked_softmax(s.reshape(-1, sk), nh * sq, mask_add, has_mask, scale,
+    launch_masked_softmax(flat_rows(s, sk), nh * sq, mask_add, has_mask, scale,
                           rowmax.reshape(-1), rowsum.reshape(-1))
 
 
@@ -203,13 +203,19 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
     """out[...] = softmax(q k^T * scale + mask) v for q (B, H, Sq, D), k, v (B, H, Sk, D)."""
     nb, nh, sq, dh = q.shape
     sk = k.shape[2]
+    if sk == 0 or nb * nh * sq * dh == 0:   # an empty sum over no keys is 0 (as P @ v is); nothing to launch
+        ctx = xp.zeros((nb, nh, sq, dh), q.dtype)
+        if out is None:
+            return ctx
+        out[...] = ctx
+        return out
     if xp is not np:   # strided batched cuBLASLt GEMMs (capturable); q, k, v made contiguous first
         # explicit lengths: an empty batch cannot reshape with -1
         q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, t.shape[2], dh) for t in (q, k, v))
         scores = xp.empty((nb * nh, sq, sk), q.dtype)
         ctx = xp.empty((nb * nh, sq, dh), q.dtype)
         if cublaslt.bmm(q3, k3, scores, trans_b=True):
-            launch_masked_softmax(scores.reshape(-1, sk), nh * sq, madd, has_mask, scale)
+            launch_masked_softmax(flat_rows(scores, sk), nh * sq, madd, has_mask, scale)
             if cublaslt.bmm(scores, v3, ctx):
                 ctx = ctx.reshape(nb, nh, sq, dh)
                 if out is None:
@@ -217,7 +223,7 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
                 out[...] = ctx
                 return out
     scores = xp.matmul(q, xp.swapaxes(k, -1, -2))                 # (B, H, Sq, Sk), cuBLAS
-    launch_masked_softmax(scores.reshape(-1, sk), nh * sq, madd, has_mask, scale)
+    launch_masked_softmax(flat_rows(scores, sk), nh * sq, madd, has_mask, scale)
     return xp.matmul(scores, v, out=out)
 
 

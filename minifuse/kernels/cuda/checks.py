@@ -9,7 +9,7 @@ all checked in Python first.
 import numpy as np
 
 from .. import checks as shared
-from ..checks import key_mask_values, rows  # noqa: F401  (this backend's names for them)
+from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 from .blocks import MAX_ROW
 from .runtime import xp_for
 

@@ -23,7 +23,7 @@ import numpy as np
 from .. import validate
 from ..activations import GATES
 from .blocks import MAX_THREADS, block_sum
-from .checks import CHECKS, rows
+from .checks import CHECKS, flat_rows, rows
 from .mathfn import activations, compute_dtype, derivatives
 from .runtime import blocks, cuda, launch, row_threads, xp_for
 
@@ -187,7 +187,7 @@ def bias_glu(y, bias, gate, out=None):
     fn = "bias_glu"
     bias, out = validate.bias_glu(CHECKS, fn, y, bias, gate, GATES, out)
     width = y.shape[-1]
-    apply_bias_glu(rows(xp_for(fn, "y", y), y, width), bias, gate, out.reshape(-1, width // 2))
+    apply_bias_glu(rows(xp_for(fn, "y", y), y, width), bias, gate, flat_rows(out, width // 2))
     return out
 
 

@@ -20,6 +20,9 @@ __all__ = ["linear", "bmm"]
 
 def _gemm(x2, w, out2, bias):
     """out2 = x2 @ w.T (+ bias, in the GEMM's epilogue where cuBLASLt applies)."""
+    if x2.shape[1] == 0:            # no input features: empty sums, 0 (no GEMM of inner size 0 asked of cuBLAS)
+        out2[...] = 0
+        return apply_bias_act(out2, bias, "none")
     if not isinstance(x2, np.ndarray):          # CuPy arrays (NumPy under the simulator: no cuBLASLt)
         precision = get_float32_matmul_precision()
         tf32 = precision != "highest" and x2.dtype == np.float32

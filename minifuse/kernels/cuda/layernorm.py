@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import validate
 from .blocks import MAX_THREADS, PER, block_sum, threads_for
-from .checks import CHECKS, rows
+from .checks import CHECKS, flat_rows, rows
 from .elementwise import _sum_parts
 from .mathfn import compute_dtype
 from .runtime import cuda, launch, xp_for
@@ -96,7 +96,7 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
     xp = xp_for(fn, "x", x)
     d = x.shape[-1]
     res2 = None if residual is None else rows(xp, residual, d)
-    apply_residual_layer_norm(rows(xp, x, d), res2, None, gamma, beta, eps, out.reshape(-1, d))
+    apply_residual_layer_norm(rows(xp, x, d), res2, None, gamma, beta, eps, flat_rows(out, d))
     return out
 
 

@@ -1,0 +1,57 @@
+"""The MPI engine (mpi4py): NumPy buffers, non-blocking collectives (``Iallreduce``, ``Ibcast``).
+
+MPI moves a non-blocking collective forward only inside MPI calls, unless the library runs a
+progress thread; ``progress()`` is such a call (``MPI_Testall``), made by
+``DistributedDataParallel`` between buckets so that a reduction advances while backward computes.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .process_group import ReduceOp
+
+__all__ = ["MPIGroup"]
+
+
+class MPIGroup:
+    name = "mpi"
+    xp = np
+    DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
+
+    def __init__(self):
+        from mpi4py import MPI
+        self.MPI = MPI
+        self.comm = MPI.COMM_WORLD.Dup()        # our own communicator: no clash with the user's messages
+        self.rank, self.world_size = self.comm.Get_rank(), self.comm.Get_size()
+        self._ops = {ReduceOp.SUM: MPI.SUM, ReduceOp.MAX: MPI.MAX, ReduceOp.MIN: MPI.MIN}
+
+    def accepts(self, array):
+        return isinstance(array, np.ndarray)
+
+    def wire_dtype(self, dtype):
+        name = np.dtype(dtype).name
+        if name in ("float16", "bfloat16"):
+            return np.dtype(np.float32)     # reduced in float32, rounded once on the way back
+        return np.dtype(dtype) if name in self.DTYPES else None
+
+    def all_reduce(self, buf, op):
+        return self.comm.Iallreduce(self.MPI.IN_PLACE, buf, self._ops[op])
+
+    def broadcast(self, buf, src):
+        return self.comm.Ibcast(buf, root=src)
+
+    def wait(self, request):
+        request.Wait()
+
+    def test(self, request):
+        return request.Test()
+
+    def progress(self, requests):
+        if requests:
+            self.MPI.Request.Testall(requests)
+
+    def barrier(self):
+        self.comm.Barrier()
+
+    def close(self):
+        self.comm.Free()

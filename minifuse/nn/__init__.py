@@ -1,5 +1,5 @@
 """minifuse.nn: layers, the functions they are made of (``functional``) and initialisers (``init``)."""
-from . import functional, init
+from . import functional, init, parallel
 from .activation import GELU, ReLU, Sigmoid, SiLU, Tanh
 from .attention import MultiHeadAttention
 from .containers import Identity, ModuleDict, ModuleList, Sequential

@@ -1,0 +1,1 @@
+"""minifuse.utils: data loading helpers."""

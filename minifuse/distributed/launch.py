@@ -1,6 +1,7 @@
 """Start one process per GPU (or per rank) on this host, torchrun-style:
 
     python -m minifuse.distributed.launch --nproc 8 train.py [args ...]
+    python -m minifuse.distributed.launch --nproc 8 --module package.train [args ...]
 
 Each process gets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``
 (what ``init_process_group("nccl")`` reads) and ``environment()``'s settings, among them NVLink
@@ -70,10 +71,11 @@ def main(argv=None):
     parser.add_argument("--nproc", type=int, required=True, help="processes to start (one per GPU)")
     parser.add_argument("--master-port", type=int, default=None, help="rank 0's rendezvous port (default: a free one)")
     parser.add_argument("--threads", type=int, default=None, help="BLAS/Numba threads per process")
-    parser.add_argument("script", help="the Python script each process runs")
+    parser.add_argument("--module", action="store_true", help="script is a module name, run as python -m")
+    parser.add_argument("script", help="the Python script (or with --module, module) each process runs")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args(argv)
-    return launch(ns.nproc, [ns.script] + ns.args, ns.master_port, ns.threads)
+    return launch(ns.nproc, (["-m"] if ns.module else []) + [ns.script] + ns.args, ns.master_port, ns.threads)
 
 
 if __name__ == "__main__":

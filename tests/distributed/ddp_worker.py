@@ -21,7 +21,7 @@ from minifuse.distributed import ReduceOp
 from minifuse.nn.parallel import DistributedDataParallel
 from minifuse.utils.data import DistributedSampler
 
-DEVICE = "cpu"      # "cuda" for the nccl backend (main)
+DEVICE, BACKEND = "cpu", "mpi"      # set by main
 TOL = {"float64": 1e-12, "float32": 1e-6}
 
 
@@ -77,6 +77,34 @@ def case_collectives():
     err = max(err, np.inf if rel_error(b, rank_input(world - 1, "float32").astype(np.float32)) else 0.0)
     dist.barrier()
     return err, 1.0
+
+
+def case_errors():
+    """Bad arguments raise errors that name them, before anything is sent (0 when all do)."""
+    world = dist.get_world_size()
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    bad = [
+        (TypeError, "argument 'tensor' must be", lambda: dist.all_reduce([1.0, 2.0])),
+        (TypeError, "argument 'op' must be a ReduceOp", lambda: dist.all_reduce(device_array(np.zeros(2)), "sum")),
+        (TypeError, "AVG needs a floating-point", lambda: dist.all_reduce(device_array(np.zeros(2, np.int64)),
+                                                                          ReduceOp.AVG)),
+        (TypeError, "has dtype bool", lambda: dist.all_reduce(device_array(np.zeros(2, bool)))),
+        (ValueError, "argument 'src' must be a rank", lambda: dist.broadcast(device_array(np.zeros(2)), src=world)),
+        (RuntimeError, "already initialised", lambda: dist.init_process_group(BACKEND)),
+        (TypeError, "argument 'module'", lambda: DistributedDataParallel(object())),
+        (ValueError, "bucket_cap_mb", lambda: DistributedDataParallel(nn.Linear(2, 2).to(DEVICE), bucket_cap_mb=0)),
+    ]
+    if DEVICE == "cpu":
+        bad.append((ValueError, "read-only", lambda: dist.all_reduce(frozen)))
+    missed = 0
+    for kind, words, call in bad:
+        try:
+            call()
+            missed += 1
+        except kind as e:
+            missed += words not in str(e)
+    return float(missed), 0.0
 
 
 # ---- training: DDP on every rank's share == one process on the whole batch -------------------
@@ -183,6 +211,7 @@ def case_no_sync(dtype="float64"):
 
 CASES = {
     "collectives": case_collectives,
+    "errors": case_errors,
     "mlp_float64": lambda: case_mlp("float64"),
     "mlp_float32": lambda: case_mlp("float32"),
     "mlp_fused_float64": lambda: case_mlp("float64", fused=True),
@@ -213,9 +242,9 @@ def compile_once(names):
 
 
 def main(argv):
-    global DEVICE
+    global DEVICE, BACKEND
     backend, out, names = argv[0], argv[1], argv[2:] or list(CASES)
-    DEVICE = "cuda" if backend == "nccl" else "cpu"
+    DEVICE, BACKEND = ("cuda" if backend == "nccl" else "cpu"), backend
     dist.init_process_group(backend)
     compile_once(names)
     results = {}

@@ -57,3 +57,4 @@ def test_bad_arguments_name_the_argument():
         DistributedSampler(range(4), 2, 0).set_epoch(-1)
     with pytest.raises(RuntimeError, match="not initialised"):
         DistributedSampler(range(4))
+

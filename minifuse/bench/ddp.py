@@ -1,0 +1,190 @@
+"""Benchmark: data-parallel training of a BERT-base layer (d 768, 12 heads, 3072, S=128, float32,
+``fused_training=True``), batch 32 per rank, forward + backward (with the gradient all-reduce).
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench ddp          # CPU, MPI
+    python -m minifuse.bench ddp --gpu [--ranks 1 2 4 8] [--autocast]                 # GPUs, NCCL
+
+CPU: one process of ``--ranks``-many threads on the whole batch (32 x ranks), then ``mpiexec -n 1``
+and ``-n ranks`` with one thread per rank and 32 rows each. GPU: one process per GPU
+(``minifuse.distributed.launch``, NVLink multicast off) for each world size in ``--ranks``.
+Each rank times three steps round-robin (medians of ``--repeat``; ``minifuse.bench.training_cpu``'s
+timer): ``ddp`` (the real step), ``local`` (the same step under ``no_sync()``: no communication) and
+``allreduce`` (the gradient buckets all-reduced alone, after backward). So:
+
+    throughput = ranks x 32 / ddp step;  scaling efficiency = throughput(N) / (N x throughput(1))
+    exposed all-reduce share = the time backward waited for the reductions at its end / allreduce:
+    the part of the communication that backward did not hide (0: all of it overlapped; 1: none).
+    On MPI that wait is measured where the host blocks (``end_wait_ms``); on the GPU the host does
+    not block, and the wait is the step's growth over the step without communication, ddp - local.
+
+Prints one JSON line per configuration and a summary line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, seq=128)
+PER_RANK = 32
+
+
+def _sync():
+    """Wait for the GPU (no-op on the CPU) so that a step's time includes its kernels."""
+    if os.environ.get("MINIFUSE_BENCH_GPU"):
+        import cupy
+        cupy.cuda.Device().synchronize()
+
+
+def worker(ns):
+    """One rank (or the single process): build, time, write a JSON record from rank 0."""
+    import numpy as np
+
+    import minifuse as mf
+    import minifuse.distributed as dist
+    from minifuse import nn
+    from minifuse.bench.training_cpu import _interleaved
+    from minifuse.nn.parallel import DistributedDataParallel
+    device = "cuda" if ns.backend == "nccl" else "cpu"
+    if ns.backend != "none":
+        dist.init_process_group(ns.backend)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if ns.backend != "none" else (0, 1)
+    mf.manual_seed(0)
+    c = LAYER
+    layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"], fused_training=True).to(device)
+    rng = np.random.default_rng(rank)
+    shape = (ns.batch, c["seq"], c["d_model"])
+    x = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to(device)
+    g = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to(device)
+    model = DistributedDataParallel(layer) if ns.backend != "none" else layer
+    params = list(layer.parameters())
+
+    def forward():
+        if ns.autocast:
+            with mf.autocast(device, dtype=mf.float16):
+                return model(x).float()
+        return model(x)
+
+    def step():
+        for p in params:
+            p.grad = None
+        forward().backward(g)
+        _sync()
+
+    waits = []
+
+    def ddp_step():
+        step()
+        waits.append(model.reducer.last_wait_s)
+
+    steps, names = [step], ["single"]
+    if ns.backend != "none":
+        def local():
+            with model.no_sync():
+                step()
+
+        buffers = [b.xp.zeros(b.size, b.wire_dtype) for b in model.reducer.buckets]
+
+        def allreduce():
+            for w in [dist.all_reduce(b, dist.ReduceOp.AVG, async_op=True) for b in buffers]:
+                w.wait()
+            _sync()
+
+        steps, names = [ddp_step, local, allreduce], ["ddp", "local", "allreduce"]
+    results = _interleaved(steps, ns.repeat)
+    rec = {"backend": ns.backend, "ranks": world, "threads": ns.threads, "batch_per_rank": ns.batch,
+           "autocast": "float16" if ns.autocast else None, "device": device}
+    for name, (median, times) in zip(names, results):
+        rec[f"{name}_ms"] = round(median * 1e3, 1)
+        rec[f"{name}_times_ms"] = [round(t * 1e3, 1) for t in times]
+    step_s = results[0][0]
+    rec["throughput_seq_per_s"] = round(world * ns.batch / step_s, 2)
+    if ns.backend != "none":
+        rec["buckets"] = len(model.reducer.buckets)
+        rec["end_wait_ms"] = round(statistics.median(waits[2:]) * 1e3, 2)     # after the warm-up steps
+        rec["exposed_allreduce_share"] = round(
+            (rec["end_wait_ms"] if ns.backend == "mpi" else max(0.0, rec["ddp_ms"] - rec["local_ms"])) / rec["allreduce_ms"], 3)
+    if rank == 0:
+        with open(ns.out, "w") as f:
+            json.dump(rec, f)
+    if ns.backend != "none":
+        dist.destroy_process_group()
+
+
+def _run(prefix, args, threads, gpu=False):
+    """Run the worker module under ``prefix`` (a launcher's argv, ending where a module name goes)."""
+    from minifuse.distributed.launch import environment
+    env = environment(threads=threads)
+    env.setdefault("OMP_WAIT_POLICY", "passive")
+    env.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+    if gpu:
+        env["MINIFUSE_BENCH_GPU"] = "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rec.json")
+        cmd = prefix + ["minifuse.bench.ddp", "--worker", "--out", out, "--threads", str(threads)] + args
+        subprocess.run(cmd, env=env, check=True)
+        with open(out) as f:
+            rec = json.load(f)
+    print(json.dumps(rec), flush=True)
+    return rec
+
+
+def _mpiexec():
+    here = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    return here if os.path.exists(here) else "mpiexec"
+
+
+def cpu(ns):
+    n, rep = max(ns.ranks), ["--repeat", str(ns.repeat)]
+    single = _run([sys.executable, "-m"], ["--backend", "none", "--batch", str(PER_RANK * n)] + rep, threads=n)
+    mpi = ["--backend", "mpi", "--batch", str(PER_RANK)] + rep
+    one = _run([_mpiexec(), "-n", "1", sys.executable, "-m"], mpi, threads=1)
+    many = _run([_mpiexec(), "-n", str(n), sys.executable, "-m"], mpi, threads=1)
+    print(json.dumps({"summary": "cpu", "ranks": n,
+                      "ddp_step_over_single_process_step": round(many["ddp_ms"] / single["single_ms"], 3),
+                      "scaling_efficiency": round(many["throughput_seq_per_s"] / (n * one["throughput_seq_per_s"]), 3),
+                      "exposed_allreduce_share": many["exposed_allreduce_share"]}), flush=True)
+
+
+def gpu(ns):
+    import cupy
+    count = cupy.cuda.runtime.getDeviceCount()
+    extra = ["--autocast"] if ns.autocast else []
+    records = {}
+    for n in sorted(set(k for k in ns.ranks if k <= count)):
+        launcher = [sys.executable, "-m", "minifuse.distributed.launch", "--nproc", str(n), "--module"]
+        records[n] = _run(launcher, ["--backend", "nccl", "--batch", str(PER_RANK), "--repeat", str(ns.repeat)] + extra,
+                          threads=4, gpu=True)
+    base = records[min(records)]["throughput_seq_per_s"] / min(records)
+    for n, rec in records.items():
+        print(json.dumps({"summary": "gpu", "ranks": n, "autocast": rec["autocast"], "ddp_ms": rec["ddp_ms"],
+                          "throughput_seq_per_s": rec["throughput_seq_per_s"],
+                          "scaling_efficiency": round(rec["throughput_seq_per_s"] / (n * base), 3),
+                          "exposed_allreduce_share": rec["exposed_allreduce_share"]}), flush=True)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m minifuse.bench ddp", description=__doc__.split("\n\n")[0])
+    p.add_argument("--gpu", action="store_true", help="NCCL on the GPUs instead of MPI on the CPU")
+    p.add_argument("--ranks", type=int, nargs="+", default=None,
+                   help="world sizes (CPU default: 2; GPU default: 1 2 4 8, those the machine has)")
+    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--autocast", action="store_true", help="forward under mf.autocast float16")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--backend", default="mpi", help=argparse.SUPPRESS)
+    p.add_argument("--batch", type=int, default=PER_RANK, help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    if ns.worker:
+        return worker(ns)
+    ns.ranks = ns.ranks or ([1, 2, 4, 8] if ns.gpu else [2])
+    return gpu(ns) if ns.gpu else cpu(ns)
+
+
+if __name__ == "__main__":
+    main()

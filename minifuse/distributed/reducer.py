@@ -62,6 +62,7 @@ class Reducer:
         self._build(params, bucket_cap_bytes)
         self._next, self._queued = 0, False
         self.last_wait_s = 0.0          # time the last backward spent waiting for reductions at its end
+        self.last_started_early = 0     # buckets the last backward started from hooks, before its end
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
 
     def _build(self, params, cap):
@@ -104,6 +105,7 @@ class Reducer:
 
     def _finish(self):
         t = time.perf_counter()
+        self.last_started_early = self._next
         for bucket in self.buckets[self._next:]:
             bucket.fill_missing()       # a gradient this rank did not produce counts as zeros
         self._start_ready()

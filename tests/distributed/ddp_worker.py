@@ -209,6 +209,15 @@ def case_no_sync(dtype="float64"):
     return max(err, local_err), TOL[dtype]
 
 
+def case_buckets_start_during_backward():
+    """One bucket per parameter: every bucket's all-reduce is started by a hook, inside the walk."""
+    model = DistributedDataParallel(make(lambda: mlp("float64", False), 0), bucket_cap_mb=1e-6)
+    x, y = data(4, (6,), (3,), "float64")
+    nn.MSELoss()(model(on_device(x)), on_device(y)).backward()
+    buckets = len(model.reducer.buckets)
+    return float(buckets != 4 or model.reducer.last_started_early != buckets), 0.0
+
+
 CASES = {
     "collectives": case_collectives,
     "errors": case_errors,
@@ -221,6 +230,7 @@ CASES = {
     "autocast_float16": case_autocast,
     "uneven_last_batch": case_uneven_last_batch,
     "no_sync": case_no_sync,
+    "buckets_start_during_backward": case_buckets_start_during_backward,
 }
 
 

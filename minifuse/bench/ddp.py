@@ -96,6 +96,8 @@ def worker(ns):
 
         steps, names = [ddp_step, local, allreduce], ["ddp", "local", "allreduce"]
     results = _interleaved(steps, ns.repeat)
+    if ns.backend != "none":        # the all-reduce alone is short: time it more often than the steps
+        results[2] = _interleaved([allreduce], 10 * ns.repeat)[0]
     rec = {"backend": ns.backend, "ranks": world, "threads": ns.threads, "batch_per_rank": ns.batch,
            "autocast": "float16" if ns.autocast else None, "device": device}
     for name, (median, times) in zip(names, results):

@@ -2,7 +2,7 @@
 ``fused_training=True``), batch 32 per rank, forward + backward (with the gradient all-reduce).
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench ddp          # CPU, MPI
-    python -m minifuse.bench ddp --gpu [--ranks 1 2 4 8] [--autocast]                 # GPUs, NCCL
+    python -m minifuse.bench ddp --gpu [--ranks 1 2 4 8] [--autocast] [--torch]       # GPUs, NCCL
 
 CPU: one process of ``--ranks``-many threads on the whole batch (32 x ranks), then ``mpiexec -n 1``
 and ``-n ranks`` with one thread per rank and 32 rows each. GPU: one process per GPU
@@ -17,6 +17,9 @@ timer): ``ddp`` (the real step), ``local`` (the same step under ``no_sync()``: n
     On MPI that wait is measured where the host blocks (``end_wait_ms``); on the GPU the host does
     not block, and the wait is the step's growth over the step without communication, ddp - local.
 
+With ``--torch`` (GPU) each world size also runs PyTorch's DistributedDataParallel on
+``torch.nn.TransformerEncoderLayer`` with the same sizes and batch (its own launch, the same
+launcher), and the summary gives minifuse's step over torch's.
 Prints one JSON line per configuration and a summary line.
 """
 from __future__ import annotations
@@ -117,6 +120,43 @@ def worker(ns):
         dist.destroy_process_group()
 
 
+def torch_worker(ns):
+    """The same step in PyTorch DistributedDataParallel (NCCL, one GPU per process), for comparison."""
+    import torch
+    import torch.distributed as tdist
+    from minifuse.bench.training_cpu import _interleaved
+    tdist.init_process_group("nccl")
+    rank, world = tdist.get_rank(), tdist.get_world_size()
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
+    torch.manual_seed(0)
+    c = LAYER
+    layer = torch.nn.TransformerEncoderLayer(c["d_model"], c["num_heads"], c["intermediate_size"], dropout=0.0,
+                                             activation="gelu", batch_first=True, layer_norm_eps=1e-12).cuda()
+    model = torch.nn.parallel.DistributedDataParallel(layer)
+    x = torch.randn(ns.batch, c["seq"], c["d_model"], device="cuda")
+    g = torch.randn_like(x)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        if ns.autocast:
+            with torch.autocast("cuda", dtype=torch.float16):
+                y = model(x)
+            y.float().backward(g)
+        else:
+            model(x).backward(g)
+        torch.cuda.synchronize()
+
+    (median, times), = _interleaved([step], ns.repeat)
+    rec = {"impl": "torch " + torch.__version__, "ranks": world, "batch_per_rank": ns.batch,
+           "autocast": "float16" if ns.autocast else None, "ddp_ms": round(median * 1e3, 2),
+           "ddp_times_ms": [round(t * 1e3, 2) for t in times],
+           "throughput_seq_per_s": round(world * ns.batch / median, 2)}
+    if rank == 0:
+        with open(ns.out, "w") as f:
+            json.dump(rec, f)
+    tdist.destroy_process_group()
+
+
 def _run(prefix, args, threads, gpu=False):
     """Run the worker module under ``prefix`` (a launcher's argv, ending where a module name goes)."""
     from minifuse.distributed.launch import environment
@@ -156,17 +196,22 @@ def gpu(ns):
     import cupy
     count = cupy.cuda.runtime.getDeviceCount()
     extra = ["--autocast"] if ns.autocast else []
-    records = {}
+    records, torch_records = {}, {}
+    common = ["--batch", str(PER_RANK), "--repeat", str(ns.repeat)] + extra
     for n in sorted(set(k for k in ns.ranks if k <= count)):
         launcher = [sys.executable, "-m", "minifuse.distributed.launch", "--nproc", str(n), "--module"]
-        records[n] = _run(launcher, ["--backend", "nccl", "--batch", str(PER_RANK), "--repeat", str(ns.repeat)] + extra,
-                          threads=4, gpu=True)
+        records[n] = _run(launcher, ["--backend", "nccl"] + common, threads=4, gpu=True)
+        if ns.torch:
+            torch_records[n] = _run(launcher, ["--backend", "torch"] + common, threads=4, gpu=True)
     base = records[min(records)]["throughput_seq_per_s"] / min(records)
     for n, rec in records.items():
-        print(json.dumps({"summary": "gpu", "ranks": n, "autocast": rec["autocast"], "ddp_ms": rec["ddp_ms"],
-                          "throughput_seq_per_s": rec["throughput_seq_per_s"],
-                          "scaling_efficiency": round(rec["throughput_seq_per_s"] / (n * base), 3),
-                          "exposed_allreduce_share": rec["exposed_allreduce_share"]}), flush=True)
+        summary = {"summary": "gpu", "ranks": n, "autocast": rec["autocast"], "ddp_ms": rec["ddp_ms"],
+                   "throughput_seq_per_s": rec["throughput_seq_per_s"],
+                   "scaling_efficiency": round(rec["throughput_seq_per_s"] / (n * base), 3),
+                   "exposed_allreduce_share": rec["exposed_allreduce_share"]}
+        if n in torch_records:
+            summary["ddp_step_over_torch_ddp"] = round(rec["ddp_ms"] / torch_records[n]["ddp_ms"], 3)
+        print(json.dumps(summary), flush=True)
 
 
 def main(argv=None):
@@ -176,6 +221,7 @@ def main(argv=None):
                    help="world sizes (CPU default: 2; GPU default: 1 2 4 8, those the machine has)")
     p.add_argument("--repeat", type=int, default=5)
     p.add_argument("--autocast", action="store_true", help="forward under mf.autocast float16")
+    p.add_argument("--torch", action="store_true", help="GPU: also PyTorch DistributedDataParallel, same step")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--backend", default="mpi", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=PER_RANK, help=argparse.SUPPRESS)
@@ -183,7 +229,7 @@ def main(argv=None):
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.worker:
-        return worker(ns)
+        return torch_worker(ns) if ns.backend == "torch" else worker(ns)
     ns.ranks = ns.ranks or ([1, 2, 4, 8] if ns.gpu else [2])
     return gpu(ns) if ns.gpu else cpu(ns)
 

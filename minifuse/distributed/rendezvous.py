@@ -22,7 +22,12 @@ def under_mpi():
 
 def from_mpi(make_id):
     """(rank, world size, local rank, id): ranks from MPI, rank 0's ``make_id()`` broadcast."""
-    from mpi4py import MPI
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise RuntimeError("init_process_group: started by an MPI launcher, but mpi4py is not installed "
+                           "(pip install 'minifuse[distributed]'), or start the processes with "
+                           "python -m minifuse.distributed.launch") from None
     comm = MPI.COMM_WORLD
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     local_rank = local.Get_rank()

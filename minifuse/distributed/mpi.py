@@ -16,7 +16,7 @@ __all__ = ["MPIGroup"]
 class MPIGroup:
     name = "mpi"
     xp = np
-    DTYPES = ("float16", "bfloat16", "float32", "float64", "int32", "int64")
+    DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int32", "int64")
 
     def __init__(self):
         from mpi4py import MPI

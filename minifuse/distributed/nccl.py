@@ -15,7 +15,7 @@ from .process_group import ReduceOp
 __all__ = ["NCCLGroup"]
 
 # ncclDataType_t and ncclRedOp_t codes (nccl.h); CuPy names most, not bfloat16 in every version.
-_NCCL_DTYPES = {"int32": 2, "int64": 4, "float16": 6, "float32": 7, "float64": 8, "bfloat16": 9}
+_NCCL_DTYPES = {"int8": 0, "uint8": 1, "int32": 2, "int64": 4, "float16": 6, "float32": 7, "float64": 8, "bfloat16": 9}
 _NCCL_OPS = {ReduceOp.SUM: 0, ReduceOp.MAX: 2, ReduceOp.MIN: 3}
 
 

@@ -209,6 +209,19 @@ def case_no_sync(dtype="float64"):
     return max(err, local_err), TOL[dtype]
 
 
+def case_buffers_from_rank0():
+    """Wrapping broadcasts rank 0's parameters and buffers (a float and a boolean one) to every rank."""
+    rank = dist.get_rank()
+    module = make(lambda: mlp("float64", False), 100 + rank)
+    module.register_buffer("scale", on_device(np.full(3, float(rank))))
+    module.register_buffer("keep", on_device(np.arange(4) % 2 == rank % 2))
+    DistributedDataParallel(module)
+    want = make(lambda: mlp("float64", False), 100)
+    err = max(rel_error(p, q) for p, q in zip(module.parameters(), want.parameters()))
+    exact = (numpy_of(module.scale) == 0).all() and (numpy_of(module.keep) == (np.arange(4) % 2 == 0)).all()
+    return err + (0.0 if exact else 1.0), 0.0
+
+
 def case_buckets_start_during_backward():
     """One bucket per parameter: every bucket's all-reduce is started by a hook, inside the walk."""
     model = DistributedDataParallel(make(lambda: mlp("float64", False), 0), bucket_cap_mb=1e-6)
@@ -231,6 +244,7 @@ CASES = {
     "uneven_last_batch": case_uneven_last_batch,
     "no_sync": case_no_sync,
     "buckets_start_during_backward": case_buckets_start_during_backward,
+    "buffers_from_rank0": case_buffers_from_rank0,
 }
 
 

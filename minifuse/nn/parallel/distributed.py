@@ -46,7 +46,9 @@ class DistributedDataParallel(Module):
 
     @staticmethod
     def _sync_from_rank0(tensors):
-        works = [broadcast(t, 0, async_op=True) for t in tensors if t is not None]
+        # a boolean buffer (a mask) travels as its bytes: neither engine reduces booleans
+        arrays = [t.data.view("uint8") if t.dtype == bool else t.data for t in tensors if t is not None]
+        works = [broadcast(a, 0, async_op=True) for a in arrays]
         for w in works:
             w.wait()
 

@@ -12,10 +12,11 @@ timer): ``ddp`` (the real step), ``local`` (the same step under ``no_sync()``: n
 ``allreduce`` (the gradient buckets all-reduced alone, after backward). So:
 
     throughput = ranks x 32 / ddp step;  scaling efficiency = throughput(N) / (N x throughput(1))
-    exposed all-reduce share = the time backward waited for the reductions at its end / allreduce:
-    the part of the communication that backward did not hide (0: all of it overlapped; 1: none).
-    On MPI that wait is measured where the host blocks (``end_wait_ms``); on the GPU the host does
-    not block, and the wait is the step's growth over the step without communication, ddp - local.
+    exposed all-reduce share = (ddp - local) / allreduce: the step's growth through communication,
+    as a share of the communication alone (0: all of it overlapped with backward; 1: none of it).
+    ``local`` ends with a barrier, so that waiting for the slowest rank counts in both steps.
+    ``end_wait_ms`` is what the host spent in the wait at the end of backward (on MPI it includes
+    waiting for the other ranks to finish their backward; on NCCL the host does not block there).
 
 With ``--torch`` (GPU) each world size also runs PyTorch's DistributedDataParallel on
 ``torch.nn.TransformerEncoderLayer`` with the same sizes and batch (its own launch, the same
@@ -52,9 +53,9 @@ def worker(ns):
     from minifuse import nn
     from minifuse.bench.training_cpu import _interleaved
     from minifuse.nn.parallel import DistributedDataParallel
-    device = "cuda" if ns.backend == "nccl" else "cpu"
     if ns.backend != "none":
         dist.init_process_group(ns.backend)
+    device = str(dist.get_device()) if ns.backend != "none" else "cpu"
     rank, world = (dist.get_rank(), dist.get_world_size()) if ns.backend != "none" else (0, 1)
     mf.manual_seed(0)
     c = LAYER
@@ -68,7 +69,7 @@ def worker(ns):
 
     def forward():
         if ns.autocast:
-            with mf.autocast(device, dtype=mf.float16):
+            with mf.autocast(device.split(":")[0], dtype=mf.float16):
                 return model(x).float()
         return model(x)
 
@@ -86,9 +87,10 @@ def worker(ns):
 
     steps, names = [step], ["single"]
     if ns.backend != "none":
-        def local():
+        def local():                # and a barrier: waiting for the slowest rank is in both steps
             with model.no_sync():
                 step()
+            dist.barrier()
 
         buffers = [b.xp.zeros(b.size, b.wire_dtype) for b in model.reducer.buckets]
 
@@ -111,8 +113,7 @@ def worker(ns):
     if ns.backend != "none":
         rec["buckets"] = len(model.reducer.buckets)
         rec["end_wait_ms"] = round(statistics.median(waits[2:]) * 1e3, 2)     # after the warm-up steps
-        rec["exposed_allreduce_share"] = round(
-            (rec["end_wait_ms"] if ns.backend == "mpi" else max(0.0, rec["ddp_ms"] - rec["local_ms"])) / rec["allreduce_ms"], 3)
+        rec["exposed_allreduce_share"] = round(max(0.0, rec["ddp_ms"] - rec["local_ms"]) / rec["allreduce_ms"], 3)
     if rank == 0:
         with open(ns.out, "w") as f:
             json.dump(rec, f)

@@ -9,8 +9,8 @@ place, PyTorch's names. ``nn.parallel.DistributedDataParallel`` builds data-para
 them (docs/distributed.md).
 """
 from .collectives import Work, all_reduce, barrier, broadcast
-from .process_group import (ReduceOp, destroy_process_group, get_backend, get_rank, get_world_size,
+from .process_group import (ReduceOp, destroy_process_group, get_backend, get_device, get_rank, get_world_size,
                             init_process_group, is_available, is_initialized)
 
 __all__ = ["ReduceOp", "Work", "init_process_group", "destroy_process_group", "is_initialized", "is_available",
-           "get_rank", "get_world_size", "get_backend", "all_reduce", "broadcast", "barrier"]
+           "get_rank", "get_world_size", "get_backend", "get_device", "all_reduce", "broadcast", "barrier"]

@@ -8,6 +8,7 @@ communication overlaps what the caller does next (``DistributedDataParallel`` do
 """
 from __future__ import annotations
 
+from ..device import device_of
 from ..dtypes import is_floating
 from .process_group import ReduceOp, current
 
@@ -37,8 +38,8 @@ def _array(caller, tensor, group):
     array = tensor.data if isinstance(tensor, Tensor) else tensor
     kind = "CuPy" if type(array).__module__.startswith("cupy") else "NumPy"
     if not group.accepts(array):
-        want = {"mpi": "a NumPy array or CPU Tensor", "nccl": "a CuPy array or CUDA Tensor"}[group.name]
-        got = f"a {kind} array" if hasattr(array, "dtype") else type(array).__name__
+        want = f"an array or Tensor on this rank's device, {group.device}"
+        got = f"a {kind} array on {device_of(array)}" if hasattr(array, "dtype") else type(array).__name__
         raise TypeError(f"{caller}: argument 'tensor' must be {want} for the {group.name!r} backend, got {got}")
     if kind == "NumPy" and not array.flags.writeable:
         raise ValueError(f"{caller}: argument 'tensor' is a read-only array; the result is written in place")

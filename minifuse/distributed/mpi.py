@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import CPU
 from .process_group import ReduceOp
 
 __all__ = ["MPIGroup"]
@@ -16,6 +17,7 @@ __all__ = ["MPIGroup"]
 class MPIGroup:
     name = "mpi"
     xp = np
+    device = CPU
     DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "uint8", "int32", "int64")
 
     def __init__(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..device import Device
 from . import rendezvous
 from .process_group import ReduceOp
 
@@ -44,13 +45,14 @@ class NCCLGroup:
         else:
             self.rank, self.world_size, local_rank, uid = rendezvous.from_environment(
                 make_id, rank, world_size, timeout_s)
-        self.device = cupy.cuda.Device(local_rank % cupy.cuda.runtime.getDeviceCount())
-        self.device.use()
+        index = local_rank % cupy.cuda.runtime.getDeviceCount()
+        cupy.cuda.Device(index).use()
+        self.device = Device(f"cuda:{index}")
         self.comm = nccl.NcclCommunicator(self.world_size, _id_from_bytes(uid), self.rank)
         self.stream = cupy.cuda.Stream(non_blocking=True)
 
     def accepts(self, array):
-        return type(array).__module__.startswith("cupy") and hasattr(array, "data")
+        return type(array).__module__.startswith("cupy") and array.device.id == self.device.index
 
     def wire_dtype(self, dtype):
         return np.dtype(dtype) if np.dtype(dtype).name in _NCCL_DTYPES else None

@@ -10,7 +10,7 @@ import enum
 import importlib
 
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_initialized", "is_available",
-           "get_rank", "get_world_size", "get_backend", "current"]
+           "get_rank", "get_world_size", "get_backend", "get_device", "current"]
 
 BACKENDS = ("mpi", "nccl")
 
@@ -98,3 +98,9 @@ def get_world_size():
 
 def get_backend():
     return current("get_backend").name
+
+
+def get_device():
+    """The device this rank works on: cpu for "mpi", its GPU (``cuda:LOCAL_RANK`` modulo the GPUs)
+    for "nccl". Put the model and the batches there: ``model.to(dist.get_device())``."""
+    return current("get_device").device

@@ -132,7 +132,7 @@ def make(build, seed):
 def sgd_step(opt, model, x, y, autocast=None):
     opt.zero_grad()
     if autocast:
-        with mf.autocast(DEVICE, dtype=autocast):
+        with mf.autocast(DEVICE.split(":")[0], dtype=autocast):
             out = model(x)
         loss = nn.MSELoss()(out.float(), y)
     else:
@@ -268,8 +268,9 @@ def compile_once(names):
 def main(argv):
     global DEVICE, BACKEND
     backend, out, names = argv[0], argv[1], argv[2:] or list(CASES)
-    DEVICE, BACKEND = ("cuda" if backend == "nccl" else "cpu"), backend
+    BACKEND = backend
     dist.init_process_group(backend)
+    DEVICE = str(dist.get_device())
     compile_once(names)
     results = {}
     for name in names:

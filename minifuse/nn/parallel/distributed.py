@@ -37,8 +37,8 @@ class DistributedDataParallel(Module):
         params = [p for p in module.parameters() if p.requires_grad]
         for name, p in module.named_parameters():
             if not group.accepts(p.data):
-                raise TypeError(f"DistributedDataParallel: parameter {name!r} is on {p.device}; the "
-                                f"{group.name!r} backend needs {'CPU' if group.name == 'mpi' else 'CUDA'} tensors")
+                raise TypeError(f"DistributedDataParallel: parameter {name!r} is on {p.device}; this rank's "
+                                f"{group.name!r} group works on {group.device}: call module.to(dist.get_device()) first")
         self.module = module
         self.broadcast_buffers = bool(broadcast_buffers)
         self._sync_from_rank0(list(module.parameters()) + list(module.buffers()))

@@ -8,7 +8,7 @@ CPU: one process of ``--ranks``-many threads on the whole batch (32 x ranks), th
 and ``-n ranks`` with one thread per rank and 32 rows each. GPU: one process per GPU
 (``minifuse.distributed.launch``, NVLink multicast off) for each world size in ``--ranks``.
 Each rank times three steps round-robin (medians of ``--repeat``; ``minifuse.bench.training_cpu``'s
-timer): ``ddp`` (the real step), ``local`` (the same step under ``no_sync()``: no communication) and
+timer), each started on all ranks together (a barrier before the timer): ``ddp`` (the real step), ``local`` (the same step under ``no_sync()``: no communication) and
 ``allreduce`` (the gradient buckets all-reduced alone, after backward). So:
 
     throughput = ranks x 32 / ddp step;  scaling efficiency = throughput(N) / (N x throughput(1))
@@ -100,9 +100,10 @@ def worker(ns):
             _sync()
 
         steps, names = [ddp_step, local, allreduce], ["ddp", "local", "allreduce"]
-    results = _interleaved(steps, ns.repeat)
+    align = (lambda: (_sync(), dist.barrier())) if ns.backend != "none" else None   # every rank starts together
+    results = _interleaved(steps, ns.repeat, align)
     if ns.backend != "none":        # the all-reduce alone is short: time it more often than the steps
-        results[2] = _interleaved([allreduce], 10 * ns.repeat)[0]
+        results[2] = _interleaved([allreduce], 10 * ns.repeat, align)[0]
     rec = {"backend": ns.backend, "ranks": world, "threads": ns.threads, "batch_per_rank": ns.batch,
            "autocast": "float16" if ns.autocast else None, "device": device}
     for name, (median, times) in zip(names, results):
@@ -113,7 +114,9 @@ def worker(ns):
     if ns.backend != "none":
         rec["buckets"] = len(model.reducer.buckets)
         rec["end_wait_ms"] = round(statistics.median(waits[2:]) * 1e3, 2)     # after the warm-up steps
-        rec["exposed_allreduce_share"] = round(max(0.0, rec["ddp_ms"] - rec["local_ms"]) / rec["allreduce_ms"], 3)
+        # one rank has nothing to exchange: its "all-reduce" is a copy, and the share would be noise
+        rec["exposed_allreduce_share"] = None if world == 1 else \
+            round(max(0.0, rec["ddp_ms"] - rec["local_ms"]) / rec["allreduce_ms"], 3)
     if rank == 0:
         with open(ns.out, "w") as f:
             json.dump(rec, f)

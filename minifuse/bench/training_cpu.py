@@ -31,15 +31,18 @@ MLP_HIDDEN = int(8 / 3 * MLP_DIM)
 LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, batch=8, seq=128)
 
 
-def _interleaved(steps, repeat):
+def _interleaved(steps, repeat, before=None):
     """Median seconds of each step function, timed round-robin (A B C A B C ...) after two warm-up
-    calls each, so that a load change on a shared machine hits every variant alike."""
+    calls each, so that a load change on a shared machine hits every variant alike. ``before()``,
+    if given, runs untimed before each timed call (the distributed benchmark aligns its ranks)."""
     for step in steps:
         step()
         step()                            # warm-up: JIT compilation (or cache load), BLAS buffers
     times = [[] for _ in steps]
     for _ in range(repeat):
         for k, step in enumerate(steps):
+            if before is not None:
+                before()
             t = time.perf_counter()
             step()
             times[k].append(time.perf_counter() - t)

@@ -44,7 +44,8 @@ def _check_backend(backend):
 def init_process_group(backend="mpi", *, rank=None, world_size=None, timeout_s=300.0):
     """Join the processes a launcher started.
 
-    backend "mpi": rank and world size come from MPI (``mpirun -n N``); NumPy arrays.
+    backend "mpi": rank and world size come from MPI (``mpirun -n N``; ``rank=``/``world_size=``,
+    if given, must agree); NumPy arrays.
     backend "nccl": one GPU per process, CuPy arrays. Under ``mpirun`` the ranks come from MPI and
     rank 0's NCCL id is broadcast over MPI; otherwise from ``RANK``/``WORLD_SIZE`` (default 0 and 1;
     ``rank=``/``world_size=`` override them) and, for more than one rank, rank 0 serves the id over
@@ -60,9 +61,17 @@ def init_process_group(backend="mpi", *, rank=None, world_size=None, timeout_s=3
         need = "mpi4py and an MPI library (pip install 'minifuse[distributed]')" if backend == "mpi" \
             else "CuPy with NCCL (pip install 'minifuse[cuda]')"
         raise RuntimeError(f"init_process_group: backend {backend!r} needs {need}; it does not import here")
+    if not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ValueError(f"init_process_group: timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if backend == "mpi":
         from .mpi import MPIGroup
-        _group = MPIGroup()
+        group = MPIGroup()
+        for name, given, actual in (("rank", rank, group.rank), ("world_size", world_size, group.world_size)):
+            if given is not None and given != actual:
+                group.close()
+                raise ValueError(f"init_process_group: {name}={given!r}, but the MPI launcher made this "
+                                 f"process {name} {actual}; leave {name} out with backend 'mpi'")
+        _group = group
     else:
         from .nccl import NCCLGroup
         _group = NCCLGroup(rank, world_size, timeout_s)

@@ -79,6 +79,16 @@ def case_collectives():
     return err, 1.0
 
 
+def _reinit(**kwargs):
+    """init_process_group with a bad argument, with the group left in place afterwards."""
+    global_group = dist.process_group._group
+    dist.process_group._group = None
+    try:
+        dist.init_process_group(BACKEND, **kwargs)
+    finally:
+        dist.process_group._group = global_group
+
+
 def case_errors():
     """Bad arguments raise errors that name them, before anything is sent (0 when all do)."""
     world = dist.get_world_size()
@@ -92,11 +102,14 @@ def case_errors():
         (TypeError, "has dtype bool", lambda: dist.all_reduce(device_array(np.zeros(2, bool)))),
         (ValueError, "argument 'src' must be a rank", lambda: dist.broadcast(device_array(np.zeros(2)), src=world)),
         (RuntimeError, "already initialised", lambda: dist.init_process_group(BACKEND)),
+        (ValueError, "timeout_s must be", lambda: _reinit(timeout_s=0)),
         (TypeError, "argument 'module'", lambda: DistributedDataParallel(object())),
         (ValueError, "bucket_cap_mb", lambda: DistributedDataParallel(nn.Linear(2, 2).to(DEVICE), bucket_cap_mb=0)),
     ]
     if DEVICE == "cpu":
         bad.append((ValueError, "read-only", lambda: dist.all_reduce(frozen)))
+        bad.append((ValueError, "the MPI launcher made this process world_size",
+                    lambda: _reinit(world_size=dist.get_world_size() + 1)))
     missed = 0
     for kind, words, call in bad:
         try:

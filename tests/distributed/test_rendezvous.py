@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from minifuse.distributed import rendezvous
+from minifuse.distributed import is_available, rendezvous
 from minifuse.distributed.launch import NO_MULTICAST, environment, free_port, launch
 from minifuse.distributed.nccl import _id_from_bytes, _id_to_bytes
 
@@ -66,3 +66,18 @@ def test_launch_starts_ranks_and_reports_the_first_failure(tmp_path):
     assert launch(2, [str(script), out, "3"]) == 3
     with pytest.raises(ValueError, match="nproc"):
         launch(0, [str(script)])
+
+
+def test_mpi_backend_refuses_processes_that_mpi_did_not_start(tmp_path):
+    if not is_available("mpi"):
+        pytest.skip("mpi4py with an MPI library is not installed (pip install -e '.[distributed]')")
+    script = tmp_path / "init.py"
+    script.write_text(
+        "import sys\n"
+        "import minifuse.distributed as dist\n"
+        "try:\n"
+        "    dist.init_process_group('mpi')\n"
+        "except ValueError as e:\n"
+        "    sys.exit(0 if 'start MPI ranks with mpiexec' in str(e) else 2)\n"
+        "sys.exit(1)\n")
+    assert launch(2, [str(script)]) == 0

@@ -66,3 +66,29 @@ def test_hook_errors():
         mf.tensor(np.ones(2), requires_grad=True).register_post_accumulate_grad_hook(3)
     with pytest.raises(RuntimeError, match="no backward is running"):
         engine.queue_callback(print)
+
+
+def test_each_backward_has_its_own_token():
+    w = mf.tensor(np.ones(2), requires_grad=True)
+    tokens = []
+    w.register_post_accumulate_grad_hook(lambda t: tokens.append(engine.current_backward()))
+    for _ in range(2):
+        (w * w).sum().backward()
+    assert engine.current_backward() is None
+    assert len(tokens) == 2 and tokens[0] is not None and tokens[0] is not tokens[1]
+
+
+def test_a_raising_hook_leaves_no_backward_running():
+    w = mf.tensor(np.ones(2), requires_grad=True)
+
+    def boom(t):
+        engine.queue_callback(lambda: pytest.fail("a callback of a failed backward ran"))
+        raise ValueError("boom")
+
+    handle = w.register_post_accumulate_grad_hook(boom)
+    with pytest.raises(ValueError, match="boom"):
+        (w * w).sum().backward()
+    assert engine.current_backward() is None
+    handle.remove()
+    with pytest.raises(RuntimeError, match="no backward is running"):
+        engine.queue_callback(print)

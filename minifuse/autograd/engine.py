@@ -18,9 +18,10 @@ import threading
 from .function import _FREED
 from .grad_mode import no_grad
 
-__all__ = ["backward", "unbroadcast", "register_post_accumulate_grad_hook", "queue_callback"]
+__all__ = ["backward", "unbroadcast", "register_post_accumulate_grad_hook", "queue_callback", "current_backward"]
 
-_running = threading.local()   # .callbacks: the list queue_callback appends to, while backward runs
+# While backward runs: .callbacks, the list queue_callback appends to, and .token, its identity
+_running = threading.local()
 
 
 class RemovableHandle:
@@ -54,6 +55,12 @@ def queue_callback(callback):
     if callbacks is None:
         raise RuntimeError("queue_callback: no backward is running; call it from a hook during backward")
     callbacks.append(callback)
+
+
+def current_backward():
+    """A token for the backward running now (a new object for each), or None outside backward:
+    a hook tells by it whether it is still in the backward it queued its callback in."""
+    return getattr(_running, "token", None)
 
 
 def unbroadcast(grad, shape):
@@ -147,7 +154,8 @@ def backward(tensors, grad_tensors=None, retain_graph=False):
         roots.append(node)
     order = _topological_order(roots) if roots else []
     hooked = _hooked_leaves(order, leaf_roots)
-    outer, _running.callbacks = getattr(_running, "callbacks", None), []
+    outer = getattr(_running, "callbacks", None), getattr(_running, "token", None)
+    _running.callbacks, _running.token = [], object()
     try:
         with no_grad():
             for entry in hooked.values():
@@ -159,7 +167,7 @@ def backward(tensors, grad_tensors=None, retain_graph=False):
             while callbacks:            # a callback may queue another
                 callbacks.pop(0)()
     finally:
-        _running.callbacks = outer
+        _running.callbacks, _running.token = outer
 
 
 def _hooked_leaves(order, leaf_roots):

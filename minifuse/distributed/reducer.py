@@ -60,7 +60,7 @@ class Reducer:
         self.sync = True                # False under no_sync(): gradients stay local and accumulate
         self.buckets, self._where = [], {}
         self._build(params, bucket_cap_bytes)
-        self._next, self._queued = 0, False
+        self._next, self._backward = 0, None    # the backward whose gradients the buckets hold
         self.last_wait_s = 0.0          # time the last backward spent waiting for reductions at its end
         self.last_started_early = 0     # buckets the last backward started from hooks, before its end
         self.handles = [p.register_post_accumulate_grad_hook(self._on_grad) for p in params]
@@ -88,9 +88,10 @@ class Reducer:
     def _on_grad(self, p):
         if not self.sync:
             return
-        if not self._queued:
+        if self._backward is not engine.current_backward():
+            self._abandon()             # a backward that raised may have left buckets half done
             engine.queue_callback(self._finish)
-            self._queued = True
+            self._backward = engine.current_backward()
         bucket, k = self._where[id(p)]
         bucket.put(k, p.grad.data)
         if bucket.ready():
@@ -115,8 +116,15 @@ class Reducer:
                 grad = bucket.buffer[o:o + p.data.size].reshape(p.shape)
                 p.grad = self._Tensor(grad if grad.dtype == p.dtype else grad.astype(p.dtype))
             bucket.reset()
-        self._next, self._queued = 0, False
+        self._next, self._backward = 0, None
         self.last_wait_s = time.perf_counter() - t
+
+    def _abandon(self):
+        for bucket in self.buckets:
+            if bucket.work is not None:
+                bucket.work.wait()      # the engine may still write into the buffer until then
+            bucket.reset()
+        self._next = 0
 
     def remove(self):
         for h in self.handles:

@@ -222,6 +222,37 @@ def case_no_sync(dtype="float64"):
     return max(err, local_err), TOL[dtype]
 
 
+class _Stop(Exception):
+    pass
+
+
+def _stop(tensor):
+    raise _Stop
+
+
+def case_after_a_failed_backward(dtype="float64"):
+    """A backward that raises half way (some buckets started, some not) leaves nothing behind:
+    the next backward averages its own gradients."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    x, y = data(8, (6,), (3,), dtype)
+    ref = make(lambda: mlp(dtype, False), 100)
+    model = DistributedDataParallel(make(lambda: mlp(dtype, False), 100 + rank), bucket_cap_mb=1e-6)
+    xs = on_device(x[rank::world]).requires_grad_()
+    handle = xs.register_post_accumulate_grad_hook(_stop)      # fires before the first layer's weights'
+    try:
+        nn.MSELoss()(model(xs), on_device(y[rank::world])).backward()
+        return np.inf, 0.0
+    except _Stop:
+        pass
+    handle.remove()
+    started = model.reducer._next
+    model.zero_grad()
+    nn.MSELoss()(model(on_device(x[rank::world])), on_device(y[rank::world])).backward()
+    nn.MSELoss()(ref(on_device(x)), on_device(y)).backward()
+    err = max(rel_error(p.grad, q.grad) for p, q in zip(model.module.parameters(), ref.parameters()))
+    return err + (0.0 if 0 < started < len(model.reducer.buckets) else 1.0), TOL[dtype]
+
+
 def case_buffers_from_rank0():
     """Wrapping broadcasts rank 0's parameters and buffers (a float and a boolean one) to every rank."""
     rank = dist.get_rank()
@@ -258,6 +289,7 @@ CASES = {
     "no_sync": case_no_sync,
     "buckets_start_during_backward": case_buckets_start_during_backward,
     "buffers_from_rank0": case_buffers_from_rank0,
+    "after_a_failed_backward": case_after_a_failed_backward,
 }
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import enum
 import importlib
-import os
 
 __all__ = ["ReduceOp", "init_process_group", "destroy_process_group", "is_initialized", "is_available",
            "get_rank", "get_world_size", "get_backend", "get_device", "current"]
@@ -66,18 +65,7 @@ def init_process_group(backend="mpi", *, rank=None, world_size=None, timeout_s=3
         raise ValueError(f"init_process_group: timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if backend == "mpi":
         from .mpi import MPIGroup
-        group = MPIGroup()
-        env_world = os.environ.get("WORLD_SIZE")
-        if world_size is None and env_world is not None and env_world != str(group.world_size):
-            group.close()      # e.g. processes of a torchrun-style launcher: each is its own MPI world
-            raise ValueError(f"init_process_group: WORLD_SIZE={env_world} in the environment, but MPI has "
-                             f"{group.world_size} process(es); start MPI ranks with mpiexec -n N")
-        for name, given, actual in (("rank", rank, group.rank), ("world_size", world_size, group.world_size)):
-            if given is not None and given != actual:
-                group.close()
-                raise ValueError(f"init_process_group: {name}={given!r}, but the MPI launcher made this "
-                                 f"process {name} {actual}; leave {name} out with backend 'mpi'")
-        _group = group
+        _group = MPIGroup(rank, world_size)
     else:
         from .nccl import NCCLGroup
         _group = NCCLGroup(rank, world_size, timeout_s)

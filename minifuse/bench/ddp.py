@@ -185,15 +185,23 @@ def _mpiexec():
 
 
 def cpu(ns):
+    """``--rounds`` rounds of: 1 process of n threads, 1 rank, n ranks; ratios paired per round."""
     n, rep = max(ns.ranks), ["--repeat", str(ns.repeat)]
-    single = _run([sys.executable, "-m"], ["--backend", "none", "--batch", str(PER_RANK * n)] + rep, threads=n)
     mpi = ["--backend", "mpi", "--batch", str(PER_RANK)] + rep
-    one = _run([_mpiexec(), "-n", "1", sys.executable, "-m"], mpi, threads=1)
-    many = _run([_mpiexec(), "-n", str(n), sys.executable, "-m"], mpi, threads=1)
-    print(json.dumps({"summary": "cpu", "ranks": n,
-                      "ddp_step_over_single_process_step": round(many["ddp_ms"] / single["single_ms"], 3),
-                      "scaling_efficiency": round(many["throughput_seq_per_s"] / (n * one["throughput_seq_per_s"]), 3),
-                      "exposed_allreduce_share": many["exposed_allreduce_share"]}), flush=True)
+    rounds = []
+    for _ in range(ns.rounds):
+        single = _run([sys.executable, "-m"], ["--backend", "none", "--batch", str(PER_RANK * n)] + rep, threads=n)
+        one = _run([_mpiexec(), "-n", "1", sys.executable, "-m"], mpi, threads=1)
+        many = _run([_mpiexec(), "-n", str(n), sys.executable, "-m"], mpi, threads=1)
+        rounds.append({"ddp_step_over_single_process_step": many["ddp_ms"] / single["single_ms"],
+                       "scaling_efficiency": many["throughput_seq_per_s"] / (n * one["throughput_seq_per_s"]),
+                       "exposed_allreduce_share": many["exposed_allreduce_share"]})
+    summary = {"summary": "cpu", "ranks": n, "rounds": ns.rounds}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds]
+        summary[key] = round(statistics.median(values), 3)
+        summary[key + "_per_round"] = [round(v, 3) for v in values]
+    print(json.dumps(summary), flush=True)
 
 
 def gpu(ns):
@@ -224,6 +232,7 @@ def main(argv=None):
     p.add_argument("--ranks", type=int, nargs="+", default=None,
                    help="world sizes (CPU default: 2; GPU default: 1 2 4 8, those the machine has)")
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=1, help="CPU: repeat the three launches, ratios paired per round")
     p.add_argument("--autocast", action="store_true", help="forward under mf.autocast float16")
     p.add_argument("--torch", action="store_true", help="GPU: also PyTorch DistributedDataParallel, same step")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

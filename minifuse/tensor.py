@@ -54,7 +54,7 @@ def _as_array(data, dtype=None):
 class Tensor:
     """An n-dimensional array with reverse-mode autograd. Make one with ``mf.tensor(...)``."""
 
-    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_out_index", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "grad_fn", "_out_index", "_post_accumulate_hooks", "__weakref__")
     __array_priority__ = 1000  # so ndarray <op> Tensor calls our reflected operators
 
     def __init__(self, data, requires_grad=False, dtype=None):
@@ -62,6 +62,7 @@ class Tensor:
         self.grad = None
         self.grad_fn = None
         self._out_index = 0
+        self._post_accumulate_hooks = None
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
@@ -72,6 +73,7 @@ class Tensor:
             array = np.asarray(array)
         t = cls.__new__(cls)
         t.data, t.grad, t.grad_fn, t._out_index = array, None, grad_fn, index
+        t._post_accumulate_hooks = None
         t.requires_grad = grad_fn is not None
         return t
 
@@ -154,6 +156,11 @@ class Tensor:
     def detach(self):
         """The same data, cut from the tape (no copy)."""
         return Tensor._from_op(self.data, None, 0)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """Call ``hook(tensor)`` in each ``backward`` once this leaf's ``.grad`` is final for that
+        backward (every contribution accumulated). Returns a handle whose ``remove()`` unregisters it."""
+        return engine.register_post_accumulate_grad_hook(self, hook)
 
     def backward(self, gradient=None, retain_graph=False):
         """Accumulate gradients of this tensor into the ``.grad`` of every leaf it depends on."""

@@ -6,6 +6,7 @@
     graph     4-layer BERT-base encoder: eager unfused / eager fused / compiled; attention sweep
     minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
     cuda      GPU kernels vs torch on an NVIDIA GPU
+    ddp       data-parallel BERT-base layer training: MPI ranks on the CPU, NCCL on GPUs (--gpu)
 
 Results go to stdout; graph, minilm and training show a progress bar on stderr. If the
 environment pins OpenBLAS to one CPU kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: some shared
@@ -17,7 +18,8 @@ import runpy
 import sys
 
 MODULES = {"cpu": "minifuse.bench.kernels_cpu", "training": "minifuse.bench.training_cpu",
-           "graph": "minifuse.bench.graph_cpu", "minilm": "minifuse.bench.minilm", "cuda": "minifuse.bench.cuda"}
+           "graph": "minifuse.bench.graph_cpu", "minilm": "minifuse.bench.minilm", "cuda": "minifuse.bench.cuda",
+           "ddp": "minifuse.bench.ddp"}
 
 
 def main(argv):

@@ -31,16 +31,19 @@ MLP_HIDDEN = int(8 / 3 * MLP_DIM)
 LAYER = dict(d_model=768, num_heads=12, intermediate_size=3072, batch=8, seq=128)
 
 
-def _interleaved(steps, repeat, progress=None):
+def _interleaved(steps, repeat, progress=None, before=None):
     """Median seconds of each step function, timed round-robin (A B C A B C ...) after two warm-up
     calls each, so that a load change on a shared machine hits every variant alike. ``progress``
-    wraps the rounds (a bar)."""
+    wraps the rounds (a bar); ``before()``, if given, runs untimed before each timed call (the
+    distributed benchmark aligns its ranks)."""
     for step in steps:
         step()
         step()                            # warm-up: JIT compilation (or cache load), BLAS buffers
     times = [[] for _ in steps]
     for _ in (progress or iter)(range(repeat)):
         for k, step in enumerate(steps):
+            if before is not None:
+                before()
             t = time.perf_counter()
             step()
             times[k].append(time.perf_counter() - t)

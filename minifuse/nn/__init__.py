@@ -1,5 +1,5 @@
 """minifuse.nn: layers, the functions they are made of (``functional``) and initialisers (``init``)."""
-from . import functional, init, utils
+from . import functional, init, parallel, utils
 from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, SiLU, Softmax, Tanh
 from .attention import MultiHeadAttention
 from .containers import Identity, ModuleDict, ModuleList, Sequential

@@ -6,7 +6,8 @@ with ``__iter__`` and ``__len__`` that yields indices can be passed as ``sampler
 """
 from .dataloader import DataLoader, default_collate
 from .dataset import Dataset, Subset, TensorDataset, random_split
+from .distributed import DistributedSampler
 from .sampler import BatchSampler, RandomSampler, Sampler, SequentialSampler
 
 __all__ = ["Dataset", "TensorDataset", "Subset", "random_split", "Sampler", "SequentialSampler",
-           "RandomSampler", "BatchSampler", "DataLoader", "default_collate"]
+           "RandomSampler", "BatchSampler", "DistributedSampler", "DataLoader", "default_collate"]

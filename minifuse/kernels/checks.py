@@ -145,7 +145,7 @@ def mask_values(fn, name, mask):
     if kind not in tuple("biuf"):
         raise TypeError(f"{fn}: '{name}' must be bool or numbers 0 (padding) / 1 (keep), got "
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
-    if kind == "b" or mask.size == 0 or _capturing(mask):
+    if kind == "b" or mask.size == 0 or capturing(mask):
         return
     bad = (mask != 0) & (mask != 1)
     if bool(bad.any()):
@@ -153,7 +153,8 @@ def mask_values(fn, name, mask):
         raise ValueError(f"{fn}: '{name}' must hold only 0 (padding) and 1 (keep), got values such as {values}")
 
 
-def _capturing(a):
+def capturing(a):
+    """A CUDA graph is being captured on the current stream (only for a CuPy array `a`)."""
     if isinstance(a, np.ndarray):
         return False
     import cupy

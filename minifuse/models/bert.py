@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..autograd import no_grad
+from ..kernels.checks import mask_values
 from ..precision import get_float32_matmul_precision
 from ..tensor import Tensor
 from ..nn import Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerLayer
@@ -111,12 +112,14 @@ class BertEmbeddings(Module):
 def _index_tensor(name, x, shape=None):
     """ids/masks from a Tensor, array or nested list -> an integer Tensor of ``shape``.
     A Tensor passes through unchanged, so that a traced graph sees it as an input, not a constant."""
+    if name == "attention_mask":         # its values before any conversion: 0/1 or bool only
+        mask_values("BertModel", name, x.data if isinstance(x, Tensor) else np.asarray(x))
     t = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
     if t.ndim != 2:
         raise ValueError(f"BertModel: '{name}' must have shape (batch, seq), got {t.shape}")
     if shape is not None and t.shape != shape:
         raise ValueError(f"BertModel: '{name}' must have the shape of input_ids {shape}, got {t.shape}")
-    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
+    if name != "attention_mask" and not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
         raise TypeError(f"BertModel: '{name}' must hold integers, got {t.dtype}")
     return t
 
@@ -126,10 +129,13 @@ class BertModel(Module):
     the pooler (tanh(Linear(h[:, 0]))) used only by ``pool``.
 
     ``model(input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False)``
-    takes (B, S) integer arrays or Tensors (mask: 1 = real token, 0 = padding; token types default
-    0) and returns the last hidden state (B, S, H); with ``output_hidden_states=True`` it returns
-    ``(last, hidden_states)`` where ``hidden_states`` holds the embeddings' output and every
-    layer's output (L + 1 tensors, as Hugging Face).
+    takes (B, S) integer arrays or Tensors (mask: bool or numbers 0/1, 1 = real token, 0 =
+    padding; token types default 0) and returns the last hidden state (B, S, H); with
+    ``output_hidden_states=True`` it returns ``(last, hidden_states)`` where ``hidden_states``
+    holds the embeddings' output and every layer's output (L + 1 tensors, as Hugging Face).
+    Layer outputs at padded positions are zeros (Hugging Face leaves values there that nothing
+    reads). With padding, fused inference runs the encoder packed (real tokens only, from the
+    first layer to the last; see TransformerEncoder and docs/packing.md).
     """
 
     def __init__(self, config, add_pooling_layer=True, device=None, dtype=None):
@@ -155,11 +161,10 @@ class BertModel(Module):
         mask = None if attention_mask is None else _index_tensor("attention_mask", attention_mask, (B, S))
         device = self.embeddings.word_embeddings.weight.device
         h = self.embeddings(ids.to(device), types.to(device))
-        hidden = [h]
-        for layer in self.encoder.layers:
-            h = layer(h, mask)
-            hidden.append(h)
-        return (h, tuple(hidden)) if output_hidden_states else h
+        if not output_hidden_states:
+            return self.encoder.run(h, mask)
+        hidden = self.encoder.run(h, mask, all_outputs=True)
+        return hidden[-1], tuple(hidden)
 
     def pool(self, last_hidden_state):
         """BERT's pooled output: tanh(W h[:, 0] + b), the [CLS] token through the pooler."""

@@ -17,7 +17,7 @@ def test_readme_tour_runs():
 
 
 @pytest.mark.parametrize("name", ["01_autograd_basics.py", "02_gradcheck.py", "03_train_mlp.py",
-                                  "05_fused_inference.py", "06_fusion_passes.py"])
+                                  "05_fused_inference.py", "06_fusion_passes.py", "08_packing.py"])
 def test_quick_examples_run(name, capsys):
     runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
     assert capsys.readouterr().out

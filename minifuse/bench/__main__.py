@@ -5,6 +5,7 @@
     graph     4-layer BERT-base encoder: eager unfused / eager fused / compiled; attention sweep
     minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
     cuda      GPU kernels vs torch on an NVIDIA GPU
+    packing   packed vs padded sequences: BERT-base layer padding sweep, MiniLM encode of a real corpus
 
 For CPU numbers that compare with other libraries, run with the machine's OpenBLAS pinning
 removed, in that command only:  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m minifuse.bench cpu
@@ -14,7 +15,8 @@ import runpy
 import sys
 
 MODULES = {"cpu": "minifuse.bench.kernels_cpu", "training": "minifuse.bench.training_cpu",
-           "graph": "minifuse.bench.graph_cpu", "minilm": "minifuse.bench.minilm", "cuda": "minifuse.bench.cuda"}
+           "graph": "minifuse.bench.graph_cpu", "minilm": "minifuse.bench.minilm", "cuda": "minifuse.bench.cuda",
+           "packing": "minifuse.bench.packing"}
 
 
 def main(argv):

@@ -48,12 +48,13 @@ def _set_threads(threads):
 
 
 def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
-                   cuda_graph=True, precision="highest"):
+                   cuda_graph=True, precision="highest", packing=True):
     """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
     CUDA run is timed up to its last copy back). On CUDA, unless ``cuda_graph=False``, the warm-up
     run meets each batch shape once (eager), the first timed run captures a CUDA graph per shape
     and the later ones replay them (SentenceEncoder._run_batch). ``precision``: of the float32
-    GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores)."""
+    GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores).
+    ``packing=False``: the layers run on the padded batches (minifuse.nn.packing)."""
     import minifuse as mf
     from minifuse.models import SentenceEncoder
     mf.set_float32_matmul_precision(precision)
@@ -62,11 +63,12 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     enc = SentenceEncoder.from_pretrained(model_path, device=device)
-    times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat)
+    with mf.nn.packing(packing):
+        times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat)
     mf.set_float32_matmul_precision("highest")
     return {"impl": "minifuse", "device": device, "cuda_graph": cuda_graph and device != "cpu",
             "float32_matmul_precision": precision,
-            "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
+            "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1", "packing": packing,
             "median_s": statistics.median(times), "times_s": times,
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
 

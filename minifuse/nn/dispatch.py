@@ -33,7 +33,8 @@ from ..kernels.checks import capturing
 
 __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
            "attention_threshold", "set_attention_threshold", "attention_method", "training_kernels",
-           "packed_mask", "packing_enabled", "set_packing_enabled", "packing", "packing_threshold", "set_packing_threshold"]
+           "packed_mask", "packing_enabled", "set_packing_enabled", "packing", "packing_threshold",
+           "set_packing_threshold"]
 
 # The defaults, from the environment at import. A negative threshold: the loop kernel is never
 # chosen (see attention_threshold).

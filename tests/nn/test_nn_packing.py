@@ -28,7 +28,8 @@ def spy(kernels, names, monkeypatch):
     calls = []
     for name in names:
         real = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     yield calls
 
 
@@ -182,7 +183,8 @@ def _public_calls():
             ("BertModel", "attention_mask", no_grad(lambda m: SentenceEncoder(bert)(ids, m))),
             ("fused_attention", "key_mask", lambda m: fusions.fused_attention(mf.randn(1, 3, 24), m, 2)),
             # a mask of another dtype is a new trace, checked by the layer; the same dtype runs the graph
-            ("(compiled FusedTransformerLayer|TransformerLayer)", "attention_mask", lambda m: compiled(x, mf.tensor(m)))]
+            ("(compiled FusedTransformerLayer|TransformerLayer)", "attention_mask",
+             lambda m: compiled(x, mf.tensor(m)))]
 
 
 @pytest.mark.parametrize("mask, error, message", BAD)
@@ -204,3 +206,23 @@ def test_fully_masked_rows_are_zeros_on_every_path():
     for out in (packed, padded, taped, compiled):
         assert not out[0].any() and not out[1, 2].any()
         _close(out, taped, np.float64)
+
+
+def test_compiled_graphs_run_packed(monkeypatch):
+    """mf.compile: each FusedTransformerLayer packs (the layer's zeroed padding is part of the
+    node), and so does MultiHeadAttention's FusedAttentionBlock; outputs are eager's."""
+    mf.manual_seed(8)
+    x = mf.randn(3, 5, 8, dtype=mf.float64)
+    mask = mf.tensor(np.array(MASKS["left_and_holes"]))
+    K = registry.get("cpu").kernels
+    enc = nn.TransformerEncoder(dict(d_model=8, num_heads=2, intermediate_size=16, dtype=mf.float64), 2).eval()
+    mha = nn.MultiHeadAttention(8, 2, dtype=mf.float64).eval()
+    for model, ops, kernel in ((enc, ["FusedTransformerLayer"] * 2, "transformer_layer_varlen"),
+                               (mha, ["FusedAttentionBlock"], "attend_varlen")):
+        compiled = mf.compile(model, x, mask)
+        assert compiled.graph_for(x, mask).ops() == ops
+        with spy(K, ["pack", kernel], monkeypatch) as calls:
+            got = compiled(x, mask).numpy()
+        assert calls == ["pack", kernel] * len(ops)
+        with mf.no_grad(), nn.fusion(False):
+            _close(got, model(x, mask).numpy(), np.float64)

@@ -27,6 +27,7 @@ from .gemm import *  # noqa: E402,F401,F403
 from .layernorm import *  # noqa: E402,F401,F403
 from .packing import *  # noqa: E402,F401,F403
 
-# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this package's primitives
+# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this
+# package's primitives
 (linear_act, mlp, transformer_layer, pack, unpack, attention_varlen,
  transformer_layer_varlen) = compose.bind(sys.modules[__name__])

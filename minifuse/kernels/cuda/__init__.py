@@ -23,6 +23,7 @@ if SIMULATOR:
 else:  # pragma: no cover - CUDA only
     import cupy as xp
 
-# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this package's primitives
+# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this
+# package's primitives
 (linear_act, mlp, transformer_layer, pack, unpack, attention_varlen,
  transformer_layer_varlen) = compose.bind(sys.modules[__name__])

@@ -169,21 +169,34 @@ def stdlib_sentences(n=2048):
 
 
 def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu"):
-    from .minilm import bench_minifuse, bench_torch
+    """SentenceEncoder.encode of the corpus, packed and padded timed in turn (best of ``repeat``),
+    then sentence-transformers (median, bench.minilm.bench_torch) where it is installed."""
+    from .. import nn
+    from ..models import SentenceEncoder
+    from .minilm import _set_threads, bench_torch
     texts = stdlib_sentences(n)
     words = [len(t.split()) for t in texts]
-    info = {"corpus": "CPython docstrings", "sentences": len(texts), "words_min": min(words),
-            "words_median": float(np.median(words)), "words_max": max(words)}
-    rows = []
-    for packing in (True, False):
-        r = bench_minifuse(texts, batch_size, repeat, threads, None, device, packing=packing)
-        rows.append(dict(r, **info, packing=packing))
+    if threads:
+        _set_threads(threads)
+    enc = SentenceEncoder.from_pretrained(device=device)
+    tokens = enc.tokenize(texts)["attention_mask"]
+
+    def run(packing):
+        with nn.packing(packing):
+            return enc.encode(texts, batch_size=batch_size)
+    best = interleaved({"packed": lambda: run(True), "padded": lambda: run(False)}, repeat)
+    row = {"impl": "minifuse", "device": device, "corpus": "CPython docstrings", "sentences": len(texts),
+           "words_min": min(words), "words_median": float(np.median(words)), "words_max": max(words),
+           "tokens_per_sentence": float(tokens.sum(1).mean()), "batch_size": batch_size,
+           "packed_s": best["packed"] / 1e3, "padded_s": best["padded"] / 1e3,
+           "packed_vs_padded": best["packed"] / best["padded"],
+           "max_abs_diff_packed_vs_padded": float(np.abs(run(True) - run(False)).max())}
+    rows = [row]
     try:
-        rows.append(dict(bench_torch(texts, batch_size, repeat, threads, None, device), **info))
-        rows[0]["packed_vs_torch"] = rows[0]["median_s"] / rows[2]["median_s"]
+        rows.append(bench_torch(texts, batch_size, repeat, threads, None, device))
+        row["packed_vs_torch"] = row["packed_s"] / rows[1]["median_s"]
     except ImportError as e:
         rows.append({"impl": "torch", "skipped": str(e)})
-    rows[0]["packed_vs_padded"] = rows[0]["median_s"] / rows[1]["median_s"]
     return rows
 
 

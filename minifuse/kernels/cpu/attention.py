@@ -97,6 +97,19 @@ def _attention(q, k, v, mask_add, has_mask, scale, out):
         _head(q[b, h], k[b, h], v[b, h], mask_add[b], has_mask, scale, out[b, h])
 
 
+@inline
+def _normalize(r, lanes, scale):
+    """r <- exp(r - max) / sum, in place; returns (max, sum) (`scale` only gives the dtype)."""
+    mx = row_max(r, lanes)
+    for j in range(r.shape[0]):           # exp alone in its loop: vectorizes
+        r[j] = mathfn.exp_(r[j] - mx)
+    total = mathfn.lit(scale, row_sum(r))   # in the scores' dtype: backward recomputes from it
+    inv = mathfn.lit(scale, 1.0) / total
+    for j in range(r.shape[0]):
+        r[j] *= inv
+    return mx, total
+
+
 @kernel
 def _masked_softmax(s, mask_add, has_mask, scale, rowmax, rowsum, keep):
     """s (B, H, Sq, Sk) scores, in place: softmax over the last axis of s * scale + mask_add[b];
@@ -117,13 +130,7 @@ def _masked_softmax(s, mask_add, has_mask, scale, rowmax, rowsum, keep):
             else:
                 for j in range(sk):
                     r[j] = r[j] * scale
-            mx = row_max(r, lanes)
-            for j in range(sk):               # exp alone in its loop: vectorizes
-                r[j] = mathfn.exp_(r[j] - mx)
-            total = mathfn.lit(scale, row_sum(r))   # in the scores' dtype: backward recomputes from it
-            inv = mathfn.lit(scale, 1.0) / total
-            for j in range(sk):
-                r[j] *= inv
+            mx, total = _normalize(r, lanes, scale)
             if keep:
                 rowmax[b, h, i] = mx
                 rowsum[b, h, i] = total

@@ -11,8 +11,9 @@ from numba import prange
 
 from .. import packing
 from . import checks
-from .attention import _head, _masked_softmax
+from .attention import _head, _normalize
 from .jit import kernel
+from .rows import LANES
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
@@ -68,19 +69,44 @@ def _attention_varlen(qkv, seqlens, nh, scale, out):
               none, False, scale, out[lo:hi, c:c + dh])
 
 
-def _by_sequence(qkv, cu_seqlens, num_heads, scale, out):
-    """'bmm': per sequence, (H, L, L) scores from one batched product, the softmax kernel, one more."""
+@kernel
+def _softmax_blocks(flat, offsets, seqlens, nh, scale):
+    """flat: sequence b's (H, L_b, L_b) scores at offsets[b], in place: softmax(scale * s) per row."""
+    for task in prange((seqlens.shape[0] - 1) * nh):
+        b = task // nh
+        h = task % nh
+        n = seqlens[b + 1] - seqlens[b]
+        lanes = np.empty(LANES, flat.dtype)
+        base = offsets[b] + h * n * n
+        for i in range(n):
+            r = flat[base + i * n:base + (i + 1) * n]
+            for j in range(n):
+                r[j] *= scale
+            _normalize(r, lanes, scale)
+
+
+def _by_sequence(qkv, pk, num_heads, scale, out):
+    """'bmm': per sequence, (H, L, L) scores from one batched product into one buffer for all
+    sequences, ONE softmax kernel over them all, then one product per sequence."""
     d = out.shape[1]
     dh = d // num_heads
-    none, unused = np.empty((1, 0), qkv.dtype), np.empty((0, 0, 0), qkv.dtype)
-    for lo, hi in zip(cu_seqlens[:-1].tolist(), cu_seqlens[1:].tolist()):
-        if hi == lo:
+    cu = pk.cu_seqlens
+    lengths = np.diff(cu)
+    offsets = np.zeros(len(cu), np.int64)
+    np.cumsum(num_heads * lengths * lengths, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), qkv.dtype)
+    blocks = []
+    for b, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        n = hi - lo
+        if n == 0:
             continue
-        q, k, v = (qkv[lo:hi, i * d:(i + 1) * d].reshape(hi - lo, num_heads, dh).transpose(1, 0, 2)
-                   for i in range(3))
-        scores = np.matmul(q, k.transpose(0, 2, 1))[None]
-        _masked_softmax(scores, none, False, scale, unused, unused, False)
-        out[lo:hi].reshape(hi - lo, num_heads, dh)[...] = np.matmul(scores[0], v).transpose(1, 0, 2)
+        q, k, v = (qkv[lo:hi, i * d:(i + 1) * d].reshape(n, num_heads, dh).transpose(1, 0, 2) for i in range(3))
+        scores = flat[offsets[b]:offsets[b + 1]].reshape(num_heads, n, n)
+        np.matmul(q, k.transpose(0, 2, 1), out=scores)
+        blocks.append((lo, hi, scores, v))
+    _softmax_blocks(flat, offsets, pk.seqlens, num_heads, scale)
+    for lo, hi, scores, v in blocks:
+        out[lo:hi].reshape(hi - lo, num_heads, dh)[...] = np.matmul(scores, v).transpose(1, 0, 2)
 
 
 def attend_varlen(qkv, pk, num_heads, scale, method, out):
@@ -90,6 +116,6 @@ def attend_varlen(qkv, pk, num_heads, scale, method, out):
     if method == "loop":
         _attention_varlen(qkv, pk.seqlens, num_heads, scale, out)
     else:
-        _by_sequence(qkv, pk.cu_seqlens, num_heads, scale, out)
+        _by_sequence(qkv, pk, num_heads, scale, out)
     return out
 

@@ -64,7 +64,8 @@ DEFAULT_FUSION = os.environ.get("MINIFUSE_DISABLE_FUSION", "0") in ("", "0")
 DEFAULT_PACKING = os.environ.get("MINIFUSE_DISABLE_PACKING", "0") in ("", "0")
 # 0: pack whenever there is padding. Packing costs one gather and one scatter of the rows (about
 # 0.5 ms for 2048 x 384 float32 on the CPU, under 1% of a MiniLM layer); see BENCHMARKS.md.
-DEFAULT_PACKING_THRESHOLD = _fraction("MINIFUSE_PACKING_THRESHOLD", os.environ.get("MINIFUSE_PACKING_THRESHOLD", "0"))
+DEFAULT_PACKING_THRESHOLD = _fraction("MINIFUSE_PACKING_THRESHOLD",
+                                      os.environ.get("MINIFUSE_PACKING_THRESHOLD", "0"))
 DEFAULT_ATTENTION_THRESHOLD = _threshold("MINIFUSE_FUSE_ATTN_THRESHOLD",
                                          os.environ.get("MINIFUSE_FUSE_ATTN_THRESHOLD", "-1"))
 

@@ -131,6 +131,12 @@ def layer_cuda(b=32, s=128, dtypes=("float32", "float16"), seed=0):
             row = {"device": "cuda", "dtype": dname, "workload": name, "b": b, "s": s,
                    "padding": 1 - int(mask.sum()) / (b * s), "padded_ms": padded, "packed_layer_ms": t_layer,
                    "packed_with_pack_unpack_ms": t_packed, "packed_vs_padded": t_packed / padded}
+            try:   # one packing (fixed offsets): the packed layer captured once, replayed from a CUDA graph
+                graph = K.CudaGraph(lambda r: K.transformer_layer_varlen(r, pk, weights, HEADS, EPS, "gelu", method),
+                                    rows_)
+                row["packed_layer_graph_ms"] = _cupy_time(graph.replay)
+            except RuntimeError as e:
+                row["packed_layer_graph_ms"] = repr(e)
             if torch is not None:
                 tl = _torch_layer(torch, "cuda", getattr(torch, dname))
                 tx = torch.as_tensor(x, device="cuda")

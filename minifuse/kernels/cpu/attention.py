@@ -91,6 +91,9 @@ def _head(q, k, v, madd, has_mask, scale, out):
 def _attention(q, k, v, mask_add, has_mask, scale, out):
     """q, out (B, H, Sq, D); k, v (B, H, Sk, D): any strides (plain or packed views)."""
     nb, nh = q.shape[:2]
+    if k.shape[2] == 0:      # no keys: every row is an empty weighted sum, 0 (as P @ v is), not 0 / 0
+        out[:] = 0
+        return
     for task in prange(nb * nh):
         b = task // nh
         h = task % nh

@@ -143,14 +143,15 @@ class TransformerEncoder(Module):
         """The last layer's output, or with all_outputs [x, the output of each layer] (the hidden
         states, each (B, S, d_model))."""
         layers = list(self.layers)
-        if (self.enable_nested_tensor and layers and attention_mask is not None
+        nested = getattr(self, "enable_nested_tensor", True)     # encoders pickled before the switch existed
+        if (nested and layers and attention_mask is not None
                 and all(isinstance(t, TransformerLayer) and t._fusable(x) for t in layers)):
             y = fused.transformer_layers(x, layers, _mask_array(attention_mask, *x.shape[:2], "TransformerEncoder"),
                                          all_outputs)
             if y is not None:
                 return y
         outputs = [x]
-        with packing_switch(packing_enabled() and self.enable_nested_tensor):
+        with packing_switch(packing_enabled() and nested):
             for layer in layers:
                 outputs.append(layer(outputs[-1], attention_mask))
         return outputs if all_outputs else outputs[-1]

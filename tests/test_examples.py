@@ -10,7 +10,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("[0-9][0-9]_*.py"))
 QUICK = ["01_autograd_basics.py", "02_gradcheck.py", "03_train_mlp.py", "05_fused_inference.py",
-         "06_fusion_passes.py", "08_cnn_digits.py", "09_char_transformer.py"]
+         "06_fusion_passes.py", "08_cnn_digits.py", "09_char_transformer.py", "10_packing.py"]
 
 
 @pytest.mark.parametrize("name", QUICK)

@@ -7,6 +7,7 @@
     minilm    all-MiniLM-L6-v2 sentence encoding vs sentence-transformers
     cuda      GPU kernels vs torch on an NVIDIA GPU
     ddp       data-parallel BERT-base layer training: MPI ranks on the CPU, NCCL on GPUs (--gpu)
+    packing   packed vs padded sequences: BERT-base layer padding sweep, MiniLM encode of a real corpus
 
 Results go to stdout; graph, minilm and training show a progress bar on stderr. If the
 environment pins OpenBLAS to one CPU kernel (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE: some shared
@@ -19,7 +20,8 @@ import sys
 
 MODULES = {"cpu": "minifuse.bench.kernels_cpu", "training": "minifuse.bench.training_cpu",
            "graph": "minifuse.bench.graph_cpu", "minilm": "minifuse.bench.minilm", "cuda": "minifuse.bench.cuda",
-           "ddp": "minifuse.bench.ddp"}
+           "ddp": "minifuse.bench.ddp",
+           "packing": "minifuse.bench.packing"}
 
 
 def main(argv):

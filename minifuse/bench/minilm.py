@@ -50,14 +50,15 @@ def _set_threads(threads):
 
 
 def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu",
-                   cuda_graph=True, precision="highest", dtype="float32"):
+                   cuda_graph=True, precision="highest", dtype="float32", packing=True):
     """Median seconds for ``SentenceEncoder.encode(texts)`` (which returns a NumPy array, so a
     CUDA run is timed up to its last copy back). On CUDA, unless ``cuda_graph=False``, the warm-up
     run meets each batch shape once (eager), the first timed run captures a CUDA graph per shape
     and the later ones replay them (SentenceEncoder._run_batch). ``precision``: of the float32
     GEMMs on CUDA (minifuse.set_float32_matmul_precision; 'high' = 3xTF32 on the tensor cores).
     ``dtype`` float16/bfloat16: the model in that dtype (``from_pretrained(dtype=...)``); the result
-    then also holds the largest cosine distance of its embeddings from the float32 model's."""
+    then also holds the largest cosine distance of its embeddings from the float32 model's.
+    ``packing=False``: the layers run on the padded batches (minifuse.nn.packing)."""
     import minifuse as mf
     from minifuse.models import SentenceEncoder
     from minifuse.progress import progress
@@ -67,8 +68,9 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     enc = SentenceEncoder.from_pretrained(model_path, device=device, dtype=getattr(mf, dtype))
-    times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat,
-                   lambda it: progress(it, desc="encode runs", leave=False))
+    with mf.nn.packing(packing):
+        times = _timed(lambda: enc.encode(texts, batch_size=batch_size, cuda_graph=cuda_graph), repeat,
+                       lambda it: progress(it, desc="encode runs", leave=False))
     mf.set_float32_matmul_precision("highest")
     extra = {}
     if dtype != "float32":
@@ -79,7 +81,7 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
         extra["max_cosine_distance_vs_float32"] = float((1 - cosine).max())
     return {"impl": "minifuse", "device": device, "dtype": dtype, **extra, "cuda_graph": cuda_graph and device != "cpu",
             "float32_matmul_precision": precision,
-            "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1",
+            "fusion": os.environ.get("MINIFUSE_DISABLE_FUSION", "") != "1", "packing": packing,
             "median_s": statistics.median(times), "times_s": times,
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
 

@@ -10,10 +10,11 @@ import numpy as np
 
 from ..dtypes import finfo
 from ..kernels.activations import GATES, graph_activation
-from ..kernels.checks import flat_rows
+from ..kernels.checks import flat_rows, mask_values
 from ..kernels.layout import head_scale
 from ..kernels.weights import LayerWeights
 from ..nn.dispatch import attention_method
+from ..nn.fused import attention_block, packed
 from .ir import Node
 
 
@@ -252,7 +253,9 @@ class FuseAttentionBlock(Pass):
     def execute(K, node, x, qkv_w, out_w, *rest):
         a = node.attrs
         qkv_b, out_b = (rest[0], rest[1]) if a["has_bias"] else (None, None)
-        mask = rest[-1] if a["has_mask"] else None
+        mask = _mask_arg(node, rest[-1]) if a["has_mask"] else None
+        if a.get("zero_padding"):      # zeros at padded positions: packed when the batch packs
+            return attention_block(K, x, qkv_w, qkv_b, out_w, out_b, mask, a["num_heads"], a["scale"], a["method"])
         qkv = K.linear_act(x, qkv_w, qkv_b, "none")
         context = K.attention_packed(qkv, mask, a["num_heads"], a["scale"], method=a["method"])
         return K.linear_act(context, out_w, out_b, "none")
@@ -278,11 +281,15 @@ class FuseAttentionBlock(Pass):
             inputs = [qkv.inputs[0], qkv.inputs[1], out.inputs[1]]
             if has_bias:
                 inputs += [qkv.inputs[2], out.inputs[2]]
+            zeroed = None
             if mask is not None:
                 inputs.append(mask)
+                zeroed = _zeroed_padding(m, out, mask)   # MultiHeadAttention's output: zeros at padding
+                if zeroed is not None:
+                    block += zeroed
             fused = Node("FusedAttentionBlock", inputs,
                          {"num_heads": heads, "scale": scale, "has_bias": has_bias, "has_mask": mask is not None,
-                          "method": method},
+                          "method": method, "zero_padding": zeroed is not None},
                          shape=out.shape, dtype=out.dtype)
             graph.replace(block, fused)
             m = _Matcher(graph)
@@ -377,6 +384,30 @@ class FuseAttentionBlock(Pass):
         return mask
 
 
+def _mask_arg(node, mask):
+    """A fused node's key mask, checked as the layers check their 'attention_mask' (the name the
+    traced model's argument has): bool or 0/1 numbers."""
+    mask_values(f"compiled {node.op}", "attention_mask", mask)
+    return mask
+
+
+def _zeroed_padding(m, node, mask):
+    """[Mul, Reshape, (Cast)]: ``node * Reshape(Cast(mask), (B, S, 1))``, the layers' zeroed padded
+    positions (``nn.attention.zero_padding``), when that product is node's only use; else None."""
+    mul = m.only_user(node)
+    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+        return None
+    keep = mul.inputs[1] if mul.inputs[0] is node else mul.inputs[0]
+    if not isinstance(keep, Node) or keep.op != "Reshape" or tuple(keep.shape) != tuple(node.shape[:2]) + (1,):
+        return None
+    nodes = [mul, keep]
+    src = keep.inputs[0]
+    if src.op == "Cast":
+        nodes.append(src)
+        src = src.inputs[0]
+    return nodes if src is mask and all(m.only_user(n) is not None for n in nodes[1:]) else None
+
+
 class FuseTransformerLayer(Pass):
     """The post-LN BERT layer, after the three passes above:
         h = FusedResidualLN(x, FusedAttentionBlock(x)); out = FusedResidualLN(h, fc2(act(fc1(h))))
@@ -389,9 +420,14 @@ class FuseTransformerLayer(Pass):
     @staticmethod
     def execute(K, node, x, *inputs):
         a = node.attrs
-        mask = inputs[12] if a["has_mask"] else None
-        return K.transformer_layer(x, LayerWeights(*inputs[:12]), mask, a["num_heads"], a["eps"], a["activation"],
-                                   a["method"])
+        mask = _mask_arg(node, inputs[12]) if a["has_mask"] else None
+        weights = LayerWeights(*inputs[:12])
+        p = packed(K, x, mask)
+        if p is not None:             # the real tokens only (zeros at padded positions either way)
+            rows, pk = p
+            return K.unpack(K.transformer_layer_varlen(rows, pk, weights, a["num_heads"], a["eps"], a["activation"],
+                                                       a["method"]), pk)
+        return K.transformer_layer(x, weights, mask, a["num_heads"], a["eps"], a["activation"], a["method"])
 
     def run(self, graph):
         m = _Matcher(graph)
@@ -403,10 +439,18 @@ class FuseTransformerLayer(Pass):
                 m.report(self.name, ln2, found)
                 continue
             block, inputs, attrs = found
-            if not m.closed(block, ln2):
+            final = ln2
+            if attrs["has_mask"]:         # TransformerLayer's output: zeros at padding, as the kernel's
+                zeroed = _zeroed_padding(m, ln2, inputs[13])
+                if zeroed is None:
+                    m.report(self.name, ln2, "the layer's output at padded positions is not zeroed")
+                    continue
+                block += zeroed
+                final = zeroed[0]
+            if not m.closed(block, final):
                 m.report(self.name, ln2, "an intermediate of the layer is used elsewhere")
                 continue
-            graph.replace(block, Node("FusedTransformerLayer", inputs, attrs, shape=ln2.shape, dtype=ln2.dtype))
+            graph.replace(block, Node("FusedTransformerLayer", inputs, attrs, shape=final.shape, dtype=final.dtype))
             m = _Matcher(graph)
         return graph
 

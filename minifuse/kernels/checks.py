@@ -153,11 +153,35 @@ def flat_rows(a, last):
     return a.reshape(math.prod(a.shape[:-1]), last)
 
 
+def mask_values(fn, name, mask):
+    """A key-padding mask's values (NumPy or CuPy): bool, or numbers that are exactly 0 (padding)
+    or 1 (keep). Anything else (2, 0.5, NaN, a string) is refused rather than read one way by one
+    path and another way by the next. A CuPy mask is read on the host, except while a CUDA graph
+    is being captured (reading is not allowed then; a captured mask was checked when it was made)."""
+    kind = getattr(getattr(mask, "dtype", None), "kind", None)
+    if kind not in tuple("biuf"):
+        raise TypeError(f"{fn}: '{name}' must be bool or numbers 0 (padding) / 1 (keep), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if kind == "b" or mask.size == 0 or capturing(mask):
+        return
+    bad = (mask != 0) & (mask != 1)
+    if bool(bad.any()):
+        values = mask[bad].ravel()[:3].tolist()
+        raise ValueError(f"{fn}: '{name}' must hold only 0 (padding) and 1 (keep), got values such as {values}")
+
+
+def capturing(a):
+    """A CUDA graph is being captured on the current stream (only for a CuPy array `a`)."""
+    if isinstance(a, np.ndarray):
+        return False
+    import cupy
+    return cupy.cuda.runtime.streamIsCapturing(cupy.cuda.get_current_stream().ptr) != 0
+
+
 def key_mask_values(fn, mask, batch, keys):
-    """A key mask's dtype and shape, once the backend has it as one of its arrays: (B, Sk) of
-    bool, integer or float."""
-    if mask.dtype.kind not in "biuf":
-        raise TypeError(f"{fn}: 'key_mask' must be bool, integer or float, got {mask.dtype}")
+    """A key mask's dtype, values and shape, once the backend has it as one of its arrays: (B, Sk)
+    of bool or 0/1 numbers (`mask_values`)."""
+    mask_values(fn, "key_mask", mask)
     shape(fn, "key_mask", mask, (batch, keys), "(B, Sk)")
 
 

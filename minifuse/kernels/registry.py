@@ -23,9 +23,10 @@ __all__ = ["ENTRY_POINTS", "Backend", "register", "get", "for_array", "names", "
 ENTRY_POINTS = (
     # checked entry points: arrays in, arrays out, every argument validated first
     "bias_act_", "bias_glu", "linear_act", "mlp", "residual_layer_norm", "attention", "attention_packed",
-    "transformer_layer",
+    "transformer_layer", "pack", "unpack", "attention_varlen", "transformer_layer_varlen",
     # primitives on checked arguments: the compositions (kernels/compose.py) and minifuse.fusions
     "linear", "bmm", "apply_bias_act", "apply_bias_glu", "apply_residual_layer_norm", "attend_packed", "mask_add",
+    "pack_offsets", "gather_rows", "scatter_rows", "attend_varlen",
     # the backward halves of fused training
     "bias_act_backward", "glu_backward", "residual_layer_norm_backward", "softmax_forward", "softmax_backward",
 )

@@ -144,16 +144,27 @@ def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
     """x (B, S, d), `weights` a LayerWeights (shapes in LayerWeights.layout), num_heads dividing d,
     eps >= 0, activation a table name, method an attention method. Returns the record with every
     1-D entry made contiguous."""
+    c.float_array(fn, "x", x, ndim=3)
+    return _layer(c, fn, ("x", x), x.shape[1], weights, num_heads, eps, activation, method)
+
+
+def transformer_layer_varlen(c, fn, packed, pk, weights, num_heads, eps, activation, method):
+    """rows (T, d) of the Packing `pk`, the rest as `transformer_layer`."""
+    packed_rows(c, fn, packed, pk)
+    return _layer(c, fn, ("rows", packed), pk.max_seqlen, weights, num_heads, eps, activation, method)
+
+
+def _layer(c, fn, like, seq, weights, num_heads, eps, activation, method):
+    """The layer's arguments besides its input `like` = (name, array (..., d)) of sequences of up
+    to `seq` tokens."""
     if not isinstance(weights, LayerWeights):
         raise TypeError(f"{fn}: 'weights' must be a LayerWeights, got {type(weights).__name__}")
     choice(fn, "activation", activation, NAMES)
     choice(fn, "attention_method", method, ATTENTION_METHODS)
-    c.float_array(fn, "x", x, ndim=3)
-    like = ("x", x)
-    nb, s, d = x.shape
+    d = like[1].shape[-1]
     _num_heads(fn, num_heads, d)
     checks.eps(fn, eps)
-    c.row_length(fn, max(d, s))
+    c.row_length(fn, max(d, seq))
     c.float_array(fn, "fc1_w", weights.fc1_w, ndim=2, like=like)    # F comes from it
     checked = []
     for (name, expected, meaning), a in zip(LayerWeights.layout(d, weights.fc1_w.shape[0]), weights):
@@ -164,3 +175,41 @@ def transformer_layer(c, fn, x, weights, num_heads, eps, activation, method):
         shape(fn, name, a, expected, meaning)
         checked.append(contiguous(xp, a) if len(expected) == 1 else a)
     return LayerWeights._make(checked)
+
+def cu_seqlens(fn, offsets, tokens):
+    """cu_seqlens: a 1-D integer array (NumPy, or CuPy: read on the host) of B + 1 offsets from 0
+    to `tokens`, non-decreasing. Returns it as a host int64 array."""
+    host = offsets.get() if hasattr(offsets, "get") and not isinstance(offsets, np.ndarray) else offsets
+    host = np.asarray(host)
+    if host.ndim != 1 or host.dtype.kind not in "iu" or host.size == 0:
+        raise TypeError(f"{fn}: 'cu_seqlens' must be a 1-D integer array of B + 1 offsets, got "
+                        f"{host.dtype} of shape {host.shape}")
+    host = host.astype(np.int64)
+    if host[0] != 0 or host[-1] != tokens or np.any(np.diff(host) < 0):
+        raise ValueError(f"{fn}: 'cu_seqlens' must rise from 0 to the number of rows {tokens} without "
+                         f"decreasing, got {host.tolist()[:8]}{' ...' if host.size > 8 else ''}")
+    return host
+
+
+def attention_varlen(c, fn, qkv, offsets, num_heads, scale, method, out):
+    """qkv (T, 3d) with d = num_heads * Dh; cu_seqlens (B + 1,) from 0 to T; out (T, d) or None.
+    Returns (scale, out, cu_seqlens on the host)."""
+    scale = _scale_and_method(fn, scale, method)
+    c.float_array(fn, "qkv", qkv, ndim=2)
+    _num_heads(fn, num_heads)
+    t, width = qkv.shape
+    if width % (3 * num_heads):
+        raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
+                         f"got shape {tuple(qkv.shape)}")
+    cu = cu_seqlens(fn, offsets, t)
+    c.row_length(fn, max(int(np.diff(cu).max(initial=0)), width // (3 * num_heads)))
+    return scale, c.output(fn, out, (t, width // 3), ("qkv", qkv), [("qkv", qkv)]), cu
+
+
+def packed_rows(c, fn, rows, pk):
+    """rows (T, d) of a float dtype, T the packing's token count; `pk` a packing.Packing."""
+    from .packing import Packing
+    if not isinstance(pk, Packing):
+        raise TypeError(f"{fn}: 'packing' must be a Packing (from pack), got {type(pk).__name__}")
+    c.float_array(fn, "rows", rows, ndim=2)
+    shape(fn, "rows", rows, (pk.tokens, rows.shape[1]), "(T, d) with T the packing's tokens")

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..autograd import no_grad
+from ..kernels.checks import mask_values
 from ..precision import get_float32_matmul_precision
 from ..progress import progress
 from ..tensor import Tensor
@@ -132,19 +133,22 @@ def _index_tensor(name, x, shape=None):
         except ValueError:      # NumPy refuses rows of different lengths
             raise ValueError(f"BertModel: '{name}' must be a (batch, seq) array; got rows of different lengths "
                              f"(pad them to one length and pass an attention_mask)") from None
-        if a.dtype.kind not in "biu":
-            raise TypeError(f"BertModel: '{name}' must hold integers (token ids), got {a.dtype}"
+        if a.dtype.kind not in ("biuf" if name == "attention_mask" else "biu"):
+            what = "0/1 numbers or bools" if name == "attention_mask" else "integers (token ids)"
+            raise TypeError(f"BertModel: '{name}' must hold {what}, got {a.dtype}"
                             + (" (strings: tokenize them first)" if a.dtype.kind in "USO" else ""))
         if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
             raise ValueError(f"BertModel: '{name}' holds {a.max()}, beyond int64 (and any vocabulary)")
         if a.dtype.kind in "iu" and a.dtype not in (np.int32, np.int64):   # uint8 ... uint64, int8, int16
             a = a.astype(np.int64)
         t = Tensor(a)
+    if name == "attention_mask":         # its values before any conversion: 0/1 or bool only
+        mask_values("BertModel", name, t.data)
     if t.ndim != 2:
         raise ValueError(f"BertModel: '{name}' must have shape (batch, seq), got {t.shape}")
     if shape is not None and t.shape != shape:
         raise ValueError(f"BertModel: '{name}' must have the shape of input_ids {shape}, got {t.shape}")
-    if not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
+    if name != "attention_mask" and not (np.issubdtype(t.dtype, np.integer) or t.dtype == np.bool_):
         raise TypeError(f"BertModel: '{name}' must hold integers, got {t.dtype}")
     return t
 
@@ -154,10 +158,13 @@ class BertModel(Module):
     the pooler (tanh(Linear(h[:, 0]))) used only by ``pool``.
 
     ``model(input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False)``
-    takes (B, S) integer arrays or Tensors (mask: 1 = real token, 0 = padding; token types default
-    0) and returns the last hidden state (B, S, H); with ``output_hidden_states=True`` it returns
-    ``(last, hidden_states)`` where ``hidden_states`` holds the embeddings' output and every
-    layer's output (L + 1 tensors, as Hugging Face).
+    takes (B, S) integer arrays or Tensors (mask: bool or numbers 0/1, 1 = real token, 0 =
+    padding; token types default 0) and returns the last hidden state (B, S, H); with
+    ``output_hidden_states=True`` it returns ``(last, hidden_states)`` where ``hidden_states``
+    holds the embeddings' output and every layer's output (L + 1 tensors, as Hugging Face).
+    Layer outputs at padded positions are zeros (Hugging Face leaves values there that nothing
+    reads). With padding, fused inference runs the encoder packed (real tokens only, from the
+    first layer to the last; see TransformerEncoder and docs/packing.md).
     """
 
     def __init__(self, config, add_pooling_layer=True, device=None, dtype=None):
@@ -183,11 +190,10 @@ class BertModel(Module):
         mask = None if attention_mask is None else _index_tensor("attention_mask", attention_mask, (B, S))
         device = self.embeddings.word_embeddings.weight.device
         h = self.embeddings(ids.to(device), types.to(device))
-        hidden = [h]
-        for layer in self.encoder.layers:
-            h = layer(h, mask)
-            hidden.append(h)
-        return (h, tuple(hidden)) if output_hidden_states else h
+        if not output_hidden_states:
+            return self.encoder.run(h, mask)
+        hidden = self.encoder.run(h, mask, all_outputs=True)
+        return hidden[-1], tuple(hidden)
 
     def pool(self, last_hidden_state):
         """BERT's pooled output: tanh(W h[:, 0] + b), the [CLS] token through the pooler."""

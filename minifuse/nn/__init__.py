@@ -16,3 +16,4 @@ from .sparse import Embedding
 from .transformer import TransformerEncoder, TransformerLayer
 from .dispatch import (attention_threshold, fusion, fusion_enabled, set_attention_threshold, set_fusion_enabled,
                        use_fused)
+from .dispatch import packing, packing_enabled, packing_threshold, set_packing_enabled, set_packing_threshold

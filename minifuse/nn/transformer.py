@@ -14,9 +14,9 @@ from ..kernels import checks
 from ..kernels.activations import NAMES
 from ..kernels.weights import LayerWeights
 from . import functional as F, fused
-from .attention import MultiHeadAttention, _mask_array
+from .attention import MultiHeadAttention, _mask_array, zero_padding
 from .containers import ModuleList
-from .dispatch import training_kernels
+from .dispatch import packing as packing_switch, packing_enabled, training_kernels
 from .dropout import Dropout, inactive
 from .linear import Linear
 from .module import Module, check_input
@@ -28,7 +28,13 @@ _ACTIVATIONS = tuple(n for n in NAMES if n != "none")   # the activation table's
 
 
 class TransformerLayer(Module):
-    """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), 1 = keep, 0 = padding.
+    """One encoder layer. x: (B, S, d_model); attention_mask: (B, S), bool or numbers 0/1 (1 =
+    keep, 0 = padding; other values are an error). The output at padded positions is zeros.
+
+    Fused inference with a padded mask runs packed (docs/packing.md): the real tokens only, and
+    attention per sequence over its own tokens, when ``mf.nn.packing_enabled()`` and the fraction
+    of padded positions is above ``mf.nn.packing_threshold()`` (default 0); the real tokens'
+    outputs are those of the padded computation.
 
     ``fused_training=True``: with recorded gradients the QKV and output projections, the
     attention (unless its dropout is active), the residual adds + LayerNorms and fc1/fc2 with
@@ -57,14 +63,18 @@ class TransformerLayer(Module):
         if x.ndim != 3:
             raise ValueError(f"TransformerLayer: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
         if self._fusable(x):   # inference: the whole layer in one call of fused kernels
-            y = fused.transformer_layer(x, self.weights(), _mask_array(attention_mask, *x.shape[:2]),
-                                        self.attn.num_heads, self.ln1.eps, self.activation)
+            mask = _mask_array(attention_mask, *x.shape[:2], "TransformerLayer")
+            y = fused.transformer_layers(x, [self], mask)
+            if y is None:
+                y = fused.transformer_layer(x, self.weights(), mask, self.attn.num_heads, self.ln1.eps,
+                                            self.activation)
             if y is not None:
                 return y
         if self.fused_training and training_kernels(x) is not None:
-            return self._fused_training_forward(x, attention_mask)
-        h = self.ln1(x + self.dropout(self.attn(x, attention_mask)))
-        return self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
+            return zero_padding(self._fused_training_forward(x, attention_mask), attention_mask, "TransformerLayer")
+        h = self.ln1(x + self.dropout(self.attn._forward(x, attention_mask)))
+        y = self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
+        return zero_padding(y, attention_mask, "TransformerLayer")
 
     # ---- fused_training=True with recorded gradients (minifuse.fusions) ----
     fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward, only its input kept
@@ -78,10 +88,11 @@ class TransformerLayer(Module):
         a = self.attn
         if inactive(a.dropout) and x.ndim == 3:
             qkv = fusions.fused_linear_act(x, a.qkv.weight, a.qkv.bias, "none", "preact", st)
-            context = fusions.fused_attention(qkv, _mask_array(attention_mask, *x.shape[:2]), a.num_heads)
+            context = fusions.fused_attention(qkv, _mask_array(attention_mask, *x.shape[:2], "TransformerLayer"),
+                                              a.num_heads)
             attended = fusions.fused_linear_act(context, a.out.weight, a.out.bias, "none", "preact", st)
         else:
-            attended = a(x, attention_mask)
+            attended = a._forward(x, attention_mask)
         h = fusions.residual_layer_norm(self.dropout(attended), x, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
         f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
                               self.fused_save, st)
@@ -110,9 +121,13 @@ class TransformerEncoder(Module):
     ``layer`` is one of: a factory called once per layer (``lambda: TransformerLayer(...)``), a dict of
     TransformerLayer arguments, or a TransformerLayer to copy (as PyTorch; the copies start from
     the same weights).
+
+    With a padded attention_mask, fused inference packs the real tokens once, runs every layer on
+    them and restores the padding once at the end (zeros at padded positions), under the rule of
+    TransformerLayer; ``enable_nested_tensor=False`` (PyTorch's name) keeps this stack padded.
     """
 
-    def __init__(self, layer, num_layers):
+    def __init__(self, layer, num_layers, enable_nested_tensor=True):
         super().__init__()
         if isinstance(layer, dict):
             make = lambda: TransformerLayer(**layer)  # noqa: E731
@@ -124,9 +139,25 @@ class TransformerEncoder(Module):
             raise TypeError(f"TransformerEncoder: 'layer' must be a factory, a dict of TransformerLayer "
                             f"arguments or a Module, got {type(layer).__name__}")
         self.layers = ModuleList(make() for _ in range(num_layers))
+        self.enable_nested_tensor = bool(enable_nested_tensor)
 
     def forward(self, x, attention_mask=None):
         check_input("TransformerEncoder", x, name="x")
-        for layer in self.layers:
-            x = layer(x, attention_mask)
-        return x
+        return self.run(x, attention_mask)
+
+    def run(self, x, attention_mask=None, all_outputs=False):
+        """The last layer's output, or with all_outputs [x, the output of each layer] (the hidden
+        states, each (B, S, d_model))."""
+        layers = list(self.layers)
+        nested = getattr(self, "enable_nested_tensor", True)     # encoders pickled before the switch existed
+        if (nested and layers and attention_mask is not None
+                and all(isinstance(t, TransformerLayer) and t._fusable(x) for t in layers)):
+            y = fused.transformer_layers(x, layers, _mask_array(attention_mask, *x.shape[:2], "TransformerEncoder"),
+                                         all_outputs)
+            if y is not None:
+                return y
+        outputs = [x]
+        with packing_switch(packing_enabled() and nested):
+            for layer in layers:
+                outputs.append(layer(outputs[-1], attention_mask))
+        return outputs if all_outputs else outputs[-1]

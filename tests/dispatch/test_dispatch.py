@@ -63,7 +63,7 @@ def test_dispatch_rule(spy, monkeypatch):
 
 def test_each_layer_takes_its_kernel(spy):
     x3, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
-    with mf.no_grad():
+    with mf.no_grad(), nn.packing(False):    # the padded kernels (packed: tests/nn/test_nn_packing.py)
         nn.Linear(8, 4, bias=False)(x3)
         nn.LayerNorm(8)(x3)
         nn.MLP(8, "swiglu")(x3)
@@ -116,7 +116,7 @@ def test_large_inputs_run_attention_as_batched_products(monkeypatch, threshold):
             k.get("method", a[6] if len(a) > 6 else None)) or _real(*a, **k))
     x, mask = mf.randn(2, 3, 8), mf.tensor([[1, 1, 0], [1, 1, 1]])
     layer, attn = nn.TransformerLayer(8, 2, 16), nn.MultiHeadAttention(8, 2)
-    with mf.no_grad():
+    with mf.no_grad(), nn.packing(False):
         layer(x, mask)
         attn(x, mask)
         layer(x[:1, :2], mask[:1, :2])  # batch * seq = 2 <= 4: the loop kernel

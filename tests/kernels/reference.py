@@ -91,14 +91,15 @@ def attention_packed(qkv, key_mask, h, scale, dtype):
 
 def transformer_layer(x, weights, key_mask, num_heads, eps, activation, dtype):
     """`weights`: the twelve arrays in LayerWeights order (qkv_w, qkv_b, out_w, out_b, ln1_g,
-    ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b)."""
+    ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b). Padded positions of the output are zeros."""
     qkv_w, qkv_b, out_w, out_b, ln1_g, ln1_b, fc1_w, fc1_b, fc2_w, fc2_b, ln2_g, ln2_b = weights
     d = x.shape[-1]
     qkv = linear_act(x, qkv_w, qkv_b, "none")
     ctx = attention_packed(qkv, key_mask, num_heads, 1 / np.sqrt(d // num_heads), dtype)
     h = layer_norm(x, linear_act(ctx, out_w, out_b, "none"), ln1_g, ln1_b, eps)
     ff = linear_act(linear_act(h, fc1_w, fc1_b, activation), fc2_w, fc2_b, "none")
-    return layer_norm(h, ff, ln2_g, ln2_b, eps)
+    out = layer_norm(h, ff, ln2_g, ln2_b, eps)
+    return out if key_mask is None else out * (np.asarray(key_mask) != 0)[..., None]
 
 
 def mlp(x, w1, b1, w2, b2, activation):

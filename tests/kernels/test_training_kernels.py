@@ -222,10 +222,15 @@ def test_softmax_nan_row(backend, dtype, rng):
 
 @pytest.mark.parametrize("kind", ["bool", "int", "float"])
 def test_mask_add(backend, dtype, kind):
-    """1 / True keep, 0 pad -> 0 / finfo(dtype).min (in the kernels' compute dtype)."""
-    mask = np.array([[1, 0, 1], [0, 0, 2]]).astype({"bool": bool, "int": np.int32, "float": np.float64}[kind])
+    """1 / True keep, 0 pad -> 0 / finfo(dtype).min (in the kernels' compute dtype); other numbers
+    are refused."""
+    mask = np.array([[1, 0, 1], [0, 0, 1]]).astype({"bool": bool, "int": np.int32, "float": np.float64}[kind])
     like = backend.to_dev(np.zeros((1, 1), dtype))
     madd = backend.to_host(backend.K.mask_add("f", backend.to_dev(mask), 2, 3, ("s", like)))
     np.testing.assert_array_equal(madd, ref.additive_mask(mask, 2, 3, dtype))
     with pytest.raises(ValueError, match=r"f: 'key_mask' has shape \(2, 3\), expected \(B, Sk\) = \(2, 4\)"):
         backend.K.mask_add("f", backend.to_dev(mask), 2, 4, ("s", like))
+    if kind != "bool":
+        mask[1, 2] = 2
+        with pytest.raises(ValueError, match=r"f: 'key_mask' must hold only 0 \(padding\) and 1 \(keep\)"):
+            backend.K.mask_add("f", backend.to_dev(mask), 2, 3, ("s", like))

@@ -42,8 +42,18 @@ def softmax(s):
     return e / e.sum(-1, keepdims=True)
 
 
+def zero_padding(y, mask):
+    """The layers' outputs at padded positions (mask 0) are zeros."""
+    return y if mask is None else y * (np.asarray(mask) != 0)[..., None]
+
+
 def attention(x, p, heads, mask=None):
-    """p: numpy arrays keyed qkv.weight, qkv.bias, out.weight, out.bias; loops over heads."""
+    """p: numpy arrays keyed qkv.weight, qkv.bias, out.weight, out.bias; loops over heads.
+    Padded query rows are zeros."""
+    return zero_padding(_attention(x, p, heads, mask), mask)
+
+
+def _attention(x, p, heads, mask=None):
     B, S, d = x.shape
     dh = d // heads
     qkv = linear(x, p["qkv.weight"], p["qkv.bias"])
@@ -61,9 +71,9 @@ def attention(x, p, heads, mask=None):
 
 def transformer_layer(x, p, heads, mask=None, eps=1e-12, act=gelu_erf):
     sub = lambda prefix: {k[len(prefix):]: v for k, v in p.items() if k.startswith(prefix)}  # noqa: E731
-    h = layer_norm(x + attention(x, sub("attn."), heads, mask), p["ln1.weight"], p["ln1.bias"], eps)
+    h = layer_norm(x + _attention(x, sub("attn."), heads, mask), p["ln1.weight"], p["ln1.bias"], eps)
     f = linear(act(linear(h, p["fc1.weight"], p["fc1.bias"])), p["fc2.weight"], p["fc2.bias"])
-    return layer_norm(h + f, p["ln2.weight"], p["ln2.bias"], eps)
+    return zero_padding(layer_norm(h + f, p["ln2.weight"], p["ln2.bias"], eps), mask)
 
 
 def params_np(module):

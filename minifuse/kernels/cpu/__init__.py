@@ -25,6 +25,9 @@ from .checks import CHECKS, DTYPES  # noqa: E402,F401
 from .elementwise import *  # noqa: E402,F401,F403
 from .gemm import *  # noqa: E402,F401,F403
 from .layernorm import *  # noqa: E402,F401,F403
+from .packing import *  # noqa: E402,F401,F403
 
-# linear_act, mlp and transformer_layer: written once (kernels/compose.py) over this package's primitives
-linear_act, mlp, transformer_layer = compose.bind(sys.modules[__name__])
+# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this
+# package's primitives
+(linear_act, mlp, transformer_layer, pack, unpack, attention_varlen,
+ transformer_layer_varlen) = compose.bind(sys.modules[__name__])

@@ -25,7 +25,7 @@ from numba import prange
 from .. import validate
 from ..layout import split_heads
 from . import checks, mathfn
-from .jit import kernel
+from .jit import inline, kernel
 from .rows import LANES, row_max, row_sum
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -37,60 +37,80 @@ __all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softma
 ROWS = 4
 
 
+@inline
+def _head(q, k, v, madd, has_mask, scale, out):
+    """One head: q, out (Sq, D), k, v (Sk, D), madd (Sk,) (any strides), rows blocked by ROWS."""
+    sq, dh = q.shape
+    sk = k.shape[0]
+    kt = np.empty((dh, sk), q.dtype)
+    vc = np.empty((sk, dh), q.dtype)
+    for j in range(sk):
+        for d in range(dh):
+            kt[d, j] = k[j, d]
+            vc[j, d] = v[j, d]
+    s = np.empty((ROWS, sk), q.dtype)
+    acc = np.empty((ROWS, dh), q.dtype)
+    total = np.empty(ROWS, q.dtype)
+    for i0 in range(0, sq, ROWS):
+        nr = min(ROWS, sq - i0)
+        s[:] = 0
+        for d in range(dh):               # scores: axpy over keys, K^T row reused nr times
+            krow = kt[d]
+            for r in range(nr):
+                qd = q[i0 + r, d]
+                sr = s[r]
+                for j in range(sk):
+                    sr[j] += qd * krow[j]
+        for r in range(nr):
+            sr = s[r]
+            mx = -np.inf                  # a NaN score gives exp(NaN): the row becomes NaN
+            for j in range(sk):
+                t = sr[j] * scale
+                if has_mask:
+                    t += madd[j]
+                sr[j] = t
+                mx = t if t > mx else mx
+            for j in range(sk):
+                sr[j] = mathfn.exp_(sr[j] - mx)
+        acc[:] = 0
+        total[:] = 0
+        for j in range(sk):               # weighted sum of V rows, V row reused nr times
+            vrow = vc[j]
+            for r in range(nr):
+                p = s[r, j]
+                total[r] += p
+                ar = acc[r]
+                for d in range(dh):
+                    ar[d] += p * vrow[d]
+        for r in range(nr):
+            for d in range(dh):
+                out[i0 + r, d] = acc[r, d] / total[r]
+
+
 @kernel
 def _attention(q, k, v, mask_add, has_mask, scale, out):
     """q, out (B, H, Sq, D); k, v (B, H, Sk, D): any strides (plain or packed views)."""
-    nb, nh, sq, dh = q.shape
-    sk = k.shape[2]
-    if sk == 0:              # no keys: every row is an empty weighted sum, 0 (as P @ v is), not 0 / 0
+    nb, nh = q.shape[:2]
+    if k.shape[2] == 0:      # no keys: every row is an empty weighted sum, 0 (as P @ v is), not 0 / 0
         out[:] = 0
         return
     for task in prange(nb * nh):
         b = task // nh
         h = task % nh
-        kt = np.empty((dh, sk), q.dtype)
-        vc = np.empty((sk, dh), q.dtype)
-        for j in range(sk):
-            for d in range(dh):
-                kt[d, j] = k[b, h, j, d]
-                vc[j, d] = v[b, h, j, d]
-        s = np.empty((ROWS, sk), q.dtype)
-        acc = np.empty((ROWS, dh), q.dtype)
-        total = np.empty(ROWS, q.dtype)
-        for i0 in range(0, sq, ROWS):
-            nr = min(ROWS, sq - i0)
-            s[:] = 0
-            for d in range(dh):               # scores: axpy over keys, K^T row reused nr times
-                krow = kt[d]
-                for r in range(nr):
-                    qd = q[b, h, i0 + r, d]
-                    sr = s[r]
-                    for j in range(sk):
-                        sr[j] += qd * krow[j]
-            for r in range(nr):
-                sr = s[r]
-                mx = -np.inf                  # a NaN score gives exp(NaN): the row becomes NaN
-                for j in range(sk):
-                    t = sr[j] * scale
-                    if has_mask:
-                        t += mask_add[b, j]
-                    sr[j] = t
-                    mx = t if t > mx else mx
-                for j in range(sk):
-                    sr[j] = mathfn.exp_(sr[j] - mx)
-            acc[:] = 0
-            total[:] = 0
-            for j in range(sk):               # weighted sum of V rows, V row reused nr times
-                vrow = vc[j]
-                for r in range(nr):
-                    p = s[r, j]
-                    total[r] += p
-                    ar = acc[r]
-                    for d in range(dh):
-                        ar[d] += p * vrow[d]
-            for r in range(nr):
-                for d in range(dh):
-                    out[b, h, i0 + r, d] = acc[r, d] / total[r]
+        _head(q[b, h], k[b, h], v[b, h], mask_add[b], has_mask, scale, out[b, h])
+
+
+@inline
+def _normalize(r, lanes, scale):
+    """r <- exp(r - max) / sum, in place; returns (max, sum) (`scale` only gives the dtype)."""
+    mx = row_max(r, lanes)
+    for j in range(r.shape[0]):           # exp alone in its loop: vectorizes
+        r[j] = mathfn.exp_(r[j] - mx)
+    total = mathfn.lit(scale, row_sum(r))   # in the scores' dtype: backward recomputes from it
+    inv = mathfn.lit(scale, 1.0) / total
+    for j in range(r.shape[0]):
+        r[j] *= inv
+    return mx, total
 
 
 @kernel
@@ -113,13 +133,7 @@ def _masked_softmax(s, mask_add, has_mask, scale, rowmax, rowsum, keep):
             else:
                 for j in range(sk):
                     r[j] = r[j] * scale
-            mx = row_max(r, lanes)
-            for j in range(sk):               # exp alone in its loop: vectorizes
-                r[j] = mathfn.exp_(r[j] - mx)
-            total = mathfn.lit(scale, row_sum(r))   # in the scores' dtype: backward recomputes from it
-            inv = mathfn.lit(scale, 1.0) / total
-            for j in range(sk):
-                r[j] *= inv
+            mx, total = _normalize(r, lanes, scale)
             if keep:
                 rowmax[b, h, i] = mx
                 rowsum[b, h, i] = total

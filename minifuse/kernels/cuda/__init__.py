@@ -15,6 +15,7 @@ from .elementwise import *  # noqa: F401,F403
 from .gemm import *  # noqa: F401,F403
 from .graphs import CudaGraph  # noqa: F401
 from .layernorm import *  # noqa: F401,F403
+from .packing import *  # noqa: F401,F403
 from .runtime import SIMULATOR
 
 if SIMULATOR:
@@ -22,5 +23,7 @@ if SIMULATOR:
 else:  # pragma: no cover - CUDA only
     import cupy as xp
 
-# linear_act, mlp and transformer_layer: written once (kernels/compose.py) over this package's primitives
-linear_act, mlp, transformer_layer = compose.bind(sys.modules[__name__])
+# linear_act, mlp, transformer_layer and the packed ones: written once (kernels/compose.py) over this
+# package's primitives
+(linear_act, mlp, transformer_layer, pack, unpack, attention_varlen,
+ transformer_layer_varlen) = compose.bind(sys.modules[__name__])

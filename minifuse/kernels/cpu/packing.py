@@ -1,0 +1,121 @@
+"""Packed sequences on the CPU: gather the real tokens into rows, scatter them back, and
+attention per sequence over its own rows (the offsets: `minifuse.kernels.packing`).
+
+Variable-length attention reads each sequence's q, k and v straight out of the packed projection
+qkv (T, 3d), as strided (L, Dh) views per head, and runs the same per-head work as the padded
+kernels ('loop': `attention._head`; 'bmm': two BLAS products around the fused softmax) on
+L x L scores: no padded query or key is ever computed.
+"""
+import numpy as np
+from numba import prange
+
+from .. import packing
+from . import checks
+from .attention import _head, _normalize
+from .jit import kernel
+from .rows import LANES
+
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
+
+
+@kernel
+def _gather(src, index, out):
+    for t in prange(index.shape[0]):
+        out[t] = src[index[t]]
+
+
+@kernel
+def _scatter(src, index, out):
+    for t in prange(index.shape[0]):
+        out[index[t]] = src[t]
+
+
+def gather_rows(src2, index, out2):
+    """Checked-arguments entry: out2[t] = src2[index[t]]; src2 (N, d), out2 (T, d), index (T,)."""
+    _gather(src2, index, out2)
+    return out2
+
+
+def scatter_rows(src2, index, out2):
+    """Checked-arguments entry: out2[index[t]] = src2[t]; the other rows of out2 are left as they are."""
+    _scatter(src2, index, out2)
+    return out2
+
+
+def pack_offsets(fn, key_mask, batch, seq, like):
+    """The `Packing` of key_mask (B, S) (checked: bool or 0/1 numbers), for arrays like `like` =
+    (name, array)."""
+    if not isinstance(key_mask, np.ndarray):
+        raise TypeError(f"{fn}: 'key_mask' must be a numpy.ndarray, got {type(key_mask).__name__}")
+    checks.key_mask_values(fn, key_mask, batch, seq)
+    cu, index = packing.offsets(key_mask)
+    return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), index, cu)
+
+
+@kernel
+def _attention_varlen(qkv, seqlens, nh, scale, out):
+    """qkv (T, 3d), out (T, d); a task per (sequence, head)."""
+    d = out.shape[1]
+    dh = d // nh
+    nb = seqlens.shape[0] - 1
+    none = np.empty(0, qkv.dtype)
+    for task in prange(nb * nh):
+        b = task // nh
+        h = task % nh
+        lo, hi = seqlens[b], seqlens[b + 1]
+        c = h * dh
+        _head(qkv[lo:hi, c:c + dh], qkv[lo:hi, d + c:d + c + dh], qkv[lo:hi, 2 * d + c:2 * d + c + dh],
+              none, False, scale, out[lo:hi, c:c + dh])
+
+
+@kernel
+def _softmax_blocks(flat, offsets, seqlens, nh, scale):
+    """flat: sequence b's (H, L_b, L_b) scores at offsets[b], in place: softmax(scale * s) per row."""
+    for task in prange((seqlens.shape[0] - 1) * nh):
+        b = task // nh
+        h = task % nh
+        n = seqlens[b + 1] - seqlens[b]
+        lanes = np.empty(LANES, flat.dtype)
+        base = offsets[b] + h * n * n
+        for i in range(n):
+            r = flat[base + i * n:base + (i + 1) * n]
+            for j in range(n):
+                r[j] *= scale
+            _normalize(r, lanes, scale)
+
+
+def _by_sequence(qkv, pk, num_heads, scale, out):
+    """'bmm': per sequence, (H, L, L) scores from one batched product into one buffer for all
+    sequences, ONE softmax kernel over them all, then one product per sequence."""
+    d = out.shape[1]
+    dh = d // num_heads
+    cu = pk.cu_seqlens
+    lengths = np.diff(cu)
+    offsets = np.zeros(len(cu), np.int64)
+    np.cumsum(num_heads * lengths * lengths, out=offsets[1:])
+    flat = np.empty(int(offsets[-1]), qkv.dtype)
+    blocks = []
+    for b, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        n = hi - lo
+        if n == 0:
+            continue
+        q, k, v = (qkv[lo:hi, i * d:(i + 1) * d].reshape(n, num_heads, dh).transpose(1, 0, 2) for i in range(3))
+        scores = flat[offsets[b]:offsets[b + 1]].reshape(num_heads, n, n)
+        np.matmul(q, k.transpose(0, 2, 1), out=scores)
+        blocks.append((lo, hi, scores, v))
+    _softmax_blocks(flat, offsets, pk.seqlens, num_heads, scale)
+    for lo, hi, scores, v in blocks:
+        out[lo:hi].reshape(hi - lo, num_heads, dh)[...] = np.matmul(scores, v).transpose(1, 0, 2)
+
+
+def attend_varlen(qkv, pk, num_heads, scale, method, out):
+    """Checked-arguments entry: out (T, d) = per sequence of the Packing `pk`, the attention of
+    its rows of the packed projection qkv (T, 3d) over its own rows."""
+    scale = qkv.dtype.type(scale)
+    if method == "loop":
+        _attention_varlen(qkv, pk.seqlens, num_heads, scale, out)
+    else:
+        _by_sequence(qkv, pk, num_heads, scale, out)
+    return out
+

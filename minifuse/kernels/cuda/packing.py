@@ -1,0 +1,158 @@
+"""Packed sequences on CUDA: gather the real tokens into rows, scatter them back, and attention
+per sequence over its own rows (the offsets: `minifuse.kernels.packing`). Same entry points and
+signatures as the CPU's `packing.py`.
+
+Variable-length attention is one kernel, a block per (packed query row, head): the block finds
+its sequence in cu_seqlens (a binary search), scores its query against that sequence's keys
+only (thread j holds keys j, j + T, ... in registers, as the row softmax does), takes the
+softmax with block reductions, writes the probabilities to a scratch row of max_seqlen and
+sums the values with them, a thread per head dimension. Keys and queries of other sequences,
+and padding, are never touched.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .. import packing
+from . import checks
+from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
+from .checks import device_id
+from .mathfn import compute_dtype
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+
+# this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
+__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
+
+
+@cuda.jit
+def _gather(src, index, out):
+    t = cuda.blockIdx.x
+    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if c < out.shape[1]:
+        out[t, c] = src[index[t], c]
+
+
+@cuda.jit
+def _scatter(src, index, out):
+    t = cuda.blockIdx.x
+    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if c < src.shape[1]:
+        out[index[t], c] = src[t, c]
+
+
+def _rows(kernel, src2, index, out2):
+    n, d = index.shape[0], src2.shape[1]
+    if n and d:
+        t = row_threads(d)
+        launch(kernel, (n, blocks(d, t)), t, src2, index, out2)
+    return out2
+
+
+def gather_rows(src2, index, out2):
+    """Checked-arguments entry: out2[t] = src2[index[t]]; src2 (N, d), out2 (T, d), index (T,)."""
+    return _rows(_gather, src2, index, out2)
+
+
+def scatter_rows(src2, index, out2):
+    """Checked-arguments entry: out2[index[t]] = src2[t]; the other rows of out2 are left as they are."""
+    return _rows(_scatter, src2, index, out2)
+
+
+def pack_offsets(fn, key_mask, batch, seq, like):
+    """The `Packing` of key_mask (B, S) (checked: bool or 0/1 numbers; a CuPy mask is read on the
+    host), with index and offsets on the device of `like` = (name, array)."""
+    name, a = like
+    xp = xp_for(fn, name, a)
+    if not isinstance(key_mask, np.ndarray):
+        xp_for(fn, "key_mask", key_mask)
+    checks.key_mask_values(fn, key_mask, batch, seq)
+    host = key_mask if isinstance(key_mask, np.ndarray) else key_mask.get()
+    cu, index = packing.offsets(host)
+    if xp is np:
+        return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), index, cu)
+    with xp.cuda.Device(device_id(a)):
+        return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), xp.asarray(index), xp.asarray(cu))
+
+
+@functools.lru_cache(maxsize=None)
+def _varlen_kernel(ct):
+    ctype = np.dtype(ct).type
+    zero, ninf = ctype(0), ctype(-np.inf)
+
+    @cuda.jit
+    def attention_varlen(qkv, seqlens, scale, probs, out):
+        """qkv (T, 3d), out (T, d), probs (H, T, max_seqlen) scratch; block (t, h)."""
+        t = cuda.blockIdx.x
+        h = cuda.blockIdx.y
+        nh = cuda.gridDim.y
+        tid = cuda.threadIdx.x
+        nt = cuda.blockDim.x
+        d = out.shape[1]
+        dh = d // nh
+        lo_b = 0
+        hi_b = seqlens.shape[0] - 1
+        while hi_b - lo_b > 1:                     # the sequence b with seqlens[b] <= t < seqlens[b + 1]
+            mid = (lo_b + hi_b) // 2
+            if seqlens[mid] <= t:
+                lo_b = mid
+            else:
+                hi_b = mid
+        lo = seqlens[lo_b]
+        n = seqlens[lo_b + 1] - lo
+        qc = h * dh
+        kc = d + qc
+        buf = cuda.shared.array(MAX_THREADS, ctype)
+        vals = cuda.local.array(PER, ctype)
+        mx = ninf
+        for i in range(PER):
+            j = tid + i * nt
+            s = ninf
+            if j < n:
+                s = zero
+                for c in range(dh):
+                    s += ctype(qkv[t, qc + c]) * ctype(qkv[lo + j, kc + c])
+                s *= scale
+                if s > mx or s != s:
+                    mx = s
+            vals[i] = s
+        mx = block_max(buf, mx)
+        total = zero
+        for i in range(PER):
+            e = math.exp(vals[i] - mx) if tid + i * nt < n else zero
+            vals[i] = e
+            total += e
+        total = block_sum(buf, total)
+        row = probs[h, t]
+        for i in range(PER):
+            j = tid + i * nt
+            if j < n:
+                row[j] = vals[i]
+        cuda.syncthreads()
+        vc = 2 * d + qc
+        c = tid
+        while c < dh:
+            acc = zero
+            for j in range(n):
+                acc += row[j] * ctype(qkv[lo + j, vc + c])
+            out[t, qc + c] = acc / total
+            c += nt
+    return attention_varlen
+
+
+def attend_varlen(qkv, pk, num_heads, scale, method, out):
+    """Checked-arguments entry: out (T, d) = per sequence of the Packing `pk`, the attention of its
+    rows of the packed projection qkv (T, 3d) over its own rows. `method` is the CPU's choice (one
+    implementation here)."""
+    xp = xp_for("attention_varlen", "qkv", qkv)
+    t = qkv.shape[0]
+    if t == 0 or out.shape[1] == 0:
+        return out
+    if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided view
+        qkv = np.ascontiguousarray(qkv)
+    ct = compute_dtype(qkv.dtype)
+    probs = xp.empty((num_heads, t, max(1, pk.max_seqlen)), ct)
+    launch(_varlen_kernel(ct), (t, num_heads), max(threads_for(pk.max_seqlen), row_threads(out.shape[1] // num_heads)),
+           qkv, pk.seqlens, ct.type(scale), probs, out)
+    return out
+

@@ -95,7 +95,8 @@ def layer_cpu(b=8, s=128, repeat=7, seed=0):
         best = interleaved(fns, repeat)
         row = {"device": "cpu", "workload": name, "b": b, "s": s, "padding": 1 - t / (b * s),
                "padded_ms": best["padded"], "packed_ms": best["packed"], "real_token_gemm_floor_ms": best["floor"],
-               "packed_vs_padded": best["packed"] / best["padded"], "packed_vs_floor": best["packed"] / best["floor"]}
+               "packed_vs_padded": best["packed"] / best["padded"],
+           "packed_sentences_per_s": len(texts) / (best["packed"] / 1e3), "packed_vs_floor": best["packed"] / best["floor"]}
         if torch is not None:
             row["torch_ms"] = best["torch"]
             row["packed_vs_torch"] = best["packed"] / best["torch"]
@@ -174,9 +175,11 @@ def stdlib_sentences(n=2048):
     return out
 
 
-def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu"):
+def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu", dtype="float32"):
     """SentenceEncoder.encode of the corpus, packed and padded timed in turn (best of ``repeat``),
-    then sentence-transformers (median, bench.minilm.bench_torch) where it is installed."""
+    then sentence-transformers (median, bench.minilm.bench_torch) where it is installed; the model
+    in ``dtype`` on both sides."""
+    import minifuse as mf
     from .. import nn
     from ..models import SentenceEncoder
     from .minilm import _set_threads, bench_torch
@@ -184,14 +187,14 @@ def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu"):
     words = [len(t.split()) for t in texts]
     if threads:
         _set_threads(threads)
-    enc = SentenceEncoder.from_pretrained(device=device)
+    enc = SentenceEncoder.from_pretrained(device=device, dtype=getattr(mf, dtype))
     tokens = enc.tokenize(texts)["attention_mask"]
 
     def run(packing):
         with nn.packing(packing):
             return enc.encode(texts, batch_size=batch_size)
     best = interleaved({"packed": lambda: run(True), "padded": lambda: run(False)}, repeat)
-    row = {"impl": "minifuse", "device": device, "corpus": "CPython docstrings", "sentences": len(texts),
+    row = {"impl": "minifuse", "device": device, "dtype": dtype, "corpus": "CPython docstrings", "sentences": len(texts),
            "words_min": min(words), "words_median": float(np.median(words)), "words_max": max(words),
            "tokens_per_sentence": float(tokens.sum(1).mean()), "batch_size": batch_size,
            "packed_s": best["packed"] / 1e3, "padded_s": best["padded"] / 1e3,
@@ -199,7 +202,7 @@ def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu"):
            "max_abs_diff_packed_vs_padded": float(np.abs(run(True) - run(False)).max())}
     rows = [row]
     try:
-        rows.append(bench_torch(texts, batch_size, repeat, threads, None, device))
+        rows.append(bench_torch(texts, batch_size, repeat, threads, None, device, dtype))
         row["packed_vs_torch"] = row["packed_s"] / rows[1]["median_s"]
     except ImportError as e:
         rows.append({"impl": "torch", "skipped": str(e)})
@@ -214,11 +217,12 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=2048, help="encode: sentences")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="encode: the model's dtype")
     args = ap.parse_args(argv)
     if args.what == "layer":
         rows = layer_cpu(repeat=args.repeat) if args.device == "cpu" else layer_cuda()
     else:
-        rows = encode(args.n, args.batch_size, args.repeat, args.threads, args.device)
+        rows = encode(args.n, args.batch_size, args.repeat, args.threads, args.device, args.dtype)
     for r in rows:
         print(json.dumps(r))
     return rows

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from ..traced import plain
+
 
 def _words(names):
     """['a', 'b', 'c'] -> 'a, b or c'."""
@@ -164,6 +166,7 @@ def mask_values(fn, name, mask):
                         f"{getattr(mask, 'dtype', type(mask).__name__)}")
     if kind == "b" or mask.size == 0 or capturing(mask):
         return
+    mask = plain(mask)       # while a trace runs: a check of the example's mask, not a graph input's use
     bad = (mask != 0) & (mask != 1)
     if bool(bad.any()):
         values = mask[bad].ravel()[:3].tolist()

@@ -133,9 +133,10 @@ def _index_tensor(name, x, shape=None):
         except ValueError:      # NumPy refuses rows of different lengths
             raise ValueError(f"BertModel: '{name}' must be a (batch, seq) array; got rows of different lengths "
                              f"(pad them to one length and pass an attention_mask)") from None
-        if a.dtype.kind not in ("biuf" if name == "attention_mask" else "biu"):
-            what = "0/1 numbers or bools" if name == "attention_mask" else "integers (token ids)"
-            raise TypeError(f"BertModel: '{name}' must hold {what}, got {a.dtype}"
+        if name == "attention_mask" and a.dtype.kind not in "biuf":
+            raise TypeError(f"BertModel: '{name}' must be bool or numbers 0 (padding) / 1 (keep), got {a.dtype}")
+        if name != "attention_mask" and a.dtype.kind not in "biu":
+            raise TypeError(f"BertModel: '{name}' must hold integers (token ids), got {a.dtype}"
                             + (" (strings: tokenize them first)" if a.dtype.kind in "USO" else ""))
         if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
             raise ValueError(f"BertModel: '{name}' holds {a.max()}, beyond int64 (and any vocabulary)")

@@ -264,7 +264,7 @@ def test_bad_inputs_are_reported():
         model([[1, 2, 3], [1, 2]])
     with pytest.raises(TypeError, match="'input_ids' must hold integers.*tokenize them first"):
         model([["hello", "world"]])
-    with pytest.raises(TypeError, match="'attention_mask' must hold integers.*<U1"):
+    with pytest.raises(TypeError, match="'attention_mask' must be bool or numbers 0 \\(padding\\) / 1 \\(keep\\), got <U1"):
         model([[1, 2]], attention_mask=[["1", "0"]])
     with pytest.raises(ValueError, match="'input_ids' holds 9223372036854775813, beyond int64"):
         model(np.array([[2**63 + 5, 2]], np.uint64))

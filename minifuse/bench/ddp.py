@@ -198,8 +198,8 @@ def cpu(ns):
                        "exposed_allreduce_share": many["exposed_allreduce_share"]})
     summary = {"summary": "cpu", "ranks": n, "rounds": ns.rounds}
     for key in rounds[0]:
-        values = [r[key] for r in rounds]
-        summary[key] = round(statistics.median(values), 3)
+        values = [r[key] for r in rounds if r[key] is not None]     # no exposed share at 1 rank
+        summary[key] = round(statistics.median(values), 3) if values else None
         summary[key + "_per_round"] = [round(v, 3) for v in values]
     print(json.dumps(summary), flush=True)
 

@@ -21,7 +21,8 @@ _NCCL_OPS = {ReduceOp.SUM: 0, ReduceOp.MAX: 2, ReduceOp.MIN: 3}
 
 
 def _id_to_bytes(uid):
-    return bytes(b & 0xFF for b in uid)
+    """NCCL's unique id as bytes for the rendezvous (CuPy 14 returns bytes, earlier CuPy signed chars)."""
+    return bytes(uid) if isinstance(uid, (bytes, bytearray)) else bytes(b & 0xFF for b in uid)
 
 
 def _id_from_bytes(data):
@@ -48,7 +49,10 @@ class NCCLGroup:
         index = local_rank % cupy.cuda.runtime.getDeviceCount()
         cupy.cuda.Device(index).use()
         self.device = Device(f"cuda:{index}")
-        self.comm = nccl.NcclCommunicator(self.world_size, _id_from_bytes(uid), self.rank)
+        try:                 # CuPy 14 takes the unique id as bytes
+            self.comm = nccl.NcclCommunicator(self.world_size, bytes(uid), self.rank)
+        except TypeError:    # earlier CuPy as a tuple of signed chars (refused before any NCCL call)
+            self.comm = nccl.NcclCommunicator(self.world_size, _id_from_bytes(uid), self.rank)
         self.stream = cupy.cuda.Stream(non_blocking=True)
 
     def accepts(self, array):

@@ -28,6 +28,7 @@ from ..precision import get_float32_matmul_precision
 from ..progress import progress
 from ..tensor import Tensor
 from ..nn import Embedding, LayerNorm, Linear, Module, TransformerEncoder, TransformerLayer
+from ..nn.dispatch import packing
 from ..nn.dropout import Dropout
 from .checkpoint import CheckpointError, default_model_path, model_directory, read_json, read_tensors
 
@@ -447,7 +448,9 @@ class SentenceEncoder(Module):
 
         - the length is padded up to a multiple of ``GRAPH_LENGTH_STEP`` tokens (padding is masked
           out of attention and pooling), so that a corpus meets few distinct shapes (B, S);
-        - the first batch of a shape runs eagerly; the second is captured into a ``CudaGraph``;
+        - the first batch of a shape runs eagerly, padded like the graph (packing is off there: a
+          capture runs padded, and the eager run must give the graph's bits); the second is
+          captured into a ``CudaGraph``;
           later ones copy their ids into the captured input buffers and replay the whole forward
           with one launch. A capture costs about two eager runs, so a shape met only once is never
           captured;
@@ -484,7 +487,8 @@ class SentenceEncoder(Module):
         graph = cache["graphs"].pop(key, None)
         if graph is None and key not in cache["seen"]:
             cache["seen"].add(key)
-            return self(**batch).numpy()
+            with packing(False):
+                return self(**batch).numpy()
         with cupy.cuda.Device(weight.device.index):
             if graph is None:
                 inputs = [cupy.asarray(batch[k]) for k in names]

@@ -279,6 +279,10 @@ class Clamp(Function):
     def forward(ctx, input, min=None, max=None):
         ctx.save_for_backward(input)
         ctx.bounds = (min, max)
+        if max is None:          # one-sided: CuPy's clip refuses a None bound for some dtypes (bfloat16)
+            return ctx.xp.maximum(input, ctx.xp.asarray(min, input.dtype)) if min is not None else input.copy()
+        if min is None:
+            return ctx.xp.minimum(input, ctx.xp.asarray(max, input.dtype))
         return ctx.xp.clip(input, min, max)
 
     @staticmethod

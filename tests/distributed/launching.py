@@ -25,6 +25,9 @@ def run_worker(command, backend, tmp_path, timeout=900):
     """Run the worker under ``command`` (a launcher's argv prefix); returns its results dict."""
     out = tmp_path / f"{backend}.json"
     env = environment(threads=1)
+    # Open MPI's mpiexec refuses to start as root (containers, CI images) unless told; MPICH ignores these
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
+    env.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p])
     env.setdefault("OMP_WAIT_POLICY", "passive")
     proc = subprocess.run(command + [str(WORKER), backend, str(out)], env=env, capture_output=True,

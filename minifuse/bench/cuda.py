@@ -412,7 +412,8 @@ def main(argv=None):
              (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (compiled_layer, (results,)),
              (launches, (results,)),
              (launch_profile, (results,))]
-    for step, step_args in steps:
+    from minifuse.progress import progress
+    for step, step_args in progress(steps, desc="sections"):
         try:
             step(*step_args)
         except Exception as e:  # report and go on: one broken section must not hide the others

@@ -23,9 +23,10 @@ from minifuse.kernels.weights import LayerWeights
 
 
 def timed(fn, repeat):
+    from minifuse.progress import progress
     fn()                                    # warm-up: compile / load from cache, page in buffers
     times = []
-    for _ in range(repeat):
+    for _ in progress(range(repeat), desc="timing", leave=False):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)

@@ -53,7 +53,7 @@ def bias_gelu(y, bias, approximate="tanh", input_store_dtype=None):
     'none': z Phi(z). Backward: dy = g GELU'(z), dbias = sum(dy) over the leading dims.
     """
     fn = "bias_gelu"
-    y, bias = A.autocast(BiasAct, y, bias)
+    y, bias = A.autocast(fn, BiasAct, y, bias)
     A.choice(fn, "approximate", approximate, _GELU)
     A.tensor(fn, "y", y, min_ndim=1)
     A.vector(fn, "bias", bias, y.shape[-1], "(M,) with M = y.shape[-1]", ("y", y))
@@ -99,7 +99,7 @@ class GatedUnit(Function):
 
 
 def _gated(fn, y, bias, weights, input_store_dtype, gate="silu"):
-    y, bias, weights = A.autocast(GatedUnit, y, bias, weights)
+    y, bias, weights = A.autocast(fn, GatedUnit, y, bias, weights)
     A.tensor(fn, "y", y, min_ndim=1)
     if y.shape[-1] % 2:
         raise ValueError(f"{fn}: 'y' last dim must be even (2H: gate half, value half), got shape {y.shape}")

@@ -101,7 +101,7 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
     Returns the merged-heads context (B, S, d): concat_h softmax(Q_h K_h^T scale + mask) V_h.
     """
     fn = "fused_attention"
-    (qkv,) = A.autocast(FusedAttention, qkv)
+    (qkv,) = A.autocast(fn, FusedAttention, qkv)
     A.tensor(fn, "qkv", qkv)
     if qkv.ndim != 3:
         raise ValueError(f"{fn}: 'qkv' must be (batch, seq, 3 * d_model), got shape {qkv.shape}")

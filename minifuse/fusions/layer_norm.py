@@ -60,7 +60,7 @@ def residual_layer_norm(x, residual, gamma, beta, eps=1e-5, input_store_dtype=No
     the dtype the saved normalised input xhat is kept in.
     """
     fn = "residual_layer_norm"
-    x, residual, gamma, beta = A.autocast(ResidualLayerNorm, x, residual, gamma, beta)
+    x, residual, gamma, beta = A.autocast(fn, ResidualLayerNorm, x, residual, gamma, beta)
     A.tensor(fn, "x", x, min_ndim=1)
     if residual is not None:
         A.tensor(fn, "residual", residual, ("x", x))

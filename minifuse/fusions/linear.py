@@ -90,7 +90,7 @@ def fused_linear_act(x, weight, bias=None, activation="none", save="preact", inp
     input_store_dtype: e.g. float16, the dtype the saved x (and pre-activation) is kept in.
     """
     fn = "fused_linear_act"
-    x, weight, bias = A.autocast(FusedLinearAct, x, weight, bias)
+    x, weight, bias = A.autocast(fn, FusedLinearAct, x, weight, bias)
     A.choice(fn, "activation", activation, ACTIVATIONS)
     save_preact = A.choice(fn, "save", save, SAVE)
     A.tensor(fn, "x", x, min_ndim=1)

@@ -61,7 +61,7 @@ def fused_mlp(x, w1, b1, w2, b2, activation="gelu", save="preact", input_store_d
     input_store_dtype: e.g. float16, the dtype the saved x (and pre-activation) is kept in.
     """
     fn = "fused_mlp"
-    x, w1, b1, w2, b2 = A.autocast(FusedMLP, x, w1, b1, w2, b2)
+    x, w1, b1, w2, b2 = A.autocast(fn, FusedMLP, x, w1, b1, w2, b2)
     A.choice(fn, "activation", activation, ACTIVATIONS)
     save_preact = A.choice(fn, "save", save, SAVE)
     A.tensor(fn, "x", x, min_ndim=1)

@@ -144,3 +144,19 @@ def test_training_under_autocast_follows_the_float32_loss_curve():
     # float16 GEMMs: the curves agree within 1% of the starting loss at every step (measured on the
     # CPU: 3.2e-4 of it at most over the 40 steps)
     np.testing.assert_allclose(mixed, full, rtol=0, atol=0.01 * full[0])
+
+
+def test_a_fused_function_under_autocast_its_kernels_cannot_run_says_so():
+    """Called directly under autocast where the backend's kernels lack the autocast dtype (float16
+    on the CPU), a fused function refuses with the reason instead of blaming a float32 input."""
+    from minifuse import fusions
+    from minifuse.kernels import registry
+    x, w = mf.randn(4, 8).to(DEVICE), mf.randn(6, 8, requires_grad=True).to(DEVICE)
+    with mf.autocast(KIND):
+        if mf.float16 in registry.for_array(x.data).dtypes:
+            assert fusions.fused_linear_act(x, w, None, "relu").dtype == mf.float16
+        else:
+            with pytest.raises(TypeError, match=r"fused_linear_act: under mf.autocast\('cpu', float16\).*"
+                                                r"do not take \(float32, float64\)"):
+                fusions.fused_linear_act(x, w, None, "relu")
+    assert fusions.fused_linear_act(x, w, None, "relu").dtype == mf.float32    # outside: as before

@@ -58,7 +58,7 @@ def worker(ns):
     device = str(dist.get_device()) if ns.backend != "none" else "cpu"
     rank, world = (dist.get_rank(), dist.get_world_size()) if ns.backend != "none" else (0, 1)
     mf.manual_seed(0)
-    c = LAYER
+    c = dict(zip(LAYER, ns.layer)) if ns.layer else LAYER
     layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"], fused_training=True).to(device)
     rng = np.random.default_rng(rank)
     shape = (ns.batch, c["seq"], c["d_model"])
@@ -101,9 +101,9 @@ def worker(ns):
 
         steps, names = [ddp_step, local, allreduce], ["ddp", "local", "allreduce"]
     align = (lambda: (_sync(), dist.barrier())) if ns.backend != "none" else None   # every rank starts together
-    results = _interleaved(steps, ns.repeat, align)
+    results = _interleaved(steps, ns.repeat, before=align)
     if ns.backend != "none":        # the all-reduce alone is short: time it more often than the steps
-        results[2] = _interleaved([allreduce], 10 * ns.repeat, align)[0]
+        results[2] = _interleaved([allreduce], 10 * ns.repeat, before=align)[0]
     rec = {"backend": ns.backend, "ranks": world, "threads": ns.threads, "batch_per_rank": ns.batch,
            "autocast": "float16" if ns.autocast else None, "device": device}
     for name, (median, times) in zip(names, results):
@@ -116,7 +116,7 @@ def worker(ns):
         rec["end_wait_ms"] = round(statistics.median(waits[2:]) * 1e3, 2)     # after the warm-up steps
         # one rank has nothing to exchange: its "all-reduce" is a copy, and the share would be noise
         rec["exposed_allreduce_share"] = None if world == 1 else \
-            round(max(0.0, rec["ddp_ms"] - rec["local_ms"]) / rec["allreduce_ms"], 3)
+            round(max(0.0, results[0][0] - results[1][0]) / max(results[2][0], 1e-9), 3)
     if rank == 0:
         with open(ns.out, "w") as f:
             json.dump(rec, f)
@@ -133,7 +133,7 @@ def torch_worker(ns):
     rank, world = tdist.get_rank(), tdist.get_world_size()
     torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)) % torch.cuda.device_count())
     torch.manual_seed(0)
-    c = LAYER
+    c = dict(zip(LAYER, ns.layer)) if ns.layer else LAYER
     layer = torch.nn.TransformerEncoderLayer(c["d_model"], c["num_heads"], c["intermediate_size"], dropout=0.0,
                                              activation="gelu", batch_first=True, layer_norm_eps=1e-12).cuda()
     model = torch.nn.parallel.DistributedDataParallel(layer)
@@ -240,6 +240,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=PER_RANK, help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--layer", type=int, nargs=4, default=None, help=argparse.SUPPRESS)  # d, heads, ffn, seq: tests
     ns = p.parse_args(argv)
     if ns.worker:
         return torch_worker(ns) if ns.backend == "torch" else worker(ns)

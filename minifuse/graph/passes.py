@@ -392,20 +392,30 @@ def _mask_arg(node, mask):
 
 
 def _zeroed_padding(m, node, mask):
-    """[Mul, Reshape, (Cast)]: ``node * Reshape(Cast(mask), (B, S, 1))``, the layers' zeroed padded
-    positions (``nn.attention.zero_padding``), when that product is node's only use; else None."""
-    mul = m.only_user(node)
-    if mul is None or mul.op != "Mul" or len(mul.inputs) != 2:
+    """[Where, Reshape, Compare, (Cast)]: ``where(Reshape(Cast(mask) != 0, (B, S, 1)), node, 0)``,
+    the layers' zeroed padded positions (``nn.attention.zero_padding``), when that is node's only
+    use; else None."""
+    where = m.only_user(node)
+    if (where is None or where.op != "Where" or len(where.inputs) != 2 or where.inputs[1] is not node
+            or not _is_zero(where.attrs.get("other"))):
         return None
-    keep = mul.inputs[1] if mul.inputs[0] is node else mul.inputs[0]
+    keep = where.inputs[0]
     if not isinstance(keep, Node) or keep.op != "Reshape" or tuple(keep.shape) != tuple(node.shape[:2]) + (1,):
         return None
-    nodes = [mul, keep]
-    src = keep.inputs[0]
+    ne = keep.inputs[0]
+    if ne.op != "Compare" or ne.attrs.get("op") != "ne" or len(ne.inputs) != 1 or not _is_zero(ne.attrs.get("other")):
+        return None
+    nodes = [where, keep, ne]
+    src = ne.inputs[0]
     if src.op == "Cast":
         nodes.append(src)
         src = src.inputs[0]
     return nodes if src is mask and all(m.only_user(n) is not None for n in nodes[1:]) else None
+
+
+def _is_zero(value):
+    """A scalar constant operand that is 0 (a Python number or a 0-d array)."""
+    return value is not None and np.ndim(value) == 0 and float(value) == 0
 
 
 class FuseTransformerLayer(Pass):

@@ -80,14 +80,15 @@ def transformer_layer(B, x, weights, key_mask, num_heads, eps, activation="gelu"
                         head_scale(d // num_heads), attention_method, ctx.reshape(nb, s, d))
 
     out = xp.empty((nb, s, d), x.dtype)
-    _layer(B, xp, rows(xp, x, d), w, attend, eps, activation, out.reshape(nb * s, d))
-    if key_mask is not None:     # padded positions are zeros, as in the packed layer
-        xp.multiply(out, (madd == 0).astype(x.dtype)[:, :, None], out=out)
+    # padded positions are zeros, as in the packed layer: the last LayerNorm writes them so
+    pad_rows = None if key_mask is None else madd.reshape(nb * s)
+    _layer(B, xp, rows(xp, x, d), w, attend, eps, activation, out.reshape(nb * s, d), pad_rows)
     return out
 
 
-def _layer(B, xp, x2, w, attend, eps, activation, out2):
-    """The layer on rows x2 (N, d) into out2 (N, d); attend(qkv (N, 3d), ctx (N, d)) fills ctx."""
+def _layer(B, xp, x2, w, attend, eps, activation, out2, pad_rows=None):
+    """The layer on rows x2 (N, d) into out2 (N, d); attend(qkv (N, 3d), ctx (N, d)) fills ctx;
+    the rows where pad_rows (N,) is not 0 are zeros."""
     n, d = x2.shape
     qkv = B.linear(x2, w.qkv_w, w.qkv_b, "none", xp.empty((n, 3 * d), x2.dtype))
     ctx = xp.empty((n, d), x2.dtype)
@@ -97,7 +98,7 @@ def _layer(B, xp, x2, w, attend, eps, activation, out2):
     B.apply_residual_layer_norm(x2, proj, w.out_b, w.ln1_g, w.ln1_b, eps, h)     # out_b folded in here
     hidden = B.linear(h, w.fc1_w, w.fc1_b, activation, xp.empty((n, w.fc1_w.shape[0]), x2.dtype))
     B.linear(hidden, w.fc2_w, None, "none", proj)                                # proj buffer reused
-    B.apply_residual_layer_norm(h, proj, w.fc2_b, w.ln2_g, w.ln2_b, eps, out2)
+    B.apply_residual_layer_norm(h, proj, w.fc2_b, w.ln2_g, w.ln2_b, eps, out2, pad_rows=pad_rows)
     return out2
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import finfo
+from ..functions import where
 from ..kernels.checks import mask_values
 from ..kernels.layout import head_scale
 from ..tensor import Tensor
@@ -37,8 +38,8 @@ def zero_padding(y, attention_mask, fn="attention"):
     if attention_mask is None:
         return y
     b, s = y.shape[:2]
-    keep = _mask_tensor(fn, attention_mask, b, s).to(device=y.device, dtype=y.dtype)
-    return y * keep.reshape(b, s, 1)
+    keep = _mask_tensor(fn, attention_mask, b, s).to(device=y.device) != 0
+    return where(keep.reshape(b, s, 1), y, 0.0)        # zeros, also where y is NaN or inf
 
 
 def _mask_tensor(fn, attention_mask, batch, seq):

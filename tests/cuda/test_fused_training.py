@@ -245,8 +245,8 @@ def test_transformer_layer_fused_training_on_cuda(rng):
     layer = nn.TransformerLayer(8, 2, 12, fused_training=True)
     mask = np.array([[1, 1, 1], [1, 1, 0]])
     kinds = _layer_cpu_and_cuda(layer, rng.standard_normal((2, 3, 8)).astype(np.float32), mask)
-    # the fused nodes, and the taped Mul that zeroes the padded positions
-    assert kinds == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["Mul"] + ["ResidualLayerNorm"] * 2
+    # the fused nodes, and the taped Where that zeroes the padded positions
+    assert kinds == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2 + ["Where"]
 
 
 def test_layers_choose_fused_training_on_cuda():

@@ -85,9 +85,9 @@ def test_transformer_layer_fused_training():
     kinds, got = _step(fused, x, mask)
     _, want = _step(plain, x, mask)
     _assert_same(got, want)
-    # the whole layer: 6 fused nodes, and one taped Mul that zeroes the padded positions
+    # the whole layer: 6 fused nodes, and one taped Where that zeroes the padded positions
     assert sorted(k.__name__ for k in kinds) == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + [
-        "Mul"] + ["ResidualLayerNorm"] * 2
+        "ResidualLayerNorm"] * 2 + ["Where"]
 
 
 def test_fused_linear_fused_training():

@@ -99,7 +99,7 @@ def transformer_layer(x, weights, key_mask, num_heads, eps, activation, dtype):
     h = layer_norm(x, linear_act(ctx, out_w, out_b, "none"), ln1_g, ln1_b, eps)
     ff = linear_act(linear_act(h, fc1_w, fc1_b, activation), fc2_w, fc2_b, "none")
     out = layer_norm(h, ff, ln2_g, ln2_b, eps)
-    return out if key_mask is None else out * (np.asarray(key_mask) != 0)[..., None]
+    return out if key_mask is None else np.where((np.asarray(key_mask) != 0)[..., None], out, 0)
 
 
 def mlp(x, w1, b1, w2, b2, activation):

@@ -1,6 +1,7 @@
 """Packed sequences on every backend: pack / unpack, variable-length attention and the packed
 transformer layer, against the float64 references run one sequence at a time and against the
 padded layer."""
+import contextlib
 import re
 
 import numpy as np
@@ -35,6 +36,25 @@ def _mask(rng, b, s, kind):
     return m.astype(rng.choice([np.int64, np.float32, bool]))
 
 
+ROUTES = ["padded", "varlen"]
+
+
+@contextlib.contextmanager
+def _route(backend, route):
+    """CUDA's attention of packed rows by one route (padded to the longest sequence, or the
+    variable-length kernel), whatever the lengths would choose; the CPU has one."""
+    if backend.name != "cuda":
+        yield
+        return
+    from minifuse.kernels.cuda import packing
+    old = packing.PAD_WORK_RATIO
+    packing.PAD_WORK_RATIO = float("inf") if route == "padded" else 0.0
+    try:
+        yield
+    finally:
+        packing.PAD_WORK_RATIO = old
+
+
 def _varlen_reference(qkv, cu, heads, scale, dtype):
     """Attention of each sequence's rows alone (the padded reference without a mask)."""
     out = np.zeros((qkv.shape[0], qkv.shape[1] // 3))
@@ -61,23 +81,26 @@ def test_pack_unpack(backend, dtype, b, s, d, mask, contiguous, seed):
 
 @given_backend(dtype=dtypes, b=choice([0, 1, 2, 3], [0, 1, 2]), s=choice([1, 4, 7], [1, 3]),
                heads=choice([1, 2, 3], [1, 2]), dh=choice([1, 3, 8], [1, 4]), mask=MASKS, contiguous=st.booleans(),
-               method=METHODS, seed=SEED)
-def test_attention_varlen(backend, dtype, b, s, heads, dh, mask, contiguous, method, seed):
+               method=METHODS, route=st.sampled_from(ROUTES), seed=SEED)
+def test_attention_varlen(backend, dtype, b, s, heads, dh, mask, contiguous, method, route, seed):
     rng = np.random.default_rng(seed)
     cu, _ = offsets(_mask(rng, b, s, mask))
     qkv = ref.randn(rng, (int(cu[-1]), 3 * heads * dh), dtype, contiguous, scale=2)
-    out = backend.K.attention_varlen(backend.to_dev(qkv), cu, heads, 0.4, method=method)
+    with _route(backend, route):
+        out = backend.K.attention_varlen(backend.to_dev(qkv), cu, heads, 0.4, method=method)
     ref.assert_close(backend.to_host(out), _varlen_reference(qkv, cu, heads, 0.4, dtype), backend.rtol(dtype))
 
 
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("method", ["loop", "bmm"])
-def test_attention_varlen_nan_inf_stay_in_their_sequence(backend, dtype, method, rng):
+def test_attention_varlen_nan_inf_stay_in_their_sequence(backend, dtype, method, route, rng):
     cu = np.array([0, 3, 3, 5])
     qkv = ref.randn(rng, (5, 12), dtype)
     qkv[0, 0] = np.nan              # a query of sequence 0, head 0: that row
     qkv[4, 4 + 3] = np.inf          # a key of sequence 2, head 1: that sequence's rows of head 1
     expected = _varlen_reference(qkv, cu, 2, 0.5, dtype)
-    out = backend.to_host(backend.K.attention_varlen(backend.to_dev(qkv), cu, 2, 0.5, method=method))
+    with _route(backend, route):
+        out = backend.to_host(backend.K.attention_varlen(backend.to_dev(qkv), cu, 2, 0.5, method=method))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
     assert np.isfinite(out[1:3]).all()
     ref.assert_close(out, expected, backend.rtol(dtype))
@@ -133,3 +156,20 @@ def test_bad_packed_arguments(backend):
         K.unpack(rows[:2], pk)
     with pytest.raises(TypeError, match="'packing' must be a Packing"):
         K.unpack(rows, (0, 3))
+
+
+def test_cuda_attention_route_follows_the_lengths(backend):
+    """Padded to the longest sequence for similar lengths; the variable-length kernel when one long
+    sequence would make the padded block many times the sequences' own work."""
+    if backend.name != "cuda":
+        pytest.skip("the CUDA backend's choice")
+    from minifuse.kernels.cuda.packing import PAD_WORK_RATIO, pads
+    from minifuse.kernels.packing import Packing
+
+    def packing_of(lengths):
+        cu = np.concatenate([[0], np.cumsum(lengths)])
+        return Packing(len(lengths), max(lengths), cu, max(lengths), None, None)
+    assert pads(packing_of([64, 100, 128, 90]))
+    assert pads(packing_of([7] * 32))
+    skewed = [512] + [8] * 63
+    assert 64 * 512 ** 2 > PAD_WORK_RATIO * (512 ** 2 + 63 * 64) and not pads(packing_of(skewed))

@@ -23,9 +23,14 @@ __all__ = ["apply_residual_layer_norm", "residual_layer_norm", "residual_layer_n
 
 
 @reduction
-def _residual_layer_norm(x, residual, has_residual, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep):
+def _residual_layer_norm(x, residual, has_residual, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep,
+                         pad, has_pad):
     n, d = x.shape
     for i in prange(n):
+        if has_pad and pad[i] != 0:          # a padding row's output is zeros
+            for j in range(d):
+                out[i, j] = 0
+            continue
         v = xhat[i] if keep else out[i]      # the row buffer: xhat is kept for backward
         total = 0.0                          # float64 sums: exact enough for any row length
         for j in range(d):
@@ -54,13 +59,16 @@ def _residual_layer_norm(x, residual, has_residual, bias, has_bias, gamma, beta,
                 v[j] = (v[j] - mean) * r * gamma[j] + beta[j]
 
 
-def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None):
+def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None, pad_rows=None):
     """Checked-arguments entry: x2, res2, out2 (N, D) C-contiguous (res2 and bias may be None);
-    gamma, beta (D,) contiguous; xhat (N, D) and rstd (N,) are written too when given."""
+    gamma, beta (D,) contiguous; xhat (N, D) and rstd (N,) are written too when given (training).
+    pad_rows (N,) or None (inference only): the rows' additive mask (`mask_add` flattened); the
+    output rows where it is not 0 (padding) are zeros."""
     keep = xhat is not None
     _residual_layer_norm(x2, x2 if res2 is None else res2, res2 is not None,
                          gamma[:0] if bias is None else bias, bias is not None, gamma, beta, float(eps), out2,
-                         xhat if keep else out2[:0], rstd if keep else gamma[:0], keep)
+                         xhat if keep else out2[:0], rstd if keep else gamma[:0], keep,
+                         gamma[:0] if pad_rows is None else pad_rows, pad_rows is not None)
     return out2
 
 

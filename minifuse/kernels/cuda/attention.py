@@ -234,6 +234,36 @@ def attend(q, k, v, madd, has_mask, scale, method, out):
     return _attend(xp_for("attention", "q", q), q, k, v, madd, has_mask, scale, out)
 
 
+@cuda.jit
+def _split_heads(qkv, heads):
+    """qkv (B*S, 3d) rows -> heads (3, B, H, S, Dh): block (row, part) copies one row's part."""
+    r = cuda.blockIdx.x
+    part = cuda.blockIdx.y
+    nb, nh, s, dh = heads.shape[1:]
+    b = r // s
+    i = r - b * s
+    d = nh * dh
+    c = cuda.threadIdx.x
+    while c < d:                     # reads along the row; writes Dh-long runs, one per head
+        h = c // dh
+        heads[part, b, h, i, c - h * dh] = qkv[r, part * d + c]
+        c += cuda.blockDim.x
+
+
+@cuda.jit
+def _merge_heads(ctx, out):
+    """ctx (B, H, S, Dh) -> out (B*S, d) rows (heads side by side): block = one row."""
+    r = cuda.blockIdx.x
+    nh, s, dh = ctx.shape[1:]
+    b = r // s
+    i = r - b * s
+    c = cuda.threadIdx.x
+    while c < nh * dh:
+        h = c // dh
+        out[r, c] = ctx[b, h, i, c - h * dh]
+        c += cuda.blockDim.x
+
+
 def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     """Checked-arguments entry: the attention of the packed projection qkv (B, S, 3d) into the
     merged-heads context out (B, S, d)."""
@@ -241,18 +271,30 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     nb, s, width = qkv.shape
     d = width // 3
     dh = d // num_heads
-    # q, k, v as contiguous (B, H, S, Dh) blocks written by ONE copy kernel, each block starting on a
-    # 256-byte boundary (what cuBLASLt's batched products need, and with them a CUDA graph capture)
+    # q, k, v as contiguous (B, H, S, Dh) blocks, each starting on a 256-byte boundary (what
+    # cuBLASLt's batched products need, and with them a CUDA graph capture), written by one
+    # kernel that reads each row of qkv once (CuPy's copy of the 5-d transposed view does index
+    # arithmetic over five dimensions per element)
     size = nb * num_heads * s * dh
     pad = (-size) % max(1, 256 // qkv.dtype.itemsize)
-    by_head = qkv.reshape(nb, s, 3, num_heads, dh).transpose(2, 0, 3, 1, 4)
-    if pad == 0:                       # the blocks of one contiguous copy are aligned already
-        heads = contiguous(xp, by_head)
-    else:
-        heads = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)[:, :size].reshape(by_head.shape)
-        heads[...] = by_head
+    shape = (3, nb, num_heads, s, dh)
+    heads = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)[:, :size].reshape(shape)
+    if size:
+        if SIMULATOR:    # it transfers only contiguous arrays: the kernel fills a contiguous copy
+            parts = np.empty(shape, qkv.dtype)
+            launch(_split_heads, (nb * s, 3), row_threads(d), np.ascontiguousarray(qkv).reshape(nb * s, width), parts)
+            heads[...] = parts
+        else:
+            launch(_split_heads, (nb * s, 3), row_threads(d), qkv.reshape(nb * s, width), heads)
     ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
-    out.reshape(nb, s, num_heads, dh)[...] = ctx.transpose(0, 2, 1, 3)
+    if not size:
+        out[...] = 0
+    elif SIMULATOR or not out.flags.c_contiguous:
+        merged = xp.empty((nb * s, d), out.dtype)
+        launch(_merge_heads, nb * s, row_threads(d), xp.ascontiguousarray(ctx), merged)
+        out[...] = merged.reshape(out.shape)
+    else:
+        launch(_merge_heads, nb * s, row_threads(d), ctx, out.reshape(nb * s, d))
     return out
 
 

@@ -2,10 +2,14 @@
 
 Thread mapping: one block per row; thread t of T holds the row elements t, t + T, ...,
 t + (PER - 1) T in registers (a local array of compile-time size PER), so a row is read from
-memory once and written once. Row sums are block reductions through shared memory (a tree of
-log2(T) steps; shared memory rather than warp shuffles so that the same kernel runs under the
-CUDA simulator). T is a power of two from 32 (`runtime.MIN_THREADS`) to 1024, the smallest with
-T * PER >= row length. Used by LayerNorm (layernorm.py) and the softmax (attention.py).
+memory once and written once. T is a power of two from 32 (`runtime.MIN_THREADS`) to 1024, the
+smallest with T * PER >= row length. Used by LayerNorm (layernorm.py) and the softmax (attention.py).
+
+Row sums are warp reductions: five register exchanges (``shfl_xor_sync``) between the 32 threads
+of a warp, no shared memory and no barrier; a row of several warps then adds the warps' results
+through shared memory, one barrier. The CUDA simulator has no warp shuffles: there the same
+reductions are a tree over shared memory (log2(T) steps, a barrier each), same results up to
+the order of the additions.
 
 Short rows (T < 128) are grouped: a block of (T, G) threads takes G rows, row threadIdx.y, so that
 a block has at least `GROUP_THREADS` threads (an SM holds at most 32 blocks: blocks of 32 threads
@@ -46,7 +50,11 @@ def _max(a, b):
     return b if b > a or b != b else a           # a NaN anywhere wins (NaN compares False)
 
 
-def _block_reduce(combine):
+FULL_WARP = 0xFFFFFFFF      # every lane of the warp takes part in the exchange
+WARP = 32
+
+
+def _tree_reduce(combine):
     @cuda.jit(device=True)
     def block_reduce(buf, v):
         """combine() of v over the threads of this thread's row (threadIdx.x of one threadIdx.y),
@@ -67,4 +75,32 @@ def _block_reduce(combine):
     return block_reduce
 
 
+def _warp_reduce(combine):
+    @cuda.jit(device=True)
+    def block_reduce(buf, v):
+        """combine() of v over the threads of this thread's row (threadIdx.x of one threadIdx.y),
+        returned to each of them (buf: shared, >= the block's warps). Every thread of the block
+        must call it (the shuffles name the whole warp; the barrier, the whole block)."""
+        off = WARP // 2
+        while off > 0:               # butterfly: after it every lane holds the warp's result
+            v = combine(v, cuda.shfl_xor_sync(FULL_WARP, v, off))
+            off //= 2
+        nt = cuda.blockDim.x
+        if nt == WARP:               # one warp per row (the same for the whole block)
+            return v
+        warps = nt // WARP
+        tid = cuda.threadIdx.x
+        base = cuda.threadIdx.y * warps
+        if tid % WARP == 0:
+            buf[base + tid // WARP] = v
+        cuda.syncthreads()
+        total = buf[base]
+        for w in range(1, warps):
+            total = combine(total, buf[base + w])
+        cuda.syncthreads()           # buf is reused by the next reduction
+        return total
+    return block_reduce
+
+
+_block_reduce = _tree_reduce if SIMULATOR else _warp_reduce
 block_sum, block_max = _block_reduce(_add), _block_reduce(_max)

@@ -9,10 +9,12 @@ Why not ``cupy.matmul`` (cuBLAS) for everything:
   and keeping the fastest gave 0.394 ms for the 4096 x 768 -> 3072 float32 GEMM against CuPy's
   0.401 ms (H100, BENCHMARKS.md).
 - The epilogue can add the bias while the tile is in registers (``CUBLASLT_EPILOGUE_BIAS``),
-  one pass less for a bias-only linear. cuBLASLt also has RELU_BIAS and GELU_BIAS (tanh GELU),
-  but GELU_BIAS is slower than the plain GEMM followed by minifuse's bias + GELU kernel (the
-  activation runs in the GEMM's tail at low occupancy; BENCHMARKS.md).
-  So only the bias goes into the epilogue; activations stay in minifuse's kernels.
+  one pass less for a bias-only linear. cuBLASLt also has RELU_BIAS and GELU_BIAS (the tanh
+  GELU, minifuse's 'gelu_tanh'). In float32 GELU_BIAS is slower than the plain GEMM followed by
+  minifuse's bias + GELU kernel (the activation runs in the GEMM's tail at low occupancy); in
+  float16 the GEMM is four times shorter and the separate pass over its output costs as much as
+  the GEMM itself, so there 'relu' and 'gelu_tanh' ride in the epilogue (`EPILOGUE_ACTIVATIONS`;
+  BENCHMARKS.md). The exact (erf) GELU and the other activations stay in minifuse's kernels.
 
 CuPy binds cuBLAS but not cuBLASLt, so this module calls the C API through ctypes: the library
 is already loaded by CuPy's cuBLAS (libcublas links it), found by name or in /proc/self/maps.
@@ -38,6 +40,10 @@ _DESC_TRANSA, _DESC_TRANSB, _DESC_EPILOGUE, _DESC_BIAS_POINTER = 3, 4, 7, 8
 _LAYOUT_BATCH_COUNT, _LAYOUT_STRIDED_BATCH_OFFSET = 5, 6
 _PREF_MAX_WORKSPACE_BYTES = 1
 _EPILOGUE_DEFAULT, _EPILOGUE_BIAS = 1, 4
+# activation -> (epilogue without bias, with bias): CUBLASLT_EPILOGUE_RELU(_BIAS), _GELU(_BIAS)
+_EPILOGUES = {"relu": (2, 6), "gelu_tanh": (32, 36)}
+# the dtypes whose GEMMs take their activation in the epilogue (see the module docstring)
+EPILOGUE_ACTIVATIONS = {np.dtype(np.float16): frozenset(_EPILOGUES)}
 WORKSPACE_BYTES = 32 * 2 ** 20
 CANDIDATES = 8           # algorithms asked from the heuristic, each timed once per shape
 
@@ -231,14 +237,21 @@ def applies(*arrays):
     return _usable(*[a for a in arrays if a is not None]) and _instance() is not None
 
 
-def linear(x2, w, bias, out2, tf32=False):
-    """out2 = x2 @ w.T (+ bias) in one cuBLASLt call: x2 (N, K), w (M, K), bias (M,) or None,
-    out2 (N, M); ``tf32``: float32 products as TF32 on the tensor cores. Returns False (nothing
-    done) where cuBLASLt does not apply, for the caller's cuBLAS path."""
+def takes_activation(dtype, activation):
+    """True where `linear` applies ``activation`` in the GEMM's epilogue for this dtype."""
+    return activation in EPILOGUE_ACTIVATIONS.get(np.dtype(dtype), ())
+
+
+def linear(x2, w, bias, out2, tf32=False, activation="none"):
+    """out2 = act(x2 @ w.T (+ bias)) in one cuBLASLt call: x2 (N, K), w (M, K), bias (M,) or
+    None, out2 (N, M); ``tf32``: float32 products as TF32 on the tensor cores; ``activation``
+    'none' or one that `takes_activation`. Returns False (nothing done) where cuBLASLt does not
+    apply, for the caller's cuBLAS path."""
     if not applies(x2, w, bias, out2):
         return False
     compute = _COMPUTE_32F_FAST_TF32 if tf32 and x2.dtype == np.float32 else _COMPUTE_32F
-    _instance().matmul(x2, w, out2, trans_b=True, bias=bias, compute=compute)
+    epilogue = None if activation == "none" else _EPILOGUES[activation][bias is not None]
+    _instance().matmul(x2, w, out2, trans_b=True, bias=bias, epilogue=epilogue, compute=compute)
     return True
 
 

@@ -1,7 +1,8 @@
 """Linear + bias + activation on CUDA: the GEMM through cuBLASLt (cublaslt.py: algorithms timed
 per shape, the bias in the GEMM's epilogue, capturable in a CUDA graph), else CuPy's cuBLAS
 matmul, written straight into its buffer; an activation is one fused pass over the output after
-it (faster than cuBLASLt's own GELU epilogue, which runs in the GEMM's tail at low occupancy).
+it (faster than cuBLASLt's own GELU epilogue in float32, which runs in the GEMM's tail at low
+occupancy), except float16 'relu' and 'gelu_tanh', which ride in that epilogue (cublaslt.py).
 
 float32 at precision 'high' or 'medium' (`minifuse.set_float32_matmul_precision`) runs on the
 tensor cores: 'high' as the 3xTF32 split (tf32x3.py), 'medium' as one TF32 GEMM.
@@ -40,6 +41,9 @@ def linear(x2, w, bias, activation, out2):
     None; no copy of w.T. Returns out2."""
     if activation == "none":
         return _gemm(x2, w, out2, bias)
+    if (x2.shape[1] and not isinstance(x2, np.ndarray) and cublaslt.takes_activation(x2.dtype, activation)
+            and cublaslt.linear(x2, w, bias, out2, activation=activation)):     # float16: in the epilogue
+        return out2
     return apply_bias_act(_gemm(x2, w, out2, None), bias, activation)
 
 

@@ -31,13 +31,21 @@ def _layer_norm_kernel(ct):
     zero = ctype(0)
 
     @cuda.jit
-    def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep):
+    def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep,
+                            pad, has_pad):
         """out = LN(x + res + bias) gamma + beta; with keep (training) also xhat = (v - mean) rstd
-        and rstd per row, what the fused backward reads."""
+        and rstd per row, what the fused backward reads; with has_pad the rows where pad is not
+        0 are zeros."""
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         d = x.shape[1]
+        if has_pad and pad[row] != 0:      # the whole block leaves together: no barrier is split
+            j = tid
+            while j < d:
+                out[row, j] = zero
+                j += nt
+            return
         buf = cuda.shared.array(MAX_THREADS, ctype)
         vals = cuda.local.array(PER, ctype)
         s = zero
@@ -71,9 +79,11 @@ def _layer_norm_kernel(ct):
     return residual_layer_norm
 
 
-def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None):
+def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None, rstd=None, pad_rows=None):
     """Checked-arguments entry: x2, res2, out2 (N, D) C-contiguous (res2 and bias may be None);
-    xhat (N, D) and rstd (N,) are written too when given (training keeps them for backward)."""
+    xhat (N, D) and rstd (N,) are written too when given (training keeps them for backward).
+    pad_rows (N,) or None (inference only): the rows' additive mask (`mask_add` flattened); the
+    output rows where it is not 0 (padding) are zeros."""
     n, d = x2.shape
     if n == 0:
         return out2
@@ -82,7 +92,8 @@ def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None,
     launch(_layer_norm_kernel(ct), n, threads_for(d),
            x2, x2 if res2 is None else res2, res2 is not None,
            gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2,
-           xhat if keep else out2[:0], rstd if keep else out2[0, :0], keep)
+           xhat if keep else out2[:0], rstd if keep else out2[0, :0], keep,
+           gamma[:0] if pad_rows is None else pad_rows, pad_rows is not None)
     return out2
 
 

@@ -2,12 +2,22 @@
 per sequence over its own rows (the offsets: `minifuse.kernels.packing`). Same entry points and
 signatures as the CPU's `packing.py`.
 
-Variable-length attention is one kernel, a block per (packed query row, head): the block finds
-its sequence in cu_seqlens (a binary search), scores its query against that sequence's keys
-only (thread j holds keys j, j + T, ... in registers, as the row softmax does), takes the
-softmax with block reductions, writes the probabilities to a scratch row of max_seqlen and
-sums the values with them, a thread per head dimension. Keys and queries of other sequences,
-and padding, are never touched.
+Attention of packed rows has two routes, chosen per call from the sequence lengths:
+- padded to the longest sequence: the rows of q, k, v are scattered into a (B, L, 3d) block
+  (L = max_seqlen, zeros after each sequence's end), the padded attention runs on it (batched
+  cuBLASLt GEMMs on the tensor cores around one softmax kernel, keys past a sequence's end
+  masked) and the real rows are gathered back. The token-wise work of the layer stays on the T
+  real rows; only attention sees padding, and only up to the batch's longest sequence (none for
+  equal lengths, little for length-sorted batches, as `encode` makes them);
+- one variable-length kernel, a block per (packed query row, head): the block finds its
+  sequence in cu_seqlens (a binary search), scores its query against that sequence's keys only
+  (thread j holds keys j, j + T, ... in registers, as the row softmax does), takes the softmax
+  with block reductions, writes the probabilities to a scratch row of max_seqlen and sums the
+  values with them, a thread per head dimension. No padding is touched, but its products run
+  on the CUDA cores, several times slower per product than the tensor-core GEMMs.
+The padded route runs unless it would compute more than `PAD_WORK_RATIO` times the score
+entries that the sequences have (B L^2 against the sum of their squared lengths: one long
+sequence among many short ones).
 """
 import functools
 import math
@@ -16,6 +26,7 @@ import numpy as np
 
 from .. import packing
 from . import checks
+from .attention import attend_packed
 from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
@@ -23,6 +34,52 @@ from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
+
+# The padded route of `attend_varlen` runs while B * L^2 <= PAD_WORK_RATIO * sum of squared lengths.
+PAD_WORK_RATIO = 8.0
+
+
+@cuda.jit(device=True)
+def _sequence_of(seqlens, t):
+    """The sequence b with seqlens[b] <= t < seqlens[b + 1] (a binary search over the offsets)."""
+    lo_b = 0
+    hi_b = seqlens.shape[0] - 1
+    while hi_b - lo_b > 1:
+        mid = (lo_b + hi_b) // 2
+        if seqlens[mid] <= t:
+            lo_b = mid
+        else:
+            hi_b = mid
+    return lo_b
+
+
+@cuda.jit
+def _to_padded(src, seqlens, longest, out):
+    """src (T, w) packed rows -> out (B * L, w): row j of sequence b to row b * L + j."""
+    t = cuda.blockIdx.x
+    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if c < src.shape[1]:
+        b = _sequence_of(seqlens, t)
+        out[b * longest + t - seqlens[b], c] = src[t, c]
+
+
+@cuda.jit
+def _from_padded(src, seqlens, longest, out):
+    """src (B * L, w) -> out (T, w) packed rows: the inverse of `_to_padded`."""
+    t = cuda.blockIdx.x
+    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
+    if c < out.shape[1]:
+        b = _sequence_of(seqlens, t)
+        out[t, c] = src[b * longest + t - seqlens[b], c]
+
+
+@cuda.jit
+def _length_mask(seqlens, pad_value, out):
+    """out (B, L): 0 at positions before sequence b's end, pad_value after (the additive mask)."""
+    b = cuda.blockIdx.y
+    j = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    if j < out.shape[1]:
+        out[b, j] = 0 if j < seqlens[b + 1] - seqlens[b] else pad_value
 
 
 @cuda.jit
@@ -90,14 +147,7 @@ def _varlen_kernel(ct):
         nt = cuda.blockDim.x
         d = out.shape[1]
         dh = d // nh
-        lo_b = 0
-        hi_b = seqlens.shape[0] - 1
-        while hi_b - lo_b > 1:                     # the sequence b with seqlens[b] <= t < seqlens[b + 1]
-            mid = (lo_b + hi_b) // 2
-            if seqlens[mid] <= t:
-                lo_b = mid
-            else:
-                hi_b = mid
+        lo_b = _sequence_of(seqlens, t)
         lo = seqlens[lo_b]
         n = seqlens[lo_b + 1] - lo
         qc = h * dh
@@ -140,19 +190,51 @@ def _varlen_kernel(ct):
     return attention_varlen
 
 
+def pads(pk):
+    """True where `attend_varlen` takes the padded route for the Packing `pk` (module docstring)."""
+    lengths = np.diff(pk.cu_seqlens)
+    return pk.batch * pk.max_seqlen ** 2 <= PAD_WORK_RATIO * float(np.dot(lengths, lengths))
+
+
+def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
+    """The padded route: scatter to (B, L, 3d), padded attention, gather the real rows."""
+    t, width = qkv.shape
+    nb, longest, d = pk.batch, pk.max_seqlen, out.shape[1]
+    padded = xp.zeros((nb * longest, width), qkv.dtype)     # zeros past the ends: finite, masked keys
+    th = row_threads(width)
+    launch(_to_padded, (t, blocks(width, th)), th, qkv, pk.seqlens, longest, padded)
+    ct = compute_dtype(qkv.dtype)
+    madd = xp.empty((nb, longest), ct)
+    th = row_threads(longest)
+    launch(_length_mask, (blocks(longest, th), nb), th, pk.seqlens, ct.type(np.finfo(qkv.dtype).min), madd)
+    ctx = xp.empty((nb, longest, d), out.dtype)
+    attend_packed(padded.reshape(nb, longest, width), madd, True, num_heads, scale, method, ctx)
+    th = row_threads(d)
+    launch(_from_padded, (t, blocks(d, th)), th, ctx.reshape(nb * longest, d), pk.seqlens, longest, out)
+    return out
+
+
 def attend_varlen(qkv, pk, num_heads, scale, method, out):
     """Checked-arguments entry: out (T, d) = per sequence of the Packing `pk`, the attention of its
-    rows of the packed projection qkv (T, 3d) over its own rows. `method` is the CPU's choice (one
-    implementation here)."""
+    rows of the packed projection qkv (T, 3d) over its own rows: padded to the longest sequence
+    or in one variable-length kernel (the module docstring). `method` is the CPU's choice."""
     xp = xp_for("attention_varlen", "qkv", qkv)
     t = qkv.shape[0]
     if t == 0 or out.shape[1] == 0:
         return out
-    if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided view
+    target = out
+    if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided views
         qkv = np.ascontiguousarray(qkv)
-    ct = compute_dtype(qkv.dtype)
-    probs = xp.empty((num_heads, t, max(1, pk.max_seqlen)), ct)
-    launch(_varlen_kernel(ct), (t, num_heads), max(threads_for(pk.max_seqlen), row_threads(out.shape[1] // num_heads)),
-           qkv, pk.seqlens, ct.type(scale), probs, out)
-    return out
-
+        if not out.flags.c_contiguous:
+            out = np.empty(out.shape, out.dtype)
+    if pads(pk):
+        _attend_padded(xp, qkv, pk, num_heads, scale, method, out)
+    else:
+        ct = compute_dtype(qkv.dtype)
+        probs = xp.empty((num_heads, t, max(1, pk.max_seqlen)), ct)
+        launch(_varlen_kernel(ct), (t, num_heads),
+               max(threads_for(pk.max_seqlen), row_threads(out.shape[1] // num_heads)),
+               qkv, pk.seqlens, ct.type(scale), probs, out)
+    if out is not target:
+        target[...] = out
+    return target

@@ -234,34 +234,60 @@ def attend(q, k, v, madd, has_mask, scale, method, out):
     return _attend(xp_for("attention", "q", q), q, k, v, madd, has_mask, scale, out)
 
 
+# Head split and merge move bytes only: they run on words of 8, 4, 2 or 1 bytes (`_word`), so
+# that a float16 head row of 64 values is 16 eight-byte moves per thread row instead of 64
+# two-byte ones. Thread (x, y) of a block moves word x of head y's run of one row; no division.
+_WORDS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
+
+
+def _word(a, *byte_counts):
+    """The widest word that divides every byte count and a's address."""
+    address = a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data
+    for w in (8, 4, 2, 1):
+        if address % w == 0 and all(n % w == 0 for n in byte_counts):
+            return w
+    return 1
+
+
 @cuda.jit
-def _split_heads(qkv, heads):
-    """qkv (B*S, 3d) rows -> heads (3, B, H, S, Dh): block (row, part) copies one row's part."""
+def _split_heads(qkv, heads, seq, num_heads, dh):
+    """qkv (B*S, 3 H dh) -> heads (3, >= B H S dh): word c of head h of part p of row r = b S + i
+    goes to heads[p, ((b H + h) S + i) dh + c]. Block (r, p)."""
     r = cuda.blockIdx.x
     part = cuda.blockIdx.y
-    nb, nh, s, dh = heads.shape[1:]
-    b = r // s
-    i = r - b * s
-    d = nh * dh
-    c = cuda.threadIdx.x
-    while c < d:                     # reads along the row; writes Dh-long runs, one per head
-        h = c // dh
-        heads[part, b, h, i, c - h * dh] = qkv[r, part * d + c]
-        c += cuda.blockDim.x
+    b = r // seq
+    i = r - b * seq
+    src = part * num_heads * dh
+    h = cuda.threadIdx.y
+    while h < num_heads:
+        dst = ((b * num_heads + h) * seq + i) * dh
+        c = cuda.threadIdx.x
+        while c < dh:
+            heads[part, dst + c] = qkv[r, src + h * dh + c]
+            c += cuda.blockDim.x
+        h += cuda.blockDim.y
 
 
 @cuda.jit
-def _merge_heads(ctx, out):
-    """ctx (B, H, S, Dh) -> out (B*S, d) rows (heads side by side): block = one row."""
+def _merge_heads(ctx, out, seq, num_heads, dh):
+    """ctx (B H S dh,) flat (B, H, S, dh) -> out (B*S, H dh), heads side by side. Block r."""
     r = cuda.blockIdx.x
-    nh, s, dh = ctx.shape[1:]
-    b = r // s
-    i = r - b * s
-    c = cuda.threadIdx.x
-    while c < nh * dh:
-        h = c // dh
-        out[r, c] = ctx[b, h, i, c - h * dh]
-        c += cuda.blockDim.x
+    b = r // seq
+    i = r - b * seq
+    h = cuda.threadIdx.y
+    while h < num_heads:
+        src = ((b * num_heads + h) * seq + i) * dh
+        c = cuda.threadIdx.x
+        while c < dh:
+            out[r, h * dh + c] = ctx[src + c]
+            c += cuda.blockDim.x
+        h += cuda.blockDim.y
+
+
+def _head_block(words, num_heads):
+    """(x, y) threads: a head's words along x, heads along y, at most 1024 in all."""
+    x = min(words, MAX_THREADS)
+    return x, max(1, min(num_heads, MAX_THREADS // x))
 
 
 def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
@@ -272,29 +298,27 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     d = width // 3
     dh = d // num_heads
     # q, k, v as contiguous (B, H, S, Dh) blocks, each starting on a 256-byte boundary (what
-    # cuBLASLt's batched products need, and with them a CUDA graph capture), written by one
-    # kernel that reads each row of qkv once (CuPy's copy of the 5-d transposed view does index
-    # arithmetic over five dimensions per element)
+    # cuBLASLt's batched products need, and with them a CUDA graph capture)
     size = nb * num_heads * s * dh
     pad = (-size) % max(1, 256 // qkv.dtype.itemsize)
-    shape = (3, nb, num_heads, s, dh)
-    heads = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)[:, :size].reshape(shape)
-    if size:
-        if SIMULATOR:    # it transfers only contiguous arrays: the kernel fills a contiguous copy
-            parts = np.empty(shape, qkv.dtype)
-            launch(_split_heads, (nb * s, 3), row_threads(d), np.ascontiguousarray(qkv).reshape(nb * s, width), parts)
-            heads[...] = parts
-        else:
-            launch(_split_heads, (nb * s, 3), row_threads(d), qkv.reshape(nb * s, width), heads)
+    base = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)
+    heads = base[:, :size].reshape(3, nb, num_heads, s, dh)
+    if size == 0:                      # out (B, S, d) is empty too
+        return out
+    item = qkv.dtype.itemsize
+    qkv2 = contiguous(xp, qkv).reshape(nb * s, width)
+    w = _word(qkv2, dh * item, (size + pad) * item)
+    wt, dhw = _WORDS[w], dh * item // w
+    launch(_split_heads, (nb * s, 3), _head_block(dhw, num_heads), qkv2.view(wt), base.view(wt), s, num_heads, dhw)
     ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
-    if not size:
-        out[...] = 0
-    elif SIMULATOR or not out.flags.c_contiguous:
-        merged = xp.empty((nb * s, d), out.dtype)
-        launch(_merge_heads, nb * s, row_threads(d), xp.ascontiguousarray(ctx), merged)
+    ctx = contiguous(xp, ctx).reshape(-1)
+    direct = out.flags.c_contiguous and _word(out, d * item) >= w
+    merged = out.reshape(nb * s, d) if direct else xp.empty((nb * s, d), out.dtype)
+    w = min(w, _word(ctx, size * item), _word(merged, d * item))
+    wt, dhw = _WORDS[w], dh * item // w
+    launch(_merge_heads, nb * s, _head_block(dhw, num_heads), ctx.view(wt), merged.view(wt), s, num_heads, dhw)
+    if not direct:
         out[...] = merged.reshape(out.shape)
-    else:
-        launch(_merge_heads, nb * s, row_threads(d), ctx, out.reshape(nb * s, d))
     return out
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import collections.abc
 import dataclasses
+import itertools
 import os
 import weakref
 
@@ -372,10 +373,28 @@ class SentenceEncoder(Module):
         token_type_ids (0 for the first text of a pair, 1 for the second)."""
         if self.tokenizer is None:
             raise RuntimeError("SentenceEncoder: no tokenizer; pass one or call the model on ids")
-        encs = self.tokenizer.encode_batch([tuple(t) if isinstance(t, (list, tuple)) else t for t in texts])
-        return {k: np.array([getattr(e, a) for e in encs], dtype=np.int64).reshape(len(encs), -1)
-                for k, a in (("input_ids", "ids"), ("attention_mask", "attention_mask"),
-                             ("token_type_ids", "type_ids"))}
+        inputs = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+        unpadded = _unpadded_tokenizer(self)
+        if unpadded is None:         # a tokenizer that cannot be copied: its own padded lists
+            encs = self.tokenizer.encode_batch(inputs)
+            return {k: np.array([getattr(e, a) for e in encs], dtype=np.int64).reshape(len(encs), -1)
+                    for k, a in (("input_ids", "ids"), ("attention_mask", "attention_mask"),
+                                 ("token_type_ids", "type_ids"))}
+        # Encoded unpadded, then padded here: each encoding's ids become a Python list, so padding
+        # them all to the longest of the whole corpus first would build (N, longest) Python ints.
+        encs = unpadded.encode_batch(inputs)
+        pad = self.tokenizer.padding or {}
+        lengths = np.fromiter((len(e) for e in encs), np.int64, len(encs))
+        total = int(lengths.sum())
+        real = np.arange(int(lengths.max(initial=0)))[None, :] < lengths[:, None]    # (B, S)
+        out = {}
+        for key, attr, fill in (("input_ids", "ids", pad.get("pad_id", self.bert.config.pad_token_id)),
+                                ("token_type_ids", "type_ids", pad.get("pad_type_id", 0))):
+            a = np.full(real.shape, fill, np.int64)
+            a[real] = np.fromiter(itertools.chain.from_iterable(getattr(e, attr) for e in encs), np.int64, total)
+            out[key] = a
+        out["attention_mask"] = real.astype(np.int64)
+        return {k: out[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None):
         """(B, S) ids -> (B, H) sentence embeddings, as a Tensor (differentiable)."""
@@ -415,13 +434,17 @@ class SentenceEncoder(Module):
         tokens = self.tokenize(texts)           # padded on the right to the longest of all
         lengths = tokens["attention_mask"].sum(axis=1)
         order = np.argsort(-lengths, kind="stable")
+        starts = range(0, len(texts), batch_size)
+        longest = [int(lengths[order[start:start + batch_size]].max()) for start in starts]
+        # the graph shapes this call will meet more than once: captured at their first batch
+        shapes = collections.Counter((min(batch_size, len(texts) - start), self._graph_length(n))
+                                     for start, n in zip(starts, longest))
+        repeated = {shape for shape, count in shapes.items() if count > 1}
         out = [None] * len(texts)
-        batches = progress(range(0, len(texts), batch_size), desc="Batches", disable=not show_progress_bar)
         with no_grad():
-            for start in batches:
+            for start, n in progress(list(zip(starts, longest)), desc="Batches", disable=not show_progress_bar):
                 idx = order[start:start + batch_size]
-                longest = int(lengths[idx].max())
-                emb = self._run_batch({k: v[idx, :longest] for k, v in tokens.items()}, cuda_graph)
+                emb = self._run_batch({k: v[idx, :n] for k, v in tokens.items()}, cuda_graph, repeated)
                 for row, i in enumerate(idx):
                     out[i] = emb[row]
         return self._converted(np.stack(out), single, flags)
@@ -439,7 +462,12 @@ class SentenceEncoder(Module):
             return Tensor(result).to(device=device)
         return [Tensor(row).to(device=device) for row in result]
 
-    def _run_batch(self, batch, cuda_graph):
+    def _graph_length(self, seq):
+        """The token length a batch of ``seq`` tokens runs at as a CUDA graph (see `_run_batch`)."""
+        step = self.GRAPH_LENGTH_STEP
+        return min(-(-seq // step) * step, self.bert.config.max_position_embeddings)
+
+    def _run_batch(self, batch, cuda_graph, repeated=()):
         """Embeddings of one tokenized batch (NumPy arrays in and out).
 
         Eager, each of a MiniLM layer's ~16 launches costs 40-100 us of Python against a few us of
@@ -453,7 +481,8 @@ class SentenceEncoder(Module):
           captured into a ``CudaGraph``;
           later ones copy their ids into the captured input buffers and replay the whole forward
           with one launch. A capture costs about two eager runs, so a shape met only once is never
-          captured;
+          captured; a shape in ``repeated`` ((B, S) pairs: `encode` knows which of its batches
+          share a shape) is captured at its first batch;
         - the graphs read the parameters by address: they are dropped when a parameter array is
           replaced (``to``, ``load_state_dict``); in-place updates are seen by the next replay. They
           are also dropped when the float32 GEMM precision changes
@@ -478,15 +507,15 @@ class SentenceEncoder(Module):
             cache = _GRAPHS[self] = {"params": params, "precision": precision,
                                      "graphs": collections.OrderedDict(), "seen": set()}
         b, s = ids.shape
-        padded = min(-(-s // self.GRAPH_LENGTH_STEP) * self.GRAPH_LENGTH_STEP,
-                     self.bert.config.max_position_embeddings)
+        padded = self._graph_length(s)
         fill = {"input_ids": self.bert.config.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
         batch = {k: np.pad(np.asarray(batch[k], np.int64), ((0, 0), (0, padded - s)), constant_values=fill[k])
                  for k in names}
         key = (b, padded)
         graph = cache["graphs"].pop(key, None)
-        if graph is None and key not in cache["seen"]:
-            cache["seen"].add(key)
+        first = key not in cache["seen"]
+        cache["seen"].add(key)
+        if graph is None and first and key not in repeated:
             with packing(False):
                 return self(**batch).numpy()
         with cupy.cuda.Device(weight.device.index):
@@ -507,6 +536,23 @@ class SentenceEncoder(Module):
 
 # SentenceEncoder -> its CUDA graphs, outside the module so that copies and state dicts never see them
 _GRAPHS = weakref.WeakKeyDictionary()
+# SentenceEncoder -> (its tokenizer, that tokenizer's truncation, an unpadded copy of it)
+_UNPADDED = weakref.WeakKeyDictionary()
+
+
+def _unpadded_tokenizer(encoder):
+    """A copy of ``encoder.tokenizer`` without padding (made again when the tokenizer or its
+    truncation changes), or None for a tokenizer that is not a ``tokenizers.Tokenizer``."""
+    tok = encoder.tokenizer
+    if not all(hasattr(tok, a) for a in ("to_str", "no_padding", "truncation")):
+        return None
+    cached = _UNPADDED.get(encoder)
+    if cached is not None and cached[0] is tok and cached[1] == tok.truncation:
+        return cached[2]
+    copy = type(tok).from_str(tok.to_str())
+    copy.no_padding()
+    _UNPADDED[encoder] = (tok, tok.truncation, copy)
+    return copy
 
 
 def _sentences(sentences):

@@ -168,6 +168,32 @@ def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
 
 
 @pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
+def test_encode_captures_at_once_the_shapes_a_call_repeats(encoder, ref):
+    """A shape that two batches of one call share is captured at its first batch (no eager run)."""
+    from minifuse.models.bert import _GRAPHS
+    gpu = SentenceEncoder(copy.deepcopy(encoder.bert).to("cuda"), encoder.tokenizer,
+                          encoder.max_seq_length).eval()
+    one = str(ref["sentences"][1])                          # 12 tokens: padded to 16 for the graph
+    embs = gpu.encode([one, one, one], batch_size=1)
+    assert set(_GRAPHS[gpu]["graphs"]) == {(1, 16)} == _GRAPHS[gpu]["seen"]
+    for emb in embs:
+        assert max_err(emb[None], ref["single_embeddings"][1:2]) < EMBED_ATOL
+    np.testing.assert_array_equal(embs[1], embs[2])
+
+
+def test_tokenize_pads_as_the_tokenizer_does(encoder):
+    """tokenize encodes without padding and pads itself: the same arrays as the tokenizer's own
+    padding to the longest, for single texts, pairs and truncated ones."""
+    texts = ["A cat.", ("a pair", "of texts here"), "word " * 600, "Short"]
+    got = encoder.tokenize(texts)
+    encs = encoder.tokenizer.encode_batch([tuple(t) if isinstance(t, tuple) else t for t in texts])
+    for key, attr in (("input_ids", "ids"), ("attention_mask", "attention_mask"), ("token_type_ids", "type_ids")):
+        np.testing.assert_array_equal(got[key], np.array([getattr(e, attr) for e in encs], np.int64))
+    assert got["input_ids"].shape == (4, encoder.max_seq_length)
+    assert {k: v.shape for k, v in encoder.tokenize([]).items()} == {k: (0, 0) for k in got}
+
+
+@pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
 def test_encode_graphs_follow_the_float32_matmul_precision(encoder, ref):
     """A graph keeps the GEMMs it captured: changing the precision drops encode's graphs, so the
     runs at 'high' (eager, captured, replayed) agree with each other exactly and not with the

@@ -10,6 +10,7 @@ the kernels of its tensors' backend (``minifuse.kernels.registry``). See docs/fu
     fused_mlp(x, w1, b1, w2, b2, activation, save)  act(x W1^T + b1) W2^T + b2, fc2's input recomputed
     residual_layer_norm(x, residual, gamma, beta, eps)
     fused_attention(qkv, key_mask, num_heads)      multi-head softmax(Q K^T / sqrt(Dh) + mask) V
+    gather_rows(x, index), scatter_rows(rows, index, n)   rows moved by an index (packed training)
 
 ``input_store_dtype=float16`` (every function) keeps the saved activations in half precision.
 """
@@ -19,3 +20,4 @@ from .attention import *  # noqa: F401,F403
 from .layer_norm import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .mlp import *  # noqa: F401,F403
+from .packing import *  # noqa: F401,F403

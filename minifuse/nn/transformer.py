@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
+
 from .. import fusions
-from ..kernels import checks
+from ..fusions import packing as FU
+from ..kernels import checks, packing as kernel_packing
 from ..kernels.activations import NAMES
 from ..kernels.weights import LayerWeights
 from . import functional as F, fused
 from .attention import MultiHeadAttention, _mask_array, zero_padding
 from .containers import ModuleList
-from .dispatch import packing as packing_switch, packing_enabled, training_kernels
+from .dispatch import packed_mask, packing as packing_switch, packing_enabled, training_kernels
 from .dropout import Dropout, inactive
 from .linear import Linear
 from .module import Module, check_input
@@ -71,6 +74,9 @@ class TransformerLayer(Module):
             if y is not None:
                 return y
         if self.fused_training and training_kernels(x) is not None:
+            packed = self._packed_training_forward(x, attention_mask)
+            if packed is not None:
+                return packed
             return zero_padding(self._fused_training_forward(x, attention_mask), attention_mask, "TransformerLayer")
         h = self.ln1(x + self.dropout(self.attn._forward(x, attention_mask)))
         y = self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
@@ -97,6 +103,41 @@ class TransformerLayer(Module):
         f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
                               self.fused_save, st)
         return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
+
+    def _packed_training_forward(self, x, attention_mask):
+        """``_fused_training_forward`` on the real tokens, when the batch packs (the rule of
+        ``nn.dispatch.packed_mask``, as in inference); else None. The T real rows are gathered
+        once; the projections, residual + LayerNorms and the MLP run on them; attention runs on
+        the rows scattered into a (B, L, 3d) block, L the longest sequence, keys past each end
+        masked; the output rows are scattered back to (B, S, d), zeros at the padding. Each move
+        is a recorded op whose backward moves the gradient back (``fusions.packing``)."""
+        a = self.attn
+        if not (inactive(a.dropout) and x.ndim == 3):
+            return None
+        host = packed_mask(x.data, _mask_array(attention_mask, *x.shape[:2], "TransformerLayer"))
+        if host is None:
+            return None
+        nb, s, d = x.shape
+        cu, index = kernel_packing.offsets(host)
+        lengths = np.diff(cu)
+        longest = int(lengths.max(initial=0))
+        # packed row t of sequence b, position j, is row b * L + j of the (B, L) attention block
+        starts = np.repeat(np.arange(nb) * longest - cu[:-1], lengths)
+        block = starts + np.arange(int(cu[-1]))
+        keep = np.arange(longest)[None, :] < lengths[:, None]                 # (B, L)
+        xp = x.xp
+        index, block = (FU.device_index(xp, i, x.data) for i in (index, block))
+        st = self.fused_input_store_dtype
+        rows = FU.GatherRows.apply(x, index)                                   # (T, d)
+        qkv = fusions.fused_linear_act(rows, a.qkv.weight, a.qkv.bias, "none", "preact", st)
+        qkv_block = FU.ScatterRows.apply(qkv, block, nb * longest).reshape(nb, longest, 3 * d)
+        context = FU.GatherRows.apply(fusions.fused_attention(qkv_block, keep, a.num_heads), block)
+        attended = fusions.fused_linear_act(context, a.out.weight, a.out.bias, "none", "preact", st)
+        h = fusions.residual_layer_norm(self.dropout(attended), rows, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
+        f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
+                              self.fused_save, st)
+        out = fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
+        return FU.ScatterRows.apply(out, index, nb * s).reshape(nb, s, d)
 
     def weights(self):
         """The layer's parameters as a LayerWeights record (the order every fused path uses)."""

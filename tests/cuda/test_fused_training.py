@@ -240,13 +240,20 @@ def test_fused_linear_on_cuda(rng):
     assert kinds == ["FusedLinearAct"]
 
 
-def test_transformer_layer_fused_training_on_cuda(rng):
+FUSED_LAYER = ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_transformer_layer_fused_training_on_cuda(rng, packing):
     mf.manual_seed(2)
     layer = nn.TransformerLayer(8, 2, 12, fused_training=True)
-    mask = np.array([[1, 1, 1], [1, 1, 0]])
-    kinds = _layer_cpu_and_cuda(layer, rng.standard_normal((2, 3, 8)).astype(np.float32), mask)
-    # the fused nodes, and the taped Where that zeroes the padded positions
-    assert kinds == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2 + ["Where"]
+    mask = np.array([[1, 1, 0], [1, 0, 0]])
+    with nn.packing(packing):
+        kinds = _layer_cpu_and_cuda(layer, rng.standard_normal((2, 3, 8)).astype(np.float32), mask)
+    if packing:   # on the real rows: moved into attention's block and out, and back to (B, S)
+        assert kinds == sorted(FUSED_LAYER + ["GatherRows"] + ["ScatterRows", "Reshape"] * 2)
+    else:         # the fused nodes, and the taped Where that zeroes the padded positions
+        assert kinds == FUSED_LAYER + ["Where"]
 
 
 def test_layers_choose_fused_training_on_cuda():

@@ -273,3 +273,41 @@ def test_no_grad_records_nothing():
 def test_bad_arguments(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---- rows moved by an index (packed training) ----------------------------------------------------
+
+def test_gather_and_scatter_rows_gradcheck_and_values():
+    rng = np.random.default_rng(3)
+    x = mf.tensor(rng.standard_normal((2, 3, 4)), requires_grad=True)
+    index = np.array([5, 0, 2, 3])
+    assert gradcheck(lambda x: FU.gather_rows(x, index), (x,))
+    np.testing.assert_array_equal(FU.gather_rows(x, index).detach().numpy(), x.detach().numpy().reshape(6, 4)[index])
+    rows = mf.tensor(rng.standard_normal((4, 4)), requires_grad=True)
+    assert gradcheck(lambda r: FU.scatter_rows(r, index, 7), (rows,))
+    out = FU.scatter_rows(rows, index, 7).detach().numpy()
+    np.testing.assert_array_equal(out[index], rows.detach().numpy())
+    assert not out[[1, 4, 6]].any()
+    empty = FU.scatter_rows(mf.zeros(0, 4), np.zeros(0, np.int64), 3)
+    assert empty.shape == (3, 4) and not empty.numpy().any()
+
+
+@pytest.mark.parametrize("index, error, message", [
+    (np.array([0, 6]), ValueError, r"'index' values must be in \[0, 6\)"),
+    (np.array([1, 1]), ValueError, "distinct"),
+    (np.array([0.0, 1.0]), TypeError, "1-D integer array"),
+    (np.array([[0, 1]]), TypeError, "1-D integer array"),
+])
+def test_gather_rows_refuses_bad_indices(index, error, message):
+    with pytest.raises(error, match=message):
+        FU.gather_rows(mf.zeros(2, 3, 4), index)
+
+
+def test_scatter_rows_refuses_bad_arguments():
+    rows = mf.zeros(2, 4)
+    with pytest.raises(ValueError, match="one per row"):
+        FU.scatter_rows(rows, np.array([0]), 3)
+    with pytest.raises(ValueError, match="'n' must be an int"):
+        FU.scatter_rows(rows, np.array([0, 1]), -1)
+    with pytest.raises(ValueError, match="'rows' must be"):
+        FU.scatter_rows(mf.zeros(2, 2, 4), np.array([0, 1]), 3)

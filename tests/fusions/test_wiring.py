@@ -74,20 +74,29 @@ def test_mlp_fused_recompute_and_float16_store():
         np.testing.assert_allclose(a, b, atol=1e-2 * float(np.abs(b).max()))
 
 
-def test_transformer_layer_fused_training():
+FUSED_LAYER = ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_transformer_layer_fused_training(packing):
     mf.manual_seed(2)
     fused = nn.TransformerLayer(16, 2, 32, fused_training=True)
     plain = nn.TransformerLayer(16, 2, 32)
     plain.load_state_dict(fused.state_dict())
     x = mf.randn(2, 5, 16)
     mask = np.ones((2, 5))
-    mask[1, 3:] = 0
-    kinds, got = _step(fused, x, mask)
+    mask[:, 3:] = 0
+    mask[1, 4:] = 0
+    with nn.packing(packing):
+        kinds, got = _step(fused, x, mask)
     _, want = _step(plain, x, mask)
     _assert_same(got, want)
-    # the whole layer: 6 fused nodes, and one taped Where that zeroes the padded positions
-    assert sorted(k.__name__ for k in kinds) == ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + [
-        "ResidualLayerNorm"] * 2 + ["Where"]
+    names = sorted(k.__name__ for k in kinds)
+    if packing:    # the 6 fused nodes on the real rows; rows scattered into and gathered from attention's
+        # block, scattered back at the end (x's gather is not recorded: x needs no gradient)
+        assert names == sorted(FUSED_LAYER + ["GatherRows"] + ["ScatterRows", "Reshape"] * 2)
+    else:          # the 6 fused nodes, and one taped Where that zeroes the padded positions
+        assert names == FUSED_LAYER + ["Where"]
 
 
 def test_fused_linear_fused_training():

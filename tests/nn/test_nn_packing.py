@@ -87,6 +87,47 @@ def test_layer_and_attention_pack(backend, monkeypatch):
         assert not packed[~mask.numpy()].any()
 
 
+def _training_step(model, x, mask, g):
+    """[output, dx, parameter gradients...] of one step of model(x, mask) with upstream g."""
+    for p in model.parameters():
+        p.grad = None
+    x = x.detach().requires_grad_(True)
+    y = model(x, mask)
+    y.backward(g)
+    return [y.detach().numpy(), x.grad.numpy()] + [p.grad.numpy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", list(MASKS) + ["all_padding"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_training_packs_and_equals_the_padded_step(backend, kind, dtype, monkeypatch):
+    """fused_training=True packs a padded batch: the output, the input's and every parameter's
+    gradient equal the padded fused step and the taped step; zeros at padded positions."""
+    if SIMULATED and backend == "cuda" and (kind, dtype) != ("left_and_holes", np.float64):
+        pytest.skip("the simulator runs one case (a block costs milliseconds)")
+    device, routed = placed(backend)
+    mf.manual_seed(5)
+    enc = nn.TransformerEncoder(dict(d_model=8, num_heads=2, intermediate_size=16, dtype=dtype,
+                                     fused_training=True), 2).to(device)
+    x = mf.randn(3, 5, 8, dtype=dtype).to(device)
+    mask = np.zeros((3, 5), int) if kind == "all_padding" else np.array(MASKS[kind])
+    g = mf.tensor(np.cos(np.arange(3 * 5 * 8)).reshape(3, 5, 8).astype(dtype)).to(device)
+    K = registry.get(backend).kernels
+    with routed, spy(K, ["gather_rows", "scatter_rows"], monkeypatch) as calls:
+        packed = _training_step(enc, x, mask, g)
+        assert "gather_rows" in calls and "scatter_rows" in calls
+        del calls[:]
+        with nn.packing(False):
+            padded = _training_step(enc, x, mask, g)
+        assert not calls
+        with nn.fusion(False):
+            taped = _training_step(enc, x, mask, g)
+    for a, b, c in zip(packed, padded, taped):
+        _close(a, b, dtype)
+        _close(a, c, dtype)
+    assert not packed[0][mask == 0].any() and not packed[1][mask == 0].any()
+
+
 def test_threshold_switch_and_enable_nested_tensor(monkeypatch):
     mf.manual_seed(5)
     enc = nn.TransformerEncoder(dict(d_model=8, num_heads=2, intermediate_size=16), 2).eval()

@@ -9,6 +9,9 @@ Workloads (float32):
 - mlp:   SwiGLU MLP, dim 768, hidden floor(8/3 * 768) = 2048, 2048 tokens, no bias (MLP's default):
          y = (silu(a) * b) W2^T, [a | b] = x W1^T.
 - layer: BERT-base TransformerLayer (d 768, 12 heads, 3072, exact GELU), B=8, S=128.
+- layer_padded: the same layer with a key-padding mask, sequence lengths uniform in [32, 128]
+         (fixed seed): taped, fused on the padded batch (``nn.packing(False)``), fused packed
+         (the default: the real tokens only), torch with ``src_key_padding_mask`` (padded).
 Each step is forward, ``backward(g)`` with a fixed random g, gradients cleared; the median of
 ``--repeat`` steps after two warm-up steps is reported, the variants timed round-robin, with the
 per-round ratios to the unfused step and to torch's. "saved MB" is what the tape holds for
@@ -102,7 +105,13 @@ def _mlp_minifuse(variant, rng, save="preact", store=None):
     return forward, g, (w1, w2)
 
 
-def _layer_minifuse(variant, rng, save="preact", store=None):
+def padding_lengths(batch=LAYER["batch"], seq=LAYER["seq"]):
+    """The layer_padded workload's sequence lengths: uniform in [seq / 4, seq], fixed seed."""
+    import numpy as np
+    return np.random.default_rng(7).integers(seq // 4, seq + 1, batch)
+
+
+def _layer_minifuse(variant, rng, save="preact", store=None, padded=False):
     import numpy as np
 
     import minifuse as mf
@@ -115,7 +124,14 @@ def _layer_minifuse(variant, rng, save="preact", store=None):
     shape = (c["batch"], c["seq"], c["d_model"])
     x = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
     g = mf.tensor(rng.standard_normal(shape, dtype=np.float32))
-    return (lambda: layer(x)), g, tuple(layer.parameters())
+    if not padded:
+        return (lambda: layer(x)), g, tuple(layer.parameters())
+    mask = np.arange(c["seq"])[None, :] < padding_lengths()[:, None]
+
+    def forward():
+        with nn.packing(variant == "packed"):
+            return layer(x, mask)
+    return forward, g, tuple(layer.parameters())
 
 
 def minifuse_case(workload, variant, **options):
@@ -123,6 +139,8 @@ def minifuse_case(workload, variant, **options):
     import numpy as np
     rng = np.random.default_rng(0)
     make = _mlp_minifuse if workload == "mlp" else _layer_minifuse
+    if workload == "layer_padded":
+        options = dict(options, padded=True)
     forward, g, params = make(variant, rng, **options)
 
     def step():
@@ -131,7 +149,7 @@ def minifuse_case(workload, variant, **options):
         forward().backward(g)
 
     saved, nodes = tape_saved_bytes(forward(), exclude=params)
-    opts = {k: (str(np.dtype(v)) if k == "store" else v) for k, v in options.items()}
+    opts = {k: (str(np.dtype(v)) if k == "store" else v) for k, v in options.items() if k != "padded"}
     return step, {"impl": "minifuse", "workload": workload, "variant": variant, **opts,
                   "saved_MB": round(saved / 2**20, 2), "tape_nodes": nodes}
 
@@ -155,6 +173,7 @@ def _report(records, results):
 
 def torch_case(workload):
     """(step function, record) for the same workload in PyTorch (train mode, no dropout)."""
+    import numpy as np
     import torch
     import torch.nn.functional as TF
     torch.manual_seed(0)
@@ -177,9 +196,12 @@ def torch_case(workload):
         x = torch.randn(c["batch"], c["seq"], c["d_model"])
         g = torch.randn_like(x)
         params = tuple(layer.parameters())
+        pad = None
+        if workload == "layer_padded":
+            pad = torch.as_tensor(np.arange(c["seq"])[None, :] >= padding_lengths()[:, None])
 
         def forward():
-            return layer(x)
+            return layer(x, src_key_padding_mask=pad)
 
     def step():
         for p in params:
@@ -238,7 +260,7 @@ def main(argv=None):
     p.add_argument("--device", choices=("cpu",), default="cpu",
                    help="cpu here; `python -m minifuse.bench training --device cuda` runs training_cuda")
     p.add_argument("--only", choices=("minifuse", "torch"), default=None)
-    p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
+    p.add_argument("--workload", choices=("mlp", "layer", "layer_padded", "all"), default="all")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--accuracy", action="store_true", help="only the float16 input-store accuracy table")
@@ -246,7 +268,7 @@ def main(argv=None):
     if args.accuracy:
         return accuracy()
     _set_threads(args.threads)
-    workloads = ("mlp", "layer") if args.workload == "all" else (args.workload,)
+    workloads = ("mlp", "layer", "layer_padded") if args.workload == "all" else (args.workload,)
     torch = None
     if args.only != "minifuse":
         try:
@@ -272,6 +294,8 @@ def main(argv=None):
             import numpy as np
             runs = [("unfused", {}), ("fused", {}), ("fused", {"save": "recompute"}), ("fused", {"store": np.float16}),
                     ("fused", {"save": "recompute", "store": np.float16})]
+            if w == "layer_padded":
+                runs = [("unfused", {}), ("fused", {}), ("packed", {})]
             cases += [minifuse_case(w, variant, **opts) for variant, opts in runs]
         if torch is not None:
             cases.append(torch_case(w))          # timed in the same round-robin as minifuse

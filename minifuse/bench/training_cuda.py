@@ -5,6 +5,9 @@
 Workloads (the CPU benchmark's, at GPU sizes):
 - layer: BERT-base TransformerLayer (d 768, 12 heads, 3072, exact GELU, post-LayerNorm), B=32, S=128.
 - mlp:   SwiGLU MLP, dim 768, hidden 2048, 8192 tokens, no bias: y = (silu(a) * b) W2^T, [a | b] = x W1^T.
+- layer_padded: the layer with a key-padding mask, lengths uniform in [32, 128] (fixed seed);
+         minifuse fused runs packed (the default), plus a ``minifuse fused padded`` case
+         (``nn.packing(False)``); torch gets ``src_key_padding_mask``.
 Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` / ``fused_mlp``),
 each in float32 and under ``mf.autocast("cuda", float16)`` (float32 master weights), against
 torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A step is forward,
@@ -31,16 +34,18 @@ def _minifuse_case(workload, variant, half):
     from minifuse import fusions, nn
     rng = np.random.default_rng(0)
     mf.manual_seed(0)
-    if workload == "layer":
+    if workload in ("layer", "layer_padded"):
         c = LAYER
         layer = nn.TransformerLayer(c["d_model"], c["num_heads"], c["intermediate_size"],
-                                    fused_training=(variant == "fused")).to("cuda")
+                                    fused_training=(variant != "unfused")).to("cuda")
         shape = (c["batch"], c["seq"], c["d_model"])
         x = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to("cuda")
         params = tuple(layer.parameters())
+        mask = _mask() if workload == "layer_padded" else None
 
         def forward():
-            return layer(x)
+            with nn.packing(variant != "padded"):
+                return layer(x, mask)
     else:
         c = MLP
         x = mf.tensor(rng.standard_normal((c["tokens"], c["dim"]), dtype=np.float32)).to("cuda")
@@ -59,21 +64,30 @@ def _minifuse_case(workload, variant, half):
                  lambda y: mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda"))
 
 
+def _mask():
+    """The layer_padded workload's key mask (B, S), True for tokens: lengths uniform in [S/4, S]."""
+    import numpy as np
+    c = LAYER
+    lengths = np.random.default_rng(7).integers(c["seq"] // 4, c["seq"] + 1, c["batch"])
+    return np.arange(c["seq"])[None, :] < lengths[:, None]
+
+
 def _torch_case(workload, half):
     import torch
     import torch.nn.functional as TF
     torch.manual_seed(0)
     dev = "cuda"
-    if workload == "layer":
+    if workload in ("layer", "layer_padded"):
         c = LAYER
         layer = torch.nn.TransformerEncoderLayer(c["d_model"], c["num_heads"], c["intermediate_size"],
                                                  dropout=0.0, activation="gelu", batch_first=True,
                                                  layer_norm_eps=1e-12, device=dev).train()
         x = torch.randn(c["batch"], c["seq"], c["d_model"], device=dev)
         params = tuple(layer.parameters())
+        pad = torch.as_tensor(~_mask(), device=dev) if workload == "layer_padded" else None
 
         def forward():
-            return layer(x)
+            return layer(x, src_key_padding_mask=pad)
     else:
         c = MLP
         x = torch.randn(c["tokens"], c["dim"], device=dev)
@@ -150,6 +164,8 @@ def run(workloads, repeat, inner, profile=False):
             cases = {"minifuse unfused": _minifuse_case(w, "unfused", half),
                      "minifuse fused": _minifuse_case(w, "fused", half),
                      "torch eager": _torch_case(w, half)}
+            if w == "layer_padded":
+                cases["minifuse fused padded"] = _minifuse_case(w, "padded", half)
             for step in cases.values():      # warm-up: kernel compilation, cuBLAS heuristics, caches
                 for _ in range(3):
                     step()
@@ -172,12 +188,13 @@ def run(workloads, repeat, inner, profile=False):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda", choices=("cuda",))
-    p.add_argument("--workload", choices=("mlp", "layer", "all"), default="all")
+    p.add_argument("--workload", choices=("mlp", "layer", "layer_padded", "all"), default="all")
     p.add_argument("--repeat", type=int, default=7)
     p.add_argument("--inner", type=int, default=5)
     p.add_argument("--profile", action="store_true", help="also the GPU kernels of each case (torch.profiler)")
     args = p.parse_args(argv)
-    run(("layer", "mlp") if args.workload == "all" else (args.workload,), args.repeat, args.inner, args.profile)
+    run(("layer", "mlp", "layer_padded") if args.workload == "all" else (args.workload,), args.repeat, args.inner,
+        args.profile)
 
 
 if __name__ == "__main__":

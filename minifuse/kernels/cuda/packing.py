@@ -54,23 +54,18 @@ def _sequence_of(seqlens, t):
 
 
 @cuda.jit
-def _to_padded(src, seqlens, longest, out):
-    """src (T, w) packed rows -> out (B * L, w): row j of sequence b to row b * L + j."""
+def _padded_rows(packed, seqlens, longest, padded, to_padded):
+    """Row j of sequence b: packed (T, w) row seqlens[b] + j <-> padded (B * L, w) row b * L + j,
+    copied into padded (to_padded) or back into packed."""
     t = cuda.blockIdx.x
     c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if c < src.shape[1]:
+    if c < packed.shape[1]:
         b = _sequence_of(seqlens, t)
-        out[b * longest + t - seqlens[b], c] = src[t, c]
-
-
-@cuda.jit
-def _from_padded(src, seqlens, longest, out):
-    """src (B * L, w) -> out (T, w) packed rows: the inverse of `_to_padded`."""
-    t = cuda.blockIdx.x
-    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if c < out.shape[1]:
-        b = _sequence_of(seqlens, t)
-        out[t, c] = src[b * longest + t - seqlens[b], c]
+        r = b * longest + t - seqlens[b]
+        if to_padded:
+            padded[r, c] = packed[t, c]
+        else:
+            packed[t, c] = padded[r, c]
 
 
 @cuda.jit
@@ -202,7 +197,7 @@ def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
     nb, longest, d = pk.batch, pk.max_seqlen, out.shape[1]
     padded = xp.zeros((nb * longest, width), qkv.dtype)     # zeros past the ends: finite, masked keys
     th = row_threads(width)
-    launch(_to_padded, (t, blocks(width, th)), th, qkv, pk.seqlens, longest, padded)
+    launch(_padded_rows, (t, blocks(width, th)), th, qkv, pk.seqlens, longest, padded, True)
     ct = compute_dtype(qkv.dtype)
     madd = xp.empty((nb, longest), ct)
     th = row_threads(longest)
@@ -210,7 +205,7 @@ def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
     ctx = xp.empty((nb, longest, d), out.dtype)
     attend_packed(padded.reshape(nb, longest, width), madd, True, num_heads, scale, method, ctx)
     th = row_threads(d)
-    launch(_from_padded, (t, blocks(d, th)), th, ctx.reshape(nb * longest, d), pk.seqlens, longest, out)
+    launch(_padded_rows, (t, blocks(d, th)), th, out, pk.seqlens, longest, ctx.reshape(nb * longest, d), False)
     return out
 
 

@@ -7,10 +7,17 @@ by default); minifuse changes neither, unless ``MINIFUSE_NUM_THREADS=n`` is set,
 ``import minifuse`` applies as ``set_num_threads(n)``. ``set_num_threads`` can lower Numba's count
 to any n up to ``NUMBA_NUM_THREADS`` and sets OpenBLAS to the same n.
 
-On a machine where other processes keep cores busy, use the free cores only: a parallel Numba
-kernel waits for its slowest thread, so one thread that shares a core with another process
-slows the whole kernel down (BENCHMARKS.md: on an oversubscribed 2-core machine the fused layer
-was 0.27x to 3.1x as fast as the unfused one with 2 threads, 1.4-2.0x with ``set_num_threads(1)``).
+Why every core also on a busy machine: a parallel kernel or GEMM waits at its end for its
+slowest thread, and a thread that shares a core with another process is descheduled for whole
+time slices, so what a busy core costs grows with how often the threads must meet. The fused CPU
+path keeps those meetings few: the many small per-head products of its attention run with BLAS at
+one thread (``single_threaded_blas``: for a few microseconds of work, a hand-over to the BLAS
+threads costs about what it saves on a quiet machine and waits for a descheduled thread on a busy
+one), and OpenBLAS's idle threads sleep at once instead of spinning (``OPENBLAS_THREAD_TIMEOUT``,
+set in ``minifuse/__init__.py``). With those, the default keeps the fused layer ahead of the
+unfused one with cores busy (BENCHMARKS.md, ``python -m minifuse.bench.busy_cpu``), and a quiet
+machine gets all its cores. The large GEMMs still split their work into one fixed part per thread,
+so when the number of free cores is known, ``set_num_threads(free cores)`` is faster still.
 
 Scope: Numba's count is per calling thread (a thread that never calls ``set_num_threads`` uses
 ``NUMBA_NUM_THREADS``); the BLAS count is one setting for the whole process.
@@ -24,10 +31,12 @@ what was found.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import threading
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_libraries", "apply_environment"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_libraries", "apply_environment", "single_threaded_blas"]
 
 _SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
@@ -43,8 +52,12 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n must be an integer in [1, {limit}] (NUMBA_NUM_THREADS, the "
                          f"threads Numba started; set that variable before import for more), got {n!r}")
     numba.set_num_threads(n)
-    for _, lib in _blas():
-        lib.set(ctypes.c_int(n))
+    with _single.lock:
+        if _single.depth:              # applied when the last single_threaded_blas block ends
+            _single.restore = n
+        else:
+            for _, lib in _blas():
+                lib.set(ctypes.c_int(n))
 
 
 def apply_environment():
@@ -64,6 +77,49 @@ def get_num_threads():
     return numba.get_num_threads()
 
 
+class _Single:
+    """The state of ``single_threaded_blas``, shared by all threads (the BLAS count is global)."""
+    lock = threading.Lock()
+    depth = 0           # blocks open, over all threads
+    restore = None      # the count to set again when the last one ends (None: each library's own)
+    before = ()         # [(library, its count before the first block)]
+
+
+_single = _Single()
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """Run the block with every loaded OpenBLAS at one thread, then restore their counts.
+
+    For many small products in a row (the per-head products of attention): each is a few
+    microseconds of work, so handing it to the BLAS threads costs about what they save, and on a
+    machine with a busy core each hand-over waits for a descheduled thread. The count is global:
+    a GEMM that another Python thread runs meanwhile runs on one thread too. Blocks may nest and
+    overlap across threads; the counts come back when the last one ends, and a
+    ``set_num_threads(n)`` inside one takes effect then.
+    """
+    with _single.lock:
+        if _single.depth == 0:
+            libs = _libraries()
+            _single.before = [(lib, int(lib.get())) for lib in libs]
+            _single.restore = None
+            for lib in libs:
+                lib.set(ctypes.c_int(1))
+        _single.depth += 1
+    try:
+        yield
+    finally:
+        with _single.lock:
+            _single.depth -= 1
+            if _single.depth == 0 and _single.restore is None:
+                for lib, n in _single.before:
+                    lib.set(ctypes.c_int(n))
+            elif _single.depth == 0:
+                for _, lib in _blas():
+                    lib.set(ctypes.c_int(_single.restore))
+
+
 def blas_libraries():
     """[(path, threads)] of the OpenBLAS libraries that ``set_num_threads`` controls."""
     return [(path, int(lib.get())) for path, lib in _blas()]
@@ -73,6 +129,18 @@ class _Library:
     def __init__(self, cdll, setter, getter):
         self.set, self.get = getattr(cdll, setter), getattr(cdll, getter)
         self.get.restype = ctypes.c_int
+
+
+_found = []
+
+
+def _libraries():
+    """``_blas()``'s libraries, found once (reading /proc/self/maps costs more than a small GEMM).
+    NumPy's OpenBLAS is loaded before any kernel runs; a library loaded later (SciPy's) is not
+    used by the products these blocks hold, and ``set_num_threads`` finds it anew."""
+    if not _found:
+        _found.append([lib for _, lib in _blas()])
+    return _found[0]
 
 
 def _blas():

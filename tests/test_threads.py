@@ -48,3 +48,80 @@ def test_minifuse_num_threads_sets_the_default_at_import():
     env["MINIFUSE_NUM_THREADS"] = "zero"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "MINIFUSE_NUM_THREADS='zero'" in bad.stderr
+
+
+def _blas_counts():
+    return [n for _, n in threads.blas_libraries()]
+
+
+@pytest.fixture
+def blas_found():
+    if not threads.blas_libraries():
+        pytest.skip("no OpenBLAS found to set")
+
+
+def test_single_threaded_blas_sets_one_thread_and_restores(restore_threads, blas_found):
+    mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    before = _blas_counts()
+    with threads.single_threaded_blas():
+        assert _blas_counts() == [1] * len(before)
+        with threads.single_threaded_blas():            # nested: still one, restored only at the end
+            pass
+        assert _blas_counts() == [1] * len(before)
+    assert _blas_counts() == before
+    with pytest.raises(RuntimeError), threads.single_threaded_blas():
+        raise RuntimeError("the counts come back on an error too")
+    assert _blas_counts() == before
+
+
+def test_set_num_threads_inside_a_single_threaded_block_applies_at_its_end(restore_threads, blas_found):
+    with threads.single_threaded_blas():
+        mf.set_num_threads(1)
+        assert mf.get_num_threads() == 1                # Numba's count at once
+    assert _blas_counts() == [1] * len(_blas_counts())
+    mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert _blas_counts() == [numba.config.NUMBA_NUM_THREADS] * len(_blas_counts())
+
+
+def test_single_threaded_blocks_overlapping_across_threads_restore_once_all_end(restore_threads, blas_found):
+    import threading
+    mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    before = _blas_counts()
+    inside, leave = threading.Event(), threading.Event()
+
+    def other():
+        with threads.single_threaded_blas():
+            inside.set()
+            leave.wait(10)
+
+    t = threading.Thread(target=other)
+    with threads.single_threaded_blas():
+        t.start()
+        assert inside.wait(10)
+    assert _blas_counts() == [1] * len(before)          # the other thread's block is still open
+    leave.set()
+    t.join(10)
+    assert _blas_counts() == before
+
+
+def test_attention_products_run_with_blas_at_one_thread(restore_threads, blas_found, monkeypatch):
+    from minifuse.kernels import cpu
+    from minifuse.kernels.cpu.packing import attend_varlen, pack_offsets
+    mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    seen = []
+    matmul = np.matmul
+
+    def spy(*args, **kw):
+        seen.append(_blas_counts())
+        return matmul(*args, **kw)
+
+    monkeypatch.setattr(np, "matmul", spy)            # the kernels' Python code calls np.matmul
+    rng = np.random.default_rng(0)
+    qkv = rng.standard_normal((2, 8, 3 * 16)).astype(np.float32)
+    mask = np.array([[1] * 8, [1] * 5 + [0] * 3])
+    cpu.attention_packed(qkv, mask, 2, 0.25, method="bmm")
+    pk = pack_offsets("test", mask, 2, 8, ("qkv", qkv))
+    rows = qkv.reshape(16, -1)[pk.index]
+    attend_varlen(rows, pk, 2, 0.25, "bmm", np.empty((pk.tokens, 16), np.float32))
+    assert len(seen) >= 4 and all(counts == [1] * len(counts) for counts in seen)
+    assert _blas_counts() == [numba.config.NUMBA_NUM_THREADS] * len(_blas_counts())

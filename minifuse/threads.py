@@ -10,10 +10,11 @@ to any n up to ``NUMBA_NUM_THREADS`` and sets OpenBLAS to the same n.
 Why every core also on a busy machine: a parallel kernel or GEMM waits at its end for its
 slowest thread, and a thread that shares a core with another process is descheduled for whole
 time slices, so what a busy core costs grows with how often the threads must meet. The fused CPU
-path keeps those meetings few: the many small per-head products of its attention run with BLAS at
-one thread (``single_threaded_blas``: for a few microseconds of work, a hand-over to the BLAS
-threads costs about what it saves on a quiet machine and waits for a descheduled thread on a busy
-one), and OpenBLAS's idle threads sleep at once instead of spinning (``OPENBLAS_THREAD_TIMEOUT``,
+path keeps those meetings few: the many small per-head products of its attention run in chunks on
+a pool of threads, each with BLAS at one thread (``kernels/cpu/batched.py`` inside
+``single_threaded_blas``: handing each product of a few microseconds to the BLAS threads ends in a
+wait for all of them, which on a busy machine meets a descheduled thread), and OpenBLAS's idle
+threads sleep at once instead of spinning (``OPENBLAS_THREAD_TIMEOUT``,
 set in ``minifuse/__init__.py``). With those, the default keeps the fused layer ahead of the
 unfused one with cores busy (BENCHMARKS.md, ``python -m minifuse.bench.busy_cpu``), and a quiet
 machine gets all its cores. The large GEMMs still split their work into one fixed part per thread,

@@ -125,3 +125,32 @@ def test_attention_products_run_with_blas_at_one_thread(restore_threads, blas_fo
     attend_varlen(rows, pk, 2, 0.25, "bmm", np.empty((pk.tokens, 16), np.float32))
     assert len(seen) >= 4 and all(counts == [1] * len(counts) for counts in seen)
     assert _blas_counts() == [numba.config.NUMBA_NUM_THREADS] * len(_blas_counts())
+
+
+@pytest.mark.parametrize("lead", [(), (0,), (1,), (5,), (13,), (2, 3), (1, 7), (3, 0), (9, 2)])
+@pytest.mark.parametrize("threads_", [1, None])
+def test_batched_matmul_is_numpy_matmul(restore_threads, lead, threads_):
+    """The chunked products on the thread pool equal np.matmul, on strided views too, and the
+    chunks cover every leading index once."""
+    from minifuse.kernels.cpu import batched
+    mf.set_num_threads(threads_ or numba.config.NUMBA_NUM_THREADS)
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal(lead + (4, 6))[..., ::2]                 # (.., 4, 3), strided
+    b = rng.standard_normal(lead + (3, 5))
+    out = batched.matmul(a, b, np.empty(lead + (4, 5)))
+    np.testing.assert_array_equal(out, np.matmul(a, b))
+    for pieces in (1, 2, 3, 8, 100):
+        hits = np.zeros(lead, int)
+        for s in batched.chunks(lead, pieces):
+            hits[s] += 1
+        assert (hits == 1).all()
+
+
+def test_batched_run_reraises_a_task_error(restore_threads):
+    from minifuse.kernels.cpu import batched
+    mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+    def fail():
+        raise ValueError("boom")
+    with pytest.raises(ValueError, match="boom"):
+        batched.run([lambda: None, fail, lambda: None])

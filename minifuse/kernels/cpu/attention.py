@@ -22,10 +22,9 @@ with D = rowsum(dO * O).
 import numpy as np
 from numba import prange
 
-from ...threads import single_threaded_blas
 from .. import validate
 from ..layout import split_heads
-from . import checks, mathfn
+from . import batched, checks, mathfn
 from .jit import inline, kernel
 from .rows import LANES, row_max, row_sum
 
@@ -175,18 +174,12 @@ def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
 def _attention_bmm(q, k, v, madd, has_mask, scale, out):
     """The same attention as `_attention`, as batched BLAS products around `_masked_softmax`:
     faster above a few dozen tokens (the 'bmm' method), at the cost of the (B, H, Sq, Sk)
-    scores in memory.
-
-    The products run with BLAS at one thread: NumPy makes one GEMM call per (batch, head), each a
-    few microseconds of work (S=128, Dh=64: 1M multiply-adds), and OpenBLAS would hand every one of
-    them to its threads and wait for all of them. On a quiet machine that costs about what it saves;
-    with a core busy, every hand-over can wait for a descheduled thread, and these few milliseconds
-    of products become the slowest and most variable part of a layer."""
-    with single_threaded_blas():
-        scores = np.matmul(q, k.transpose(0, 1, 3, 2))
-        unused = np.empty((0, 0, 0), scores.dtype)
-        _masked_softmax(scores, madd, has_mask, scale, unused, unused, False)
-        np.matmul(scores, v, out=out)
+    scores in memory. The products are one small GEMM per (batch, head): `batched.matmul` runs
+    them in chunks on a pool of threads, BLAS at one thread each (why: batched.py)."""
+    scores = batched.matmul(q, k.transpose(0, 1, 3, 2), np.empty(q.shape[:-1] + (k.shape[2],), q.dtype))
+    unused = np.empty((0, 0, 0), scores.dtype)
+    _masked_softmax(scores, madd, has_mask, scale, unused, unused, False)
+    batched.matmul(scores, v, out)
 
 
 def mask_add(fn, key_mask, batch, keys, like):

@@ -8,6 +8,7 @@ bare GEMM is one read+write sweep of the output by the epilogue.
 import numpy as np
 
 from ..activations import CODES
+from . import batched
 from .elementwise import _bias_act, _bias_or_zeros
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -25,5 +26,6 @@ def linear(x2, w, bias, activation, out2):
 
 def bmm(a, b, out, trans_b=False):
     """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
-    (batch, ., .) arrays; out C-contiguous. Returns out."""
-    return np.matmul(a, b.transpose(0, 2, 1) if trans_b else b, out=out)
+    (batch, ., .) arrays; out C-contiguous. Many small products (attention's, per head): in
+    chunks on a pool of threads, BLAS at one thread each (`batched`). Returns out."""
+    return batched.matmul(a, b.transpose(0, 2, 1) if trans_b else b, out)

@@ -9,9 +9,8 @@ L x L scores: no padded query or key is ever computed.
 import numpy as np
 from numba import prange
 
-from ...threads import single_threaded_blas
 from .. import packing
-from . import checks
+from . import batched, checks
 from .attention import _head, _normalize
 from .jit import kernel
 from .rows import LANES
@@ -97,18 +96,17 @@ def _by_sequence(qkv, pk, num_heads, scale, out):
     np.cumsum(num_heads * lengths * lengths, out=offsets[1:])
     flat = np.empty(int(offsets[-1]), qkv.dtype)
     blocks = []
-    with single_threaded_blas():      # one (L, Dh) x (Dh, L) product per head: see attention._attention_bmm
-        for b, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
-            n = hi - lo
-            if n == 0:
-                continue
-            q, k, v = (qkv[lo:hi, i * d:(i + 1) * d].reshape(n, num_heads, dh).transpose(1, 0, 2) for i in range(3))
-            scores = flat[offsets[b]:offsets[b + 1]].reshape(num_heads, n, n)
-            np.matmul(q, k.transpose(0, 2, 1), out=scores)
-            blocks.append((lo, hi, scores, v))
-        _softmax_blocks(flat, offsets, pk.seqlens, num_heads, scale)
-        for lo, hi, scores, v in blocks:
-            out[lo:hi].reshape(hi - lo, num_heads, dh)[...] = np.matmul(scores, v).transpose(1, 0, 2)
+    for b, (lo, hi) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        n = hi - lo
+        if n == 0:
+            continue
+        q, k, v = (qkv[lo:hi, i * d:(i + 1) * d].reshape(n, num_heads, dh).transpose(1, 0, 2) for i in range(3))
+        blocks.append((flat[offsets[b]:offsets[b + 1]].reshape(num_heads, n, n), q, k, v,
+                       out[lo:hi].reshape(n, num_heads, dh).transpose(1, 0, 2)))
+    # one (L, Dh) x (Dh, L) product per head of each sequence: a task per sequence (batched.py)
+    batched.run([lambda s=s, q=q, k=k: np.matmul(q, k.transpose(0, 2, 1), out=s) for s, q, k, _, _ in blocks])
+    _softmax_blocks(flat, offsets, pk.seqlens, num_heads, scale)
+    batched.run([lambda s=s, v=v, o=o: np.matmul(s, v, out=o) for s, _, _, v, o in blocks])
 
 
 def attend_varlen(qkv, pk, num_heads, scale, method, out):

@@ -106,7 +106,9 @@ def test_single_threaded_blocks_overlapping_across_threads_restore_once_all_end(
 
 def test_attention_products_run_with_blas_at_one_thread(restore_threads, blas_found, monkeypatch):
     from minifuse.kernels import cpu
+    from minifuse.kernels.cpu import batched
     from minifuse.kernels.cpu.packing import attend_varlen, pack_offsets
+    monkeypatch.setattr(batched, "POOL_MIN_WORK", 0)       # these small products too go to the pool
     mf.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     seen = []
     matmul = np.matmul
@@ -129,10 +131,13 @@ def test_attention_products_run_with_blas_at_one_thread(restore_threads, blas_fo
 
 @pytest.mark.parametrize("lead", [(), (0,), (1,), (5,), (13,), (2, 3), (1, 7), (3, 0), (9, 2)])
 @pytest.mark.parametrize("threads_", [1, None])
-def test_batched_matmul_is_numpy_matmul(restore_threads, lead, threads_):
-    """The chunked products on the thread pool equal np.matmul, on strided views too, and the
-    chunks cover every leading index once."""
+@pytest.mark.parametrize("pool_min_work", [0, None])
+def test_batched_matmul_is_numpy_matmul(restore_threads, lead, threads_, pool_min_work, monkeypatch):
+    """The chunked products on the thread pool (and small ones in the caller's thread) equal
+    np.matmul, on strided views too, and the chunks cover every leading index once."""
     from minifuse.kernels.cpu import batched
+    if pool_min_work is not None:
+        monkeypatch.setattr(batched, "POOL_MIN_WORK", pool_min_work)
     mf.set_num_threads(threads_ or numba.config.NUMBA_NUM_THREADS)
     rng = np.random.default_rng(1)
     a = rng.standard_normal(lead + (4, 6))[..., ::2]                 # (.., 4, 3), strided
@@ -154,3 +159,5 @@ def test_batched_run_reraises_a_task_error(restore_threads):
         raise ValueError("boom")
     with pytest.raises(ValueError, match="boom"):
         batched.run([lambda: None, fail, lambda: None])
+    with pytest.raises(ValueError, match="boom"):               # small: in the caller's thread
+        batched.run([lambda: None, fail], work=1)

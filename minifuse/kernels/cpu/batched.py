@@ -22,6 +22,9 @@ import numpy as np
 from ...threads import single_threaded_blas
 
 CHUNKS_PER_THREAD = 4
+# Below this many multiply-adds in all, the products run in the caller's thread, as one NumPy
+# call: handing chunks to the pool costs tens of microseconds, more than such products take.
+POOL_MIN_WORK = 2 ** 22
 
 _POOL = {"threads": 0, "executor": None}
 _LOCK = threading.Lock()
@@ -37,10 +40,15 @@ def _executor(threads):
         return _POOL["executor"]
 
 
-def run(tasks):
+def run(tasks, work=None):
     """Call every function of ``tasks`` (no arguments), spread over the pool, BLAS at one thread;
-    returns when all have returned (the first exception re-raised)."""
+    returns when all have returned (the first exception re-raised). ``work``: the multiply-adds
+    of all of them; below ``POOL_MIN_WORK`` they run here, one after the other."""
     threads = numba.get_num_threads()
+    if work is not None and work < POOL_MIN_WORK:
+        for task in tasks:
+            task()
+        return
     with single_threaded_blas():
         if threads == 1 or len(tasks) <= 1:
             for task in tasks:
@@ -70,6 +78,8 @@ def chunks(lead, pieces):
 def matmul(a, b, out):
     """out[...] = a @ b for stacked (..., m, k) and (..., k, n) arrays with the same leading dims
     (any strides); out (..., m, n). Returns out."""
+    if a.size * b.shape[-1] < POOL_MIN_WORK:
+        return np.matmul(a, b, out=out)
     pieces = numba.get_num_threads() * CHUNKS_PER_THREAD
     run([lambda s=s: np.matmul(a[s], b[s], out=out[s]) for s in chunks(a.shape[:-2], pieces)])
     return out

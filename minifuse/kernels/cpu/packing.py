@@ -104,9 +104,10 @@ def _by_sequence(qkv, pk, num_heads, scale, out):
         blocks.append((flat[offsets[b]:offsets[b + 1]].reshape(num_heads, n, n), q, k, v,
                        out[lo:hi].reshape(n, num_heads, dh).transpose(1, 0, 2)))
     # one (L, Dh) x (Dh, L) product per head of each sequence: a task per sequence (batched.py)
-    batched.run([lambda s=s, q=q, k=k: np.matmul(q, k.transpose(0, 2, 1), out=s) for s, q, k, _, _ in blocks])
+    work = int(offsets[-1]) * dh
+    batched.run([lambda s=s, q=q, k=k: np.matmul(q, k.transpose(0, 2, 1), out=s) for s, q, k, _, _ in blocks], work)
     _softmax_blocks(flat, offsets, pk.seqlens, num_heads, scale)
-    batched.run([lambda s=s, v=v, o=o: np.matmul(s, v, out=o) for s, _, _, v, o in blocks])
+    batched.run([lambda s=s, v=v, o=o: np.matmul(s, v, out=o) for s, _, _, v, o in blocks], work)
 
 
 def attend_varlen(qkv, pk, num_heads, scale, method, out):

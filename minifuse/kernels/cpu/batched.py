@@ -54,8 +54,20 @@ def run(tasks, work=None):
             for task in tasks:
                 task()
             return
-        for future in [_executor(threads).submit(task) for task in tasks]:
+        groups = _groups(tasks, threads * CHUNKS_PER_THREAD)
+        for future in [_executor(threads).submit(_call_all, group) for group in groups]:
             future.result()
+
+
+def _groups(tasks, pieces):
+    """``tasks`` in at most ``pieces`` runs of neighbours (a hand-over per run, not per task)."""
+    step = math.ceil(len(tasks) / min(len(tasks), pieces))
+    return [tasks[i:i + step] for i in range(0, len(tasks), step)]
+
+
+def _call_all(tasks):
+    for task in tasks:
+        task()
 
 
 def chunks(lead, pieces):

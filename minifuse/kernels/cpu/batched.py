@@ -8,9 +8,7 @@ descheduled thread. Run with BLAS at one thread (``threads.single_threaded_blas`
 core only. Here the batch is cut into ``CHUNKS_PER_THREAD`` chunks per thread and a pool of
 ``numba.get_num_threads()`` threads takes them (NumPy releases the GIL inside BLAS): every core
 works, the threads meet once per call, and a descheduled thread delays only the chunk it holds
-while the others take the rest. (2-core machine, B=8, 12 heads, S=128: 4.6-6.0 ms for the two
-products of a layer's attention, against 7.2 ms on one thread and 4.3-6.2 ms through OpenBLAS's
-threads; with a core busy 7.1-8.7 ms, against 7.1-8.0 and 8.6-9.2 ms; BENCHMARKS.md.)
+while the others take the rest (the timings: BENCHMARKS.md, the busy-core section).
 """
 import concurrent.futures
 import math

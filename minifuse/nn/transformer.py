@@ -90,15 +90,21 @@ class TransformerLayer(Module):
         """QKV projection, attention, output projection, residual + LN1, the MLP (fc1 + bias +
         activation + fc2 + bias), residual + LN2: one fused node each. With active attention dropout the
         attention is the taped module (the fused one has no dropout on the probabilities)."""
-        st = self.fused_input_store_dtype
         a = self.attn
         if inactive(a.dropout) and x.ndim == 3:
+            mask = _mask_array(attention_mask, *x.shape[:2], "TransformerLayer")
+            return self._fused_rows(x, lambda qkv: fusions.fused_attention(qkv, mask, a.num_heads))
+        return self._fused_rows(x, None, a._forward(x, attention_mask))
+
+    def _fused_rows(self, x, attend, attended=None):
+        """The layer's fused functions on x (..., d): the QKV projection, ``attend(qkv)`` (the
+        context), the output projection (or ``attended``, the attention block's output, given),
+        residual + LN1, the MLP, residual + LN2."""
+        st = self.fused_input_store_dtype
+        a = self.attn
+        if attended is None:
             qkv = fusions.fused_linear_act(x, a.qkv.weight, a.qkv.bias, "none", "preact", st)
-            context = fusions.fused_attention(qkv, _mask_array(attention_mask, *x.shape[:2], "TransformerLayer"),
-                                              a.num_heads)
-            attended = fusions.fused_linear_act(context, a.out.weight, a.out.bias, "none", "preact", st)
-        else:
-            attended = a._forward(x, attention_mask)
+            attended = fusions.fused_linear_act(attend(qkv), a.out.weight, a.out.bias, "none", "preact", st)
         h = fusions.residual_layer_norm(self.dropout(attended), x, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
         f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
                               self.fused_save, st)
@@ -107,10 +113,10 @@ class TransformerLayer(Module):
     def _packed_training_forward(self, x, attention_mask):
         """``_fused_training_forward`` on the real tokens, when the batch packs (the rule of
         ``nn.dispatch.packed_mask``, as in inference); else None. The T real rows are gathered
-        once; the projections, residual + LayerNorms and the MLP run on them; attention runs on
-        the rows scattered into a (B, L, 3d) block, L the longest sequence, keys past each end
-        masked; the output rows are scattered back to (B, S, d), zeros at the padding. Each move
-        is a recorded op whose backward moves the gradient back (``fusions.packing``)."""
+        once and every fused function runs on them; attention runs on the rows scattered into a
+        (B, L, 3d) block, L the longest sequence, keys past each end masked; the output rows are
+        scattered back to (B, S, d), zeros at the padding. Each move is a recorded op whose
+        backward moves the gradient back (``fusions.packing``)."""
         a = self.attn
         if not (inactive(a.dropout) and x.ndim == 3):
             return None
@@ -122,21 +128,14 @@ class TransformerLayer(Module):
         lengths = np.diff(cu)
         longest = int(lengths.max(initial=0))
         # packed row t of sequence b, position j, is row b * L + j of the (B, L) attention block
-        starts = np.repeat(np.arange(nb) * longest - cu[:-1], lengths)
-        block = starts + np.arange(int(cu[-1]))
+        block = np.repeat(np.arange(nb) * longest - cu[:-1], lengths) + np.arange(int(cu[-1]))
         keep = np.arange(longest)[None, :] < lengths[:, None]                 # (B, L)
-        xp = x.xp
-        index, block = (FU.device_index(xp, i, x.data) for i in (index, block))
-        st = self.fused_input_store_dtype
-        rows = FU.GatherRows.apply(x, index)                                   # (T, d)
-        qkv = fusions.fused_linear_act(rows, a.qkv.weight, a.qkv.bias, "none", "preact", st)
-        qkv_block = FU.ScatterRows.apply(qkv, block, nb * longest).reshape(nb, longest, 3 * d)
-        context = FU.GatherRows.apply(fusions.fused_attention(qkv_block, keep, a.num_heads), block)
-        attended = fusions.fused_linear_act(context, a.out.weight, a.out.bias, "none", "preact", st)
-        h = fusions.residual_layer_norm(self.dropout(attended), rows, self.ln1.weight, self.ln1.bias, self.ln1.eps, st)
-        f = fusions.fused_mlp(h, self.fc1.weight, self.fc1.bias, self.fc2.weight, self.fc2.bias, self.activation,
-                              self.fused_save, st)
-        out = fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
+        index, block = (FU.device_index(x.xp, i, x.data) for i in (index, block))
+
+        def attend(qkv):
+            qkv_block = FU.ScatterRows.apply(qkv, block, nb * longest).reshape(nb, longest, 3 * d)
+            return FU.GatherRows.apply(fusions.fused_attention(qkv_block, keep, a.num_heads), block)
+        out = self._fused_rows(FU.GatherRows.apply(x, index), attend)      # (T, d) rows
         return FU.ScatterRows.apply(out, index, nb * s).reshape(nb, s, d)
 
     def weights(self):

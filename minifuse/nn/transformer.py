@@ -74,7 +74,7 @@ class TransformerLayer(Module):
             if y is not None:
                 return y
         if self.fused_training and training_kernels(x) is not None:
-            packed = self._packed_training_forward(x, attention_mask)
+            packed = _packed_training([self], x, attention_mask)
             if packed is not None:
                 return packed
             return zero_padding(self._fused_training_forward(x, attention_mask), attention_mask, "TransformerLayer")
@@ -110,34 +110,6 @@ class TransformerLayer(Module):
                               self.fused_save, st)
         return fusions.residual_layer_norm(self.dropout(f), h, self.ln2.weight, self.ln2.bias, self.ln2.eps, st)
 
-    def _packed_training_forward(self, x, attention_mask):
-        """``_fused_training_forward`` on the real tokens, when the batch packs (the rule of
-        ``nn.dispatch.packed_mask``, as in inference); else None. The T real rows are gathered
-        once and every fused function runs on them; attention runs on the rows scattered into a
-        (B, L, 3d) block, L the longest sequence, keys past each end masked; the output rows are
-        scattered back to (B, S, d), zeros at the padding. Each move is a recorded op whose
-        backward moves the gradient back (``fusions.packing``)."""
-        a = self.attn
-        if not (inactive(a.dropout) and x.ndim == 3):
-            return None
-        host = packed_mask(x.data, _mask_array(attention_mask, *x.shape[:2], "TransformerLayer"))
-        if host is None:
-            return None
-        nb, s, d = x.shape
-        cu, index = kernel_packing.offsets(host)
-        lengths = np.diff(cu)
-        longest = int(lengths.max(initial=0))
-        # packed row t of sequence b, position j, is row b * L + j of the (B, L) attention block
-        block = np.repeat(np.arange(nb) * longest - cu[:-1], lengths) + np.arange(int(cu[-1]))
-        keep = np.arange(longest)[None, :] < lengths[:, None]                 # (B, L)
-        index, block = (FU.device_index(x.xp, i, x.data) for i in (index, block))
-
-        def attend(qkv):
-            qkv_block = FU.ScatterRows.apply(qkv, block, nb * longest).reshape(nb, longest, 3 * d)
-            return FU.GatherRows.apply(fusions.fused_attention(qkv_block, keep, a.num_heads), block)
-        out = self._fused_rows(FU.GatherRows.apply(x, index), attend)      # (T, d) rows
-        return FU.ScatterRows.apply(out, index, nb * s).reshape(nb, s, d)
-
     def weights(self):
         """The layer's parameters as a LayerWeights record (the order every fused path uses)."""
         a = self.attn
@@ -153,6 +125,38 @@ class TransformerLayer(Module):
 
     def extra_repr(self):
         return f"activation='{self.activation}'"
+
+
+def _packed_training(layers, x, attention_mask):
+    """The fused training of ``layers`` (TransformerLayers, in order) on the real tokens, when the
+    batch packs (the rule of ``nn.dispatch.packed_mask``, as in inference); else None. The T real
+    rows are gathered once and every layer's fused functions run on them (``_fused_rows``);
+    attention runs on the rows scattered into a (B, L, 3d) block, L the longest sequence, keys past
+    each end masked; the last output rows are scattered back to (B, S, d), zeros at the padding.
+    Each move is a recorded op whose backward moves the gradient back (``fusions.packing``)."""
+    if x.ndim != 3 or not all(inactive(layer.attn.dropout) for layer in layers):
+        return None
+    host = packed_mask(x.data, _mask_array(attention_mask, *x.shape[:2], "TransformerLayer"))
+    if host is None:
+        return None
+    nb, s, d = x.shape
+    cu, index = kernel_packing.offsets(host)
+    lengths = np.diff(cu)
+    longest = int(lengths.max(initial=0))
+    # packed row t of sequence b, position j, is row b * L + j of the (B, L) attention block
+    block = np.repeat(np.arange(nb) * longest - cu[:-1], lengths) + np.arange(int(cu[-1]))
+    keep = np.arange(longest)[None, :] < lengths[:, None]                     # (B, L)
+    index, block = (FU.device_index(x.xp, i, x.data) for i in (index, block))
+
+    def attention(num_heads):
+        def attend(qkv):
+            qkv_block = FU.ScatterRows.apply(qkv, block, nb * longest).reshape(nb, longest, 3 * d)
+            return FU.GatherRows.apply(fusions.fused_attention(qkv_block, keep, num_heads), block)
+        return attend
+    rows = FU.GatherRows.apply(x, index)                                       # (T, d)
+    for layer in layers:
+        rows = layer._fused_rows(rows, attention(layer.attn.num_heads))
+    return FU.ScatterRows.apply(rows, index, nb * s).reshape(nb, s, d)
 
 
 class TransformerEncoder(Module):
@@ -194,6 +198,14 @@ class TransformerEncoder(Module):
                 and all(isinstance(t, TransformerLayer) and t._fusable(x) for t in layers)):
             y = fused.transformer_layers(x, layers, _mask_array(attention_mask, *x.shape[:2], "TransformerEncoder"),
                                          all_outputs)
+            if y is not None:
+                return y
+        if (nested and layers and not all_outputs and attention_mask is not None
+                and all(isinstance(t, TransformerLayer) and t.fused_training for t in layers)
+                and training_kernels(x) is not None):
+            for layer in layers:
+                check_input("TransformerLayer", x, layer.attn.d_model, layer.fc1.weight.dtype, name="x")
+            y = _packed_training(layers, x, attention_mask)         # packed once for the stack
             if y is not None:
                 return y
         outputs = [x]

@@ -113,9 +113,12 @@ def test_fused_training_packs_and_equals_the_padded_step(backend, kind, dtype, m
     mask = np.zeros((3, 5), int) if kind == "all_padding" else np.array(MASKS[kind])
     g = mf.tensor(np.cos(np.arange(3 * 5 * 8)).reshape(3, 5, 8).astype(dtype)).to(device)
     K = registry.get(backend).kernels
-    with routed, spy(K, ["gather_rows", "scatter_rows"], monkeypatch) as calls:
+    from minifuse.nn import transformer
+    with routed, spy(K, ["gather_rows", "scatter_rows"], monkeypatch) as calls, \
+            spy(transformer.kernel_packing, ["offsets"], monkeypatch) as packs:
         packed = _training_step(enc, x, mask, g)
         assert "gather_rows" in calls and "scatter_rows" in calls
+        assert packs == ["offsets"]                  # packed once for the whole stack
         del calls[:]
         with nn.packing(False):
             padded = _training_step(enc, x, mask, g)

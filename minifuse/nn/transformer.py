@@ -200,6 +200,7 @@ class TransformerEncoder(Module):
                                          all_outputs)
             if y is not None:
                 return y
+        decided = False
         if (nested and layers and not all_outputs and attention_mask is not None
                 and all(isinstance(t, TransformerLayer) and t.fused_training for t in layers)
                 and training_kernels(x) is not None):
@@ -208,8 +209,9 @@ class TransformerEncoder(Module):
             y = _packed_training(layers, x, attention_mask)         # packed once for the stack
             if y is not None:
                 return y
+            decided = True      # this batch is not packed: the layers need not read the mask again
         outputs = [x]
-        with packing_switch(packing_enabled() and nested):
+        with packing_switch(packing_enabled() and nested and not decided):
             for layer in layers:
                 outputs.append(layer(outputs[-1], attention_mask))
         return outputs if all_outputs else outputs[-1]

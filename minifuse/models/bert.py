@@ -369,11 +369,12 @@ class SentenceEncoder(Module):
         return cls(bert, tokenizer, max_len).eval()
 
     def tokenize(self, texts):
-        """str or (str, str) pairs -> dict of (B, S) int64 arrays input_ids, attention_mask,
-        token_type_ids (0 for the first text of a pair, 1 for the second)."""
+        """A list of str or (str, str) pairs (a single str: one row) -> dict of (B, S) int64 arrays
+        input_ids, attention_mask, token_type_ids (0 for the first text of a pair, 1 for the second)."""
         if self.tokenizer is None:
             raise RuntimeError("SentenceEncoder: no tokenizer; pass one or call the model on ids")
-        inputs = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+        inputs = [tuple(t) if isinstance(t, (list, tuple)) else t
+                  for t in _sentences(texts, "SentenceEncoder.tokenize: 'texts'")[1]]
         unpadded = _unpadded_tokenizer(self)
         if unpadded is None:         # a tokenizer that cannot be copied: its own padded lists
             encs = self.tokenizer.encode_batch(inputs)
@@ -555,9 +556,9 @@ def _unpadded_tokenizer(encoder):
     return copy
 
 
-def _sentences(sentences):
-    """encode's ``sentences`` -> (single, list of str or (str, str)), or a TypeError naming what is wrong."""
-    where = "SentenceEncoder.encode: 'sentences'"
+def _sentences(sentences, where="SentenceEncoder.encode: 'sentences'"):
+    """encode's ``sentences`` (or tokenize's texts, ``where`` naming them) -> (single, list of str
+    or (str, str)), or a TypeError naming what is wrong."""
     if isinstance(sentences, str):
         return True, [sentences]
     if isinstance(sentences, (bytes, bytearray)):

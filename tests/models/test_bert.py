@@ -191,6 +191,9 @@ def test_tokenize_pads_as_the_tokenizer_does(encoder):
         np.testing.assert_array_equal(got[key], np.array([getattr(e, attr) for e in encs], np.int64))
     assert got["input_ids"].shape == (4, encoder.max_seq_length)
     assert {k: v.shape for k, v in encoder.tokenize([]).items()} == {k: (0, 0) for k in got}
+    np.testing.assert_array_equal(encoder.tokenize("A cat.")["input_ids"], got["input_ids"][:1, :5])
+    with pytest.raises(TypeError, match="SentenceEncoder.tokenize: 'texts'"):
+        encoder.tokenize([1, 2])
 
 
 @pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")

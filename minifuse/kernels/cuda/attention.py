@@ -22,22 +22,28 @@ import math
 
 import numpy as np
 
+from ...dtypes import finfo
 from .. import validate
 from ..checks import contiguous
 from . import checks, cublaslt
 from .blocks import MAX_THREADS, PER, block_max, block_sum, rows_per_block, threads_for
 from .checks import CHECKS, flat_rows
+from .gemm import matmul
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
 
 
 @functools.lru_cache(maxsize=None)
-def _softmax_kernel(ct):
-    ctype = np.dtype(ct).type
+def _softmax_kernel(dtype, stats):
+    """For scores of `dtype`, rowmax and rowsum of `stats`; the mask in the compute dtype."""
+    ctype = compute_dtype(dtype).type
     zero, ninf = ctype(0), ctype(-np.inf)
+    load, store = access(dtype)
+    store_stat = access(stats)[1]
 
     @cuda.jit
     def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
@@ -56,7 +62,7 @@ def _softmax_kernel(ct):
             j = tid + i * nt
             t = ninf
             if j < sk and live:
-                t = ctype(s[row, j]) * scale
+                t = load(s[row, j]) * scale
                 if has_mask:
                     t += mask_add[b, j]
                 if t > mx or t != t:
@@ -75,10 +81,10 @@ def _softmax_kernel(ct):
         for i in range(PER):
             j = tid + i * nt
             if j < sk:
-                s[row, j] = vals[i] * inv
+                s[row, j] = store(vals[i] * inv)
         if keep and tid == 0:
-            rowmax[row] = mx
-            rowsum[row] = total
+            rowmax[row] = store_stat(mx)
+            rowsum[row] = store_stat(total)
     return masked_softmax
 
 
@@ -103,7 +109,7 @@ def _additive_mask(xp, key_mask, dtype):
     out = xp.empty((nb, sk), ct)
     if out.size:
         t = row_threads(sk)
-        launch(_mask_add_kernel(ct), (blocks(sk, t), nb), t, key_mask, ct.type(np.finfo(dtype).min), out)
+        launch(_mask_add_kernel(ct), (blocks(sk, t), nb), t, key_mask, ct.type(finfo(dtype).min), out)
     return out
 
 
@@ -115,11 +121,12 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
         return scores2
     ct = compute_dtype(scores2.dtype)
     keep = rowmax is not None
+    if not keep:
+        rowmax = rowsum = scores2[0, :0]
     t = threads_for(sk)
     g = rows_per_block(t)
-    launch(_softmax_kernel(ct), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
-           has_mask, ct.type(scale), rowmax if keep else scores2[0, :0], rowsum if keep else scores2[0, :0],
-           keep)
+    launch(_softmax_kernel(scores2.dtype, rowmax.dtype), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
+           has_mask, ct.type(scale), rowmax, rowsum, keep)
     return scores2
 
 
@@ -145,9 +152,12 @@ def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
 
 
 @functools.lru_cache(maxsize=None)
-def _softmax_backward_kernel(ct):
-    ctype = np.dtype(ct).type
+def _softmax_backward_kernel(dtype, stats):
+    """For s, dp, do and o of `dtype`, rowmax and rowsum of `stats`; the mask in the compute dtype."""
+    ctype = compute_dtype(dtype).type
     zero = ctype(0)
+    load, store = access(dtype)
+    load_stat = access(stats)[0]
 
     @cuda.jit
     def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
@@ -164,21 +174,21 @@ def _softmax_backward_kernel(ct):
         part = zero
         c = tid
         while c < dh and live:
-            part += ctype(do[b, h, i, c]) * ctype(o[b, h, i, c])
+            part += load(do[b, h, i, c]) * load(o[b, h, i, c])
             c += nt
         d = block_sum(buf, part)
         if not live:
             return
-        mx = ctype(rowmax[b, h, i])
-        inv = ctype(1) / ctype(rowsum[b, h, i])
+        mx = load_stat(rowmax[b, h, i])
+        inv = ctype(1) / load_stat(rowsum[b, h, i])
         j = tid
         while j < sk:
-            t = ctype(s[b, h, i, j]) * scale
+            t = load(s[b, h, i, j]) * scale
             if has_mask:
                 t += mask_add[b, j]
             p = math.exp(t - mx) * inv
-            s[b, h, i, j] = p
-            dp[b, h, i, j] = p * (ctype(dp[b, h, i, j]) - d) * scale
+            s[b, h, i, j] = store(p)
+            dp[b, h, i, j] = store(p * (load(dp[b, h, i, j]) - d) * scale)
             j += nt
     return softmax_backward
 
@@ -195,7 +205,7 @@ def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
     ct = compute_dtype(s.dtype)
     t = row_threads(max(sk, o.shape[3]))
     g = rows_per_block(t)
-    launch(_softmax_backward_kernel(ct), blocks(rows, g), (t, g), s, dp, mask_add, has_mask,
+    launch(_softmax_backward_kernel(s.dtype, rowmax.dtype), blocks(rows, g), (t, g), s, dp, mask_add, has_mask,
            ct.type(scale), rowmax, rowsum, do, o)
 
 
@@ -222,9 +232,9 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
                     return ctx
                 out[...] = ctx
                 return out
-    scores = xp.matmul(q, xp.swapaxes(k, -1, -2))                 # (B, H, Sq, Sk), cuBLAS
+    scores = matmul(xp, q, xp.swapaxes(k, -1, -2))                # (B, H, Sq, Sk), cuBLAS
     launch_masked_softmax(flat_rows(scores, sk), nh * sq, madd, has_mask, scale)
-    return xp.matmul(scores, v, out=out)
+    return matmul(xp, scores, v, out=out)
 
 
 def attend(q, k, v, madd, has_mask, scale, method, out):

@@ -26,6 +26,7 @@ from .blocks import MAX_THREADS, block_sum
 from .checks import CHECKS, flat_rows, rows
 from .mathfn import activations, compute_dtype, derivatives
 from .runtime import blocks, cuda, launch, row_threads, xp_for
+from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["apply_bias_act", "apply_bias_glu", "bias_act_", "bias_act_backward", "bias_glu", "glu_backward"]
@@ -43,15 +44,16 @@ def _sum_parts(xp, partial, axis, out):
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_kernel(activation, ct, in_place=True, pairs=False):
-    """out = act(y + bias), or in place. With ``pairs`` (float32 only) y and out are complex64
+def _bias_act_kernel(activation, dtype, in_place=True, pairs=False):
+    """out = act(y + bias), or in place, for arrays of `dtype`. With ``pairs`` (float32 only) y and out are complex64
     views (N, M/2): a complex64 is two neighbouring float32s (real, imag), so each thread moves
     8 bytes per load and store instead of 4. Fewer, wider memory instructions: H200, 4096 x 3072
     gelu_tanh in place, 28.0-28.2 us against 32.3 us one float per thread (torch's F.gelu:
     27.7-28.1 us; a plain copy of those bytes: 23.8 us; BENCHMARKS.md)."""
+    ct = compute_dtype(dtype)
     act = activations(ct)[activation]
-    ctype = np.dtype(ct).type
-    zero = ctype(0)
+    load, store = access(dtype)
+    zero = ct.type(0)
 
     @cuda.jit(device=True, inline=True)
     def bias_at(bias, has_bias, c):
@@ -59,21 +61,21 @@ def _bias_act_kernel(activation, ct, in_place=True, pairs=False):
         if not has_bias:
             return zero, zero
         if pairs:                          # compile-time constants: one arm is compiled
-            return ctype(bias[2 * c]), ctype(bias[2 * c + 1])
-        return ctype(bias[c]), zero
+            return load(bias[2 * c]), load(bias[2 * c + 1])
+        return load(bias[c]), zero
 
     @cuda.jit(device=True, inline=True)
     def f(v, b):
         if pairs:
             return complex(act(v.real + b[0]), act(v.imag + b[1]))
-        return act(ctype(v) + b[0])
+        return act(load(v) + b[0])
 
     @cuda.jit(device=True, inline=True)
     def put(y, out, r, c, v):
         if in_place:
-            y[r, c] = v
+            y[r, c] = store(v)
         else:
-            out[r, c] = v
+            out[r, c] = store(v)
 
     @cuda.jit
     def bias_act(y, bias, has_bias, out):
@@ -120,7 +122,7 @@ def apply_bias_act(y, bias, activation, out=None):
     n, m = y.shape
     if n == 0 or m == 0 or (out is None and bias is None and activation == "none"):
         return y if out is None else out
-    ct = compute_dtype(y.dtype)
+    dtype = y.dtype
     empty = y[0, :0]                       # a bias that is never read, of y's dtype
     result = y if out is None else out
     y2, out2 = _pairs(y), None if out is None else _pairs(out)
@@ -128,7 +130,7 @@ def apply_bias_act(y, bias, activation, out=None):
     if pairs:
         y, out, m = y2, out2, m // 2
     t = row_threads(m)
-    kernel = _bias_act_kernel(activation, ct, out is None, pairs)
+    kernel = _bias_act_kernel(activation, dtype, out is None, pairs)
     # no out: an empty view, never written (a row of y would alias y, and the simulator copies
     # every NumPy argument back after the launch)
     launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, empty if bias is None else bias,
@@ -146,9 +148,11 @@ def bias_act_(y, bias, activation):
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_glu_kernel(gate, ct):
+def _bias_glu_kernel(gate, dtype):
+    ct = compute_dtype(dtype)
     act = activations(ct)[gate]
-    ctype = np.dtype(ct).type
+    ctype = ct.type
+    load, store = access(dtype)
 
     @cuda.jit
     def bias_glu(y, bias, has_bias, w, has_w, out):
@@ -156,12 +160,12 @@ def _bias_glu_kernel(gate, ct):
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= h:
             return
-        ba = ctype(bias[c]) if has_bias else ctype(0)
-        bb = ctype(bias[h + c]) if has_bias else ctype(0)
+        ba = load(bias[c]) if has_bias else ctype(0)
+        bb = load(bias[h + c]) if has_bias else ctype(0)
         r = cuda.blockIdx.y
         while r < n:
-            v = act(ctype(y[r, c]) + ba) * (ctype(y[r, h + c]) + bb)
-            out[r, c] = v * ctype(w[r]) if has_w else v
+            v = act(load(y[r, c]) + ba) * (load(y[r, h + c]) + bb)
+            out[r, c] = store(v * load(w[r]) if has_w else v)
             r += cuda.gridDim.y
     return bias_glu
 
@@ -173,7 +177,7 @@ def apply_bias_glu(y2, bias, gate, out2, w=None):
     if n == 0 or h == 0:
         return out2
     t = row_threads(h)
-    kernel = _bias_glu_kernel(gate, compute_dtype(y2.dtype))
+    kernel = _bias_glu_kernel(gate, y2.dtype)
     launch(kernel, (blocks(h, t), min(n, ROW_BLOCKS)), t, y2, y2[0] if bias is None else bias,
            bias is not None, y2[0, :0] if w is None else w, w is not None, out2)
     return out2
@@ -194,9 +198,11 @@ def bias_glu(y, bias, gate, out=None):
 # ---- backward ---------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_backward_kernel(activation, ct):
+def _bias_act_backward_kernel(activation, dtype):
+    ct = compute_dtype(dtype)
     slope = derivatives(ct)[activation]
-    ctype = np.dtype(ct).type
+    ctype = ct.type
+    load, store = access(dtype)
 
     @cuda.jit
     def bias_act_backward(g, y, bias, has_bias, dy, partial, want_dbias):
@@ -204,12 +210,12 @@ def _bias_act_backward_kernel(activation, ct):
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
         if c >= m:
             return
-        b = ctype(bias[c]) if has_bias else ctype(0)
+        b = load(bias[c]) if has_bias else ctype(0)
         acc = np.float64(0)
         r = cuda.blockIdx.y
         while r < n:
-            d = ctype(g[r, c]) * slope(ctype(y[r, c]) + b)
-            dy[r, c] = d
+            d = load(g[r, c]) * slope(load(y[r, c]) + b)
+            dy[r, c] = store(d)
             acc += np.float64(d)
             r += cuda.gridDim.y
         if want_dbias:
@@ -229,16 +235,18 @@ def bias_act_backward(g, y, bias, activation, dy, dbias=None):
     xp = xp_for("bias_act_backward", "g", g)
     t, parts = row_threads(m), min(n, PARTS)
     partial = xp.empty((parts, m) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
-    launch(_bias_act_backward_kernel(activation, compute_dtype(g.dtype)), (blocks(m, t), parts), t,
+    launch(_bias_act_backward_kernel(activation, g.dtype), (blocks(m, t), parts), t,
            g, y, y[0, :0] if bias is None else bias, bias is not None, dy, partial, want_dbias)
     if want_dbias:
         _sum_parts(xp, partial, 0, dbias)
 
 
 @functools.lru_cache(maxsize=None)
-def _glu_backward_kernel(gate, has_w, ct):
+def _glu_backward_kernel(gate, has_w, dtype):
+    ct = compute_dtype(dtype)
     act, slope = activations(ct)[gate], derivatives(ct)[gate]
-    ctype = np.dtype(ct).type
+    ctype = ct.type
+    load, store = access(dtype)
     nbuf = MAX_THREADS if has_w else 1           # shared memory only for the row reductions
 
     @cuda.jit
@@ -248,23 +256,23 @@ def _glu_backward_kernel(gate, has_w, ct):
         c = cuda.blockIdx.x * cuda.blockDim.x + tid
         active = c < h                # no early return: every thread joins the row reductions
         buf = cuda.shared.array(nbuf, np.float64)
-        ba = ctype(bias[c]) if has_bias and active else ctype(0)
-        bb = ctype(bias[h + c]) if has_bias and active else ctype(0)
+        ba = load(bias[c]) if has_bias and active else ctype(0)
+        bb = load(bias[h + c]) if has_bias and active else ctype(0)
         acc_a = np.float64(0)
         acc_b = np.float64(0)
         r = cuda.blockIdx.y
         while r < n:
             term = np.float64(0)
             if active:
-                a = ctype(y[r, c]) + ba
-                b = ctype(y[r, h + c]) + bb
+                a = load(y[r, c]) + ba
+                b = load(y[r, h + c]) + bb
                 gate_a = act(a)
-                gi = ctype(g[r, c])
-                gw = gi * ctype(w[r])
+                gi = load(g[r, c])
+                gw = gi * load(w[r])
                 da = gw * slope(a) * b
                 db = gw * gate_a
-                dy[r, c] = da
-                dy[r, h + c] = db
+                dy[r, c] = store(da)
+                dy[r, h + c] = store(db)
                 acc_a += np.float64(da)
                 acc_b += np.float64(db)
                 if has_w:
@@ -296,7 +304,7 @@ def glu_backward(g, y, bias, gate, w, dy, dbias=None, dw=None):
     nbx = blocks(h, t)
     partial = xp.empty((parts, 2 * h) if want_dbias else (1, 1), np.float64)    # (1, 1): unused
     dw_part = xp.empty((n, nbx) if has_w else (1, 1), np.float64)
-    launch(_glu_backward_kernel(gate, has_w, compute_dtype(g.dtype)), (nbx, parts), t,
+    launch(_glu_backward_kernel(gate, has_w, g.dtype), (nbx, parts), t,
            g, y, y[0, :0] if bias is None else bias, bias is not None, xp.ones(n, y.dtype) if w is None else w, dy, partial,
            want_dbias, dw_part)
     if want_dbias:

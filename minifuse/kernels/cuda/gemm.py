@@ -2,10 +2,15 @@
 per shape, the bias in the GEMM's epilogue, capturable in a CUDA graph), else CuPy's cuBLAS
 matmul, written straight into its buffer; an activation is one fused pass over the output after
 it (faster than cuBLASLt's own GELU epilogue in float32, which runs in the GEMM's tail at low
-occupancy), except float16 'relu' and 'gelu_tanh', which ride in that epilogue (cublaslt.py).
+occupancy), except float16 and bfloat16 'relu' and 'gelu_tanh', which ride in that epilogue
+(cublaslt.py).
 
 float32 at precision 'high' or 'medium' (`minifuse.set_float32_matmul_precision`) runs on the
 tensor cores: 'high' as the 3xTF32 split (tf32x3.py), 'medium' as one TF32 GEMM.
+
+Where cuBLASLt does not apply (and under the simulator) the products are the array module's
+matmul (`matmul`); bfloat16 ones there run in float32 and are rounded once, as a GEMM that
+accumulates in float32 rounds them.
 """
 import numpy as np
 
@@ -13,10 +18,24 @@ from ...precision import get_float32_matmul_precision
 from . import cublaslt
 from .elementwise import apply_bias_act
 from .runtime import xp_for
+from .storage import BFLOAT16
 from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["linear", "bmm"]
+
+
+def matmul(xp, a, b, out=None):
+    """``xp.matmul(a, b, out=out)`` in a's dtype. bfloat16 operands are multiplied in float32 and
+    the product rounded to bfloat16 once: NumPy's matmul returns ml_dtypes' bfloat16 products as
+    float32, and CuPy has no batched bfloat16 GEMM."""
+    if BFLOAT16 is None or a.dtype != BFLOAT16:
+        return xp.matmul(a, b, out=out)
+    product = xp.matmul(a.astype(np.float32), b.astype(np.float32))
+    if out is None:
+        return product.astype(a.dtype)
+    out[...] = product
+    return out
 
 
 def _gemm(x2, w, out2, bias):
@@ -32,7 +51,7 @@ def _gemm(x2, w, out2, bias):
             x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
         if cublaslt.linear(x2, w, bias, out2, tf32=tf32):
             return out2
-    xp_for("linear", "x", x2).matmul(x2, w.T, out=out2)
+    matmul(xp_for("linear", "x", x2), x2, w.T, out=out2)
     return apply_bias_act(out2, bias, "none")
 
 
@@ -42,7 +61,7 @@ def linear(x2, w, bias, activation, out2):
     if activation == "none":
         return _gemm(x2, w, out2, bias)
     if (x2.shape[1] and not isinstance(x2, np.ndarray) and cublaslt.takes_activation(x2.dtype, activation)
-            and cublaslt.linear(x2, w, bias, out2, activation=activation)):     # float16: in the epilogue
+            and cublaslt.linear(x2, w, bias, out2, activation=activation)):     # half: in the epilogue
         return out2
     return apply_bias_act(_gemm(x2, w, out2, None), bias, activation)
 
@@ -50,8 +69,8 @@ def linear(x2, w, bias, activation, out2):
 def bmm(a, b, out, trans_b=False):
     """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
     (batch, ., .) arrays; out C-contiguous. Through cuBLASLt where it applies (C-contiguous,
-    aligned; float16 on the tensor cores: CuPy's batched float16 matmul converts to float32 and
-    back), else CuPy's matmul. Returns out."""
+    aligned; float16 and bfloat16 on the tensor cores: CuPy's batched float16 matmul converts to
+    float32 and back), else the array module's matmul (`matmul`). Returns out."""
     if isinstance(a, np.ndarray) or not cublaslt.bmm(a, b, out, trans_b=trans_b):   # NumPy: the simulator
-        xp_for("bmm", "a", a).matmul(a, b.transpose(0, 2, 1) if trans_b else b, out=out)
+        matmul(xp_for("bmm", "a", a), a, b.transpose(0, 2, 1) if trans_b else b, out=out)
     return out

@@ -17,6 +17,7 @@ from .checks import CHECKS, flat_rows, rows
 from .elementwise import _sum_parts
 from .mathfn import compute_dtype
 from .runtime import cuda, launch, xp_for
+from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["apply_residual_layer_norm", "residual_layer_norm", "residual_layer_norm_backward"]
@@ -26,9 +27,12 @@ LN_PARTS = 512
 
 
 @functools.lru_cache(maxsize=None)
-def _layer_norm_kernel(ct):
-    ctype = np.dtype(ct).type
+def _layer_norm_kernel(dtype, stats):
+    """For x, res, bias, gamma, beta, out and xhat of `dtype`, rstd of `stats`."""
+    ctype = compute_dtype(dtype).type
     zero = ctype(0)
+    load, store = access(dtype)
+    store_stat = access(stats)[1]
 
     @cuda.jit
     def residual_layer_norm(x, res, has_res, bias, has_bias, gamma, beta, eps, out, xhat, rstd, keep,
@@ -43,7 +47,7 @@ def _layer_norm_kernel(ct):
         if has_pad and pad[row] != 0:      # the whole block leaves together: no barrier is split
             j = tid
             while j < d:
-                out[row, j] = zero
+                out[row, j] = store(zero)
                 j += nt
             return
         buf = cuda.shared.array(MAX_THREADS, ctype)
@@ -53,11 +57,11 @@ def _layer_norm_kernel(ct):
             j = tid + i * nt
             t = zero
             if j < d:
-                t = ctype(x[row, j])
+                t = load(x[row, j])
                 if has_res:
-                    t += ctype(res[row, j])
+                    t += load(res[row, j])
                 if has_bias:
-                    t += ctype(bias[j])
+                    t += load(bias[j])
             vals[i] = t
             s += t
         mean = block_sum(buf, s) / ctype(d)
@@ -71,11 +75,11 @@ def _layer_norm_kernel(ct):
             j = tid + i * nt
             if j < d:
                 v = (vals[i] - mean) * r
-                out[row, j] = v * ctype(gamma[j]) + ctype(beta[j])
+                out[row, j] = store(v * load(gamma[j]) + load(beta[j]))
                 if keep:
-                    xhat[row, j] = v
+                    xhat[row, j] = store(v)
         if keep and tid == 0:
-            rstd[row] = r
+            rstd[row] = store_stat(r)
     return residual_layer_norm
 
 
@@ -89,10 +93,11 @@ def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None,
         return out2
     ct = compute_dtype(x2.dtype)
     keep = xhat is not None
-    launch(_layer_norm_kernel(ct), n, threads_for(d),
+    rstd = rstd if keep else out2[0, :0]
+    launch(_layer_norm_kernel(x2.dtype, rstd.dtype), n, threads_for(d),
            x2, x2 if res2 is None else res2, res2 is not None,
            gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2,
-           xhat if keep else out2[:0], rstd if keep else out2[0, :0], keep,
+           xhat if keep else out2[:0], rstd, keep,
            gamma[:0] if pad_rows is None else pad_rows, pad_rows is not None)
     return out2
 
@@ -112,9 +117,12 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
 
 
 @functools.lru_cache(maxsize=None)
-def _layer_norm_backward_kernel(ct):
-    ctype = np.dtype(ct).type
+def _layer_norm_backward_kernel(dtype, stats):
+    """For g, xhat, gamma and dx of `dtype`, rstd of `stats`."""
+    ctype = compute_dtype(dtype).type
     zero = ctype(0)
+    load, store = access(dtype)
+    load_stat = access(stats)[0]
 
     @cuda.jit
     def layer_norm_backward(g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params):
@@ -138,20 +146,20 @@ def _layer_norm_backward_kernel(ct):
                 gh[i] = zero
                 xh[i] = zero
                 if j < d:
-                    gj = ctype(g[row, j])
-                    xh[i] = ctype(xhat[row, j])
-                    gh[i] = gj * ctype(gamma[j])
+                    gj = load(g[row, j])
+                    xh[i] = load(xhat[row, j])
+                    gh[i] = gj * load(gamma[j])
                     s1 += gh[i]
                     s2 += gh[i] * xh[i]
                     sg[i] += np.float64(gj * xh[i])
                     sb[i] += np.float64(gj)
             m1 = block_sum(buf, s1) / ctype(d)
             m2 = block_sum(buf, s2) / ctype(d)
-            r = ctype(rstd[row])
+            r = load_stat(rstd[row])
             for i in range(PER):
                 j = tid + i * nt
                 if j < d:
-                    dx[row, j] = r * (gh[i] - m1 - xh[i] * m2)
+                    dx[row, j] = store(r * (gh[i] - m1 - xh[i] * m2))
             row += cuda.gridDim.x
         if want_params:
             for i in range(PER):
@@ -177,7 +185,7 @@ def residual_layer_norm_backward(g, xhat, rstd, gamma, dx, dgamma=None, dbeta=No
     parts = min(n, LN_PARTS)
     shape = (parts, d) if want_params else (1, 1)                               # (1, 1): unused
     pgamma, pbeta = xp.empty(shape, np.float64), xp.empty(shape, np.float64)
-    launch(_layer_norm_backward_kernel(compute_dtype(g.dtype)), parts, threads_for(d),
+    launch(_layer_norm_backward_kernel(g.dtype, rstd.dtype), parts, threads_for(d),
            g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params)
     if want_params:
         _sum_parts(xp, pgamma, 0, dgamma)

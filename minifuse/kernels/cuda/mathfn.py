@@ -1,6 +1,7 @@
 """Activations as CUDA device functions, one set per compute type.
 
-float16 and float32 arrays compute in float32, float64 in float64. Constants are closed over as
+float16, bfloat16 and float32 arrays compute in float32, float64 in float64 (storage.py converts
+each array's elements to and from the compute dtype). Constants are closed over as
 NumPy scalars of the compute type, so a float32 kernel never widens to float64 (a bare `0.5`
 literal would). `math.exp`, `math.erf` and `math.tanh` compile to CUDA's libdevice (expf, erff,
 tanhf), which are accurate to a few ulp: no own polynomials are needed on the GPU.

@@ -24,6 +24,7 @@ import math
 
 import numpy as np
 
+from ...dtypes import finfo
 from .. import packing
 from . import checks
 from .attention import attend_packed
@@ -31,6 +32,7 @@ from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
@@ -128,9 +130,11 @@ def pack_offsets(fn, key_mask, batch, seq, like):
 
 
 @functools.lru_cache(maxsize=None)
-def _varlen_kernel(ct):
-    ctype = np.dtype(ct).type
+def _varlen_kernel(dtype):
+    """For qkv and out of `dtype`; probs in the compute dtype."""
+    ctype = compute_dtype(dtype).type
     zero, ninf = ctype(0), ctype(-np.inf)
+    load, store = access(dtype)
 
     @cuda.jit
     def attention_varlen(qkv, seqlens, scale, probs, out):
@@ -156,7 +160,7 @@ def _varlen_kernel(ct):
             if j < n:
                 s = zero
                 for c in range(dh):
-                    s += ctype(qkv[t, qc + c]) * ctype(qkv[lo + j, kc + c])
+                    s += load(qkv[t, qc + c]) * load(qkv[lo + j, kc + c])
                 s *= scale
                 if s > mx or s != s:
                     mx = s
@@ -179,8 +183,8 @@ def _varlen_kernel(ct):
         while c < dh:
             acc = zero
             for j in range(n):
-                acc += row[j] * ctype(qkv[lo + j, vc + c])
-            out[t, qc + c] = acc / total
+                acc += row[j] * load(qkv[lo + j, vc + c])
+            out[t, qc + c] = store(acc / total)
             c += nt
     return attention_varlen
 
@@ -201,7 +205,7 @@ def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
     ct = compute_dtype(qkv.dtype)
     madd = xp.empty((nb, longest), ct)
     th = row_threads(longest)
-    launch(_length_mask, (blocks(longest, th), nb), th, pk.seqlens, ct.type(np.finfo(qkv.dtype).min), madd)
+    launch(_length_mask, (blocks(longest, th), nb), th, pk.seqlens, ct.type(finfo(qkv.dtype).min), madd)
     ctx = xp.empty((nb, longest, d), out.dtype)
     attend_packed(padded.reshape(nb, longest, width), madd, True, num_heads, scale, method, ctx)
     th = row_threads(d)
@@ -227,7 +231,7 @@ def attend_varlen(qkv, pk, num_heads, scale, method, out):
     else:
         ct = compute_dtype(qkv.dtype)
         probs = xp.empty((num_heads, t, max(1, pk.max_seqlen)), ct)
-        launch(_varlen_kernel(ct), (t, num_heads),
+        launch(_varlen_kernel(qkv.dtype), (t, num_heads),
                max(threads_for(pk.max_seqlen), row_threads(out.shape[1] // num_heads)),
                qkv, pk.seqlens, ct.type(scale), probs, out)
     if out is not target:

@@ -8,6 +8,11 @@ set only where NumPy lacks the name, before numba.cuda is imported or compiles a
 
 Under the Numba CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, no GPU, no CuPy) the same kernels
 run on NumPy arrays: `array_module` returns numpy, `launch` calls the kernel without a stream.
+
+numba has no bfloat16 type: `device_array` hands a bfloat16 array (CuPy's or NumPy's) to a
+kernel as a uint16 view of the same memory, its bits, which the kernels convert themselves
+(storage.py). Under the simulator too: given the ml_dtypes array, Python would convert each
+element correctly on its own and hide any error in the kernels' conversion.
 """
 from collections import OrderedDict
 
@@ -18,6 +23,8 @@ if not hasattr(np, "row_stack"):  # NumPy >= 2.5 (see the module docstring)
 
 from numba import config as _config  # noqa: E402
 from numba import cuda  # noqa: E402
+
+from ...dtypes import bfloat16 as _bfloat16  # noqa: E402
 
 SIMULATOR = bool(_config.ENABLE_CUDASIM)
 
@@ -53,13 +60,21 @@ def xp_for(fn, name, a):
 _VIEWS = OrderedDict()
 _VIEWS_MAX = 512
 _STREAMS = {}
+# dtypes the kernels take as the bits of an unsigned integer of the same size (storage.py)
+_AS_BITS = {} if _bfloat16 is None else {_bfloat16: np.dtype(np.uint16)}
 
 
 def device_array(a):
     """``a`` as numba sees it. CuPy arrays are wrapped without the stream synchronisation that
     CUDA Array Interface consumers do by default (that sync would cost time and is illegal while
-    a CUDA graph is being captured); NumPy arrays pass through to the simulator."""
-    if isinstance(a, np.ndarray) or a is None or np.isscalar(a):
+    a CUDA graph is being captured); NumPy arrays pass through to the simulator. A bfloat16
+    array becomes its uint16 view (the module docstring)."""
+    if a is None or np.isscalar(a):
+        return a
+    bits = _AS_BITS.get(a.dtype)
+    if bits is not None:
+        a = a.view(bits)
+    if isinstance(a, np.ndarray):
         return a
     cai = a.__cuda_array_interface__
     key = (cai["data"][0], cai["shape"], cai["strides"], cai["typestr"])

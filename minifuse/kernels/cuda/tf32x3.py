@@ -31,19 +31,11 @@ import math
 import numpy as np
 
 from .elementwise import ROW_BLOCKS
-from .runtime import SIMULATOR, blocks, cuda, launch, row_threads
+from .runtime import blocks, cuda, launch, row_threads
+from .storage import float_as_int as _as_int
+from .storage import int_as_float as _as_float
 
 LO_FIRST, LO_MIDDLE = 0, 1   # where the lo block goes: [lo|hi|hi] for a, [hi|lo|hi] for b
-
-if SIMULATOR:       # the simulator's libdevice functions are stubs: the same bit casts in NumPy
-    def _as_int(v):
-        return int(np.float32(v).view(np.int32))
-
-    def _as_float(i):
-        return np.int32(i).view(np.float32)
-else:
-    from numba.cuda import libdevice
-    _as_int, _as_float = libdevice.float_as_int, libdevice.int_as_float
 
 _HALF_ULP, _KEEP = 0x1000, -0x2000        # TF32 keeps the top 10 of 23 mantissa bits (mask 0xFFFFE000)
 

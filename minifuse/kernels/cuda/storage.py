@@ -1,0 +1,85 @@
+"""How the kernels read and write the arrays of each dtype they take: `access(dtype)` gives the
+pair of device functions (load, store) for one dtype, so that each kernel's formula is written
+once, in its compute dtype (`mathfn.compute_dtype`), for every storage dtype.
+
+- float16, float32, float64: numba arrays of their own dtype. load widens an element to the
+  compute dtype (float16 to float32); store returns the value unchanged and the assignment to
+  the array rounds it (float16: to nearest, ties to even).
+- bfloat16 (ml_dtypes): numba has no such type, so a bfloat16 array reaches a kernel as its
+  bits, a uint16 array (`runtime.device_array` makes that view; copy-only kernels just move the
+  bits). A bfloat16 is the upper half of the float32 of the same value: load shifts the bits up
+  by 16 and reinterprets them as a float32 (exact); store rounds a float32 to the nearest
+  bfloat16, ties to even, with the integer arithmetic of ml_dtypes (and Eigen, PyTorch): add
+  0x7FFF plus the lowest kept bit, keep the upper 16 bits. That also rounds values past the
+  largest bfloat16 up to inf, and keeps infinities and zeros; a NaN becomes the quiet NaN of its
+  sign (0x7FC0 / 0xFFC0), as ml_dtypes makes it (rounding its payload could carry into the
+  exponent and give inf).
+
+A kernel that takes arrays of several dtypes (half inputs with float32 row statistics, float64
+partial sums, an additive mask in the compute dtype) gets one pair per dtype; only the arrays
+that are bfloat16 are converted.
+
+The bit casts are libdevice's ``__nv_float_as_int`` / ``__nv_int_as_float``. The Numba CUDA
+simulator's libdevice functions are stubs, so there the same casts are NumPy views, and the rest
+of the conversion (shifts, rounding, NaN test) runs as it does on the GPU.
+"""
+import functools
+
+import numpy as np
+
+from ...dtypes import bfloat16 as BFLOAT16
+from .mathfn import compute_dtype
+from .runtime import SIMULATOR, cuda
+
+__all__ = ["BFLOAT16", "access", "float_as_int", "int_as_float", "bfloat16_to_float", "float_to_bfloat16"]
+
+if SIMULATOR:       # the simulator's libdevice functions are stubs: the same bit casts in NumPy
+    def float_as_int(v):
+        return int(np.float32(v).view(np.int32))
+
+    def int_as_float(i):
+        return np.int32(i).view(np.float32)
+else:
+    from numba.cuda import libdevice
+    float_as_int, int_as_float = libdevice.float_as_int, libdevice.int_as_float
+
+_ABS, _INF = 0x7FFFFFFF, 0x7F800000        # float32: all bits but the sign; +inf
+_QUIET_NAN, _SIGN = 0x7FC0, 0x8000         # bfloat16: the quiet NaN ml_dtypes makes; the sign bit
+_HALF_ULP = 0x7FFF                         # half a bfloat16 ulp in float32 bits, less one (the tie)
+
+
+@cuda.jit(device=True, inline=True)
+def bfloat16_to_float(bits):
+    """The float32 value of bfloat16 bits (a uint16): exact."""
+    # int64 first: the shifted bits reach 2^32 - 1, and the int32 cast then keeps their pattern
+    return int_as_float(np.int32(np.int64(bits) << 16))
+
+
+@cuda.jit(device=True, inline=True)
+def float_to_bfloat16(v):
+    """The bits (a uint16) of float32 v rounded to the nearest bfloat16, ties to even."""
+    u = np.int64(float_as_int(np.float32(v))) & 0xFFFFFFFF     # the bits as an unsigned number
+    if (u & _ABS) > _INF:
+        return np.uint16(((u >> 16) & _SIGN) | _QUIET_NAN)
+    # non-NaN: u <= 0xFF800000, so the sum stays below 2^32 (no carry out of the sign bit)
+    return np.uint16((u + _HALF_ULP + ((u >> 16) & 1)) >> 16)
+
+
+@functools.lru_cache(maxsize=None)
+def access(dtype):
+    """(load, store) for arrays of `dtype` as the kernels see them: ``load(a[i])`` is the element in
+    the compute dtype, ``a[i] = store(v)`` writes the compute-dtype value v (see the module
+    docstring)."""
+    dtype = np.dtype(dtype)
+    if BFLOAT16 is not None and dtype == BFLOAT16:
+        return bfloat16_to_float, float_to_bfloat16
+    ctype = compute_dtype(dtype).type
+
+    @cuda.jit(device=True, inline=True)
+    def load(v):
+        return ctype(v)
+
+    @cuda.jit(device=True, inline=True)
+    def store(v):
+        return v
+    return load, store

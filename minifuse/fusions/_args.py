@@ -13,14 +13,16 @@ import numpy as np
 from ..autograd.autocast import cast_inputs, dtype_for
 from ..autograd.function import mixed_devices
 from ..device import array_module
+from ..dtypes import bfloat16, is_floating
 from ..kernels import registry
 from ..kernels.checks import ArrayChecks, choice, contiguous, rows  # noqa: F401  (used by the functions)
 from ..tensor import Tensor
 
 # The dtypes the fused training functions take: their backend's kernel dtypes (float32 and float64
-# on the CPU; float16 too on CUDA). Their kernels compute half-precision inputs in float32,
-# accumulate parameter gradients in float64 partial sums, and keep row statistics (LayerNorm's
-# rstd, softmax's row max and sum) in float32 or wider (`stats_dtype`).
+# on the CPU; float16 and bfloat16 too on CUDA). Their kernels compute half-precision inputs in
+# float32, accumulate parameter gradients in float64 partial sums, and keep row statistics
+# (LayerNorm's rstd, softmax's row max and sum) in float32 or wider (`stats_dtype`); their GEMMs
+# accumulate in float32 or wider (`linear`, `matmul`).
 DEFAULT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -85,14 +87,15 @@ def vector(fn, name, t, size, meaning, like):
 
 
 def store_dtype(fn, value, dtype):
-    """``input_store_dtype``: None (keep ``dtype``) or a floating dtype no wider than ``dtype``."""
+    """``input_store_dtype``: None (keep ``dtype``) or a floating dtype no wider than ``dtype``
+    (bfloat16 included)."""
     if value is None:
         return None
     try:
         d = np.dtype(value)
     except TypeError:
         raise TypeError(f"{fn}: 'input_store_dtype' must be a dtype such as float16, got {value!r}") from None
-    if d.kind != "f" or d.itemsize > dtype.itemsize:
+    if not is_floating(d) or d.itemsize > dtype.itemsize:
         raise ValueError(f"{fn}: 'input_store_dtype' must be a floating dtype no wider than the input's "
                          f"{dtype}, got {d}")
     return None if d == dtype else d
@@ -105,9 +108,29 @@ def optional(xp, a):
     return None if a is None else contiguous(xp, a)
 
 
-def linear(xp, x2, w):
-    """x2 (N, K) @ w.T (w (M, K)) into a new (N, M) array: BLAS or cuBLAS, the transpose a view."""
-    return xp.matmul(x2, w.T, out=xp.empty((x2.shape[0], w.shape[0]), x2.dtype))
+def _bfloat16(a):
+    return bfloat16 is not None and a.dtype == bfloat16
+
+
+def linear(K, x2, w):
+    """x2 (N, K) @ w.T (w (M, K)) into a new (N, M) array: BLAS or cuBLAS, the transpose a view.
+    bfloat16 (CUDA's kernels only) through the backend's ``bmm``: cuBLASLt, float32 accumulation
+    (NumPy's matmul, the simulator's, would return float32; the backend's rounds once)."""
+    out = K.xp.empty((x2.shape[0], w.shape[0]), x2.dtype)
+    if _bfloat16(x2):
+        K.bmm(x2[None], contiguous(K.xp, w)[None], out[None], trans_b=True)
+        return out
+    return K.xp.matmul(x2, w.T, out=out)
+
+
+def matmul(K, a, b):
+    """a @ b for 2-D a, b (transposed views included) in a's dtype; bfloat16 as in `linear`, on
+    C-contiguous copies where a or b is a view."""
+    if not _bfloat16(a):
+        return a @ b
+    out = K.xp.empty((a.shape[0], b.shape[1]), a.dtype)
+    K.bmm(contiguous(K.xp, a)[None], contiguous(K.xp, b)[None], out[None])
+    return out
 
 
 def sum_rows(K, a2):
@@ -115,7 +138,7 @@ def sum_rows(K, a2):
     with a row of ones (the backend's ``bmm``: cuBLASLt reads a2 at the memory bandwidth, where
     CuPy's reduction over the rows of a wide array walks each column with a stride)."""
     xp = K.xp
-    if xp is np:
+    if xp is np and not _bfloat16(a2):    # (NumPy would add bfloat16 rows in bfloat16)
         return a2.sum(axis=0)
     n, m = a2.shape
     out = xp.empty((1, 1, m), a2.dtype)

@@ -55,7 +55,7 @@ class FusedLinearAct(Function):
         K = A.kernels(x)
         x2 = A.rows(K.xp, x, x.shape[-1])
         bias = A.optional(K.xp, bias)
-        z = A.linear(K.xp, x2, weight)
+        z = A.linear(K, x2, weight)
         keep_z = save_preact and activation != "none"
         out = act_forward(K, z, bias, activation, keep_z)
         ctx.save_for_backward(A.store(x2, store_dtype), weight, bias, A.store(z if keep_z else None, store_dtype))
@@ -73,10 +73,10 @@ class FusedLinearAct(Function):
         if activation == "none":                            # identity: dz is g itself
             dz, db = g2, (A.sum_rows(K, g2) if want_db else None)
         else:
-            z = A.linear(K.xp, x2, weight) if z is None else A.restore(z, dtype)
+            z = A.linear(K, x2, weight) if z is None else A.restore(z, dtype)
             dz, db = act_backward(K, g2, z, bias, activation, want_db)
-        dx = (dz @ weight).reshape(x_shape) if need_x else None
-        dw = dz.T @ x2 if need_w else None
+        dx = A.matmul(K, dz, weight).reshape(x_shape) if need_x else None
+        dw = A.matmul(K, dz.T, x2) if need_w else None
         return dx, dw, db
 
 

@@ -27,9 +27,9 @@ class FusedMLP(Function):
         xp = K.xp
         x2 = A.rows(xp, x, x.shape[-1])
         b1, b2 = A.optional(xp, b1), A.optional(xp, b2)
-        z = A.linear(xp, x2, w1)
+        z = A.linear(K, x2, w1)
         h = act_forward(K, z, b1, activation, keep_z=save_preact)
-        out = act_forward(K, A.linear(xp, h, w2), b2, "none", keep_z=False)   # + b2 in place
+        out = act_forward(K, A.linear(K, h, w2), b2, "none", keep_z=False)   # + b2 in place
         ctx.save_for_backward(A.store(x2, store_dtype), w1, b1, w2,
                               A.store(z if save_preact else None, store_dtype))
         ctx.meta = (K, activation, x.shape, x.dtype, b2 is not None)
@@ -41,14 +41,14 @@ class FusedMLP(Function):
         K, activation, x_shape, dtype, has_b2 = ctx.meta
         need_x, need_w1, need_b1, need_w2, need_b2 = ctx.needs_input_grad[:5]
         x2 = A.restore(x2, dtype)
-        z = A.linear(K.xp, x2, w1) if z is None else A.restore(z, dtype)
+        z = A.linear(K, x2, w1) if z is None else A.restore(z, dtype)
         g2 = A.rows(K.xp, g, g.shape[-1])
         h = act_forward(K, z, b1, activation, keep_z=True)      # fc2's input, recomputed
-        dw2 = g2.T @ h if need_w2 else None
+        dw2 = A.matmul(K, g2.T, h) if need_w2 else None
         db2 = A.sum_rows(K, g2) if has_b2 and need_b2 else None
-        dz, db1 = act_backward(K, g2 @ w2, z, b1, activation, b1 is not None and need_b1)
-        dx = (dz @ w1).reshape(x_shape) if need_x else None
-        dw1 = dz.T @ x2 if need_w1 else None
+        dz, db1 = act_backward(K, A.matmul(K, g2, w2), z, b1, activation, b1 is not None and need_b1)
+        dx = A.matmul(K, dz, w1).reshape(x_shape) if need_x else None
+        dw1 = A.matmul(K, dz.T, x2) if need_w1 else None
         return dx, dw1, db1, dw2, db2
 
 

@@ -1,6 +1,7 @@
 """The CUDA kernel backend: numba `@cuda.jit` kernels on CuPy arrays (NumPy arrays under the
-Numba CUDA simulator, NUMBA_ENABLE_CUDASIM=1), float16, float32 and float64 (float16 computes in
-float32), plus CUDA-graph capture and replay (`CudaGraph`).
+Numba CUDA simulator, NUMBA_ENABLE_CUDASIM=1), float16, bfloat16 (with ml_dtypes), float32 and
+float64 (the half dtypes compute in float32; storage.py: how each dtype is loaded and stored),
+plus CUDA-graph capture and replay (`CudaGraph`).
 
 GEMMs run in cuBLASLt / cuBLAS, written into their buffers; the kernels fuse what surrounds them.
 Its entry points are those of every backend (`minifuse.kernels.registry.ENTRY_POINTS`): the same

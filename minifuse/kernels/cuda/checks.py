@@ -1,19 +1,21 @@
 """Argument checks of the CUDA kernels: the shared checks (`minifuse/kernels/checks.py`, one
 wording for both backends) bound to CuPy arrays (NumPy arrays under the simulator) of float16,
-float32 or float64, all on one GPU, with rows of at most `blocks.MAX_ROW` elements in the row
-kernels.
+bfloat16 (where ml_dtypes is installed), float32 or float64, all on one GPU, with rows of at
+most `blocks.MAX_ROW` elements in the row kernels.
 
 The kernels index without bounds checks, so shapes, dtypes, contiguity, the device and `out` are
 all checked in Python first.
 """
 import numpy as np
 
+from ...dtypes import bfloat16
 from .. import checks as shared
 from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 from .blocks import MAX_ROW
 from .runtime import xp_for
 
-DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+DTYPES = ((np.dtype(np.float16),) + (() if bfloat16 is None else (bfloat16,))
+          + (np.dtype(np.float32), np.dtype(np.float64)))
 
 
 def device_id(a):

@@ -14,7 +14,12 @@ Why not ``cupy.matmul`` (cuBLAS) for everything:
   minifuse's bias + GELU kernel (the activation runs in the GEMM's tail at low occupancy); in
   float16 the GEMM is four times shorter and the separate pass over its output costs as much as
   the GEMM itself, so there 'relu' and 'gelu_tanh' ride in the epilogue (`EPILOGUE_ACTIVATIONS`;
-  BENCHMARKS.md). The exact (erf) GELU and the other activations stay in minifuse's kernels.
+  BENCHMARKS.md); bfloat16 takes the same epilogues (its GEMMs run on the tensor cores at
+  float16's rate; not timed separately). The exact (erf) GELU and the other activations stay in
+  minifuse's kernels.
+
+dtypes: float32 (float32 products, or TF32 on request), float16 and bfloat16 (tensor cores); all
+accumulate in float32 (CUBLAS_COMPUTE_32F, float32 alpha and beta) and store in the arrays' dtype.
 
 CuPy binds cuBLAS but not cuBLASLt, so this module calls the C API through ctypes: the library
 is already loaded by CuPy's cuBLAS (libcublas links it), found by name or in /proc/self/maps.
@@ -31,8 +36,10 @@ import ctypes.util
 
 import numpy as np
 
-# cuBLASLt / CUDA enum values (cublasLt.h, library_types.h).
-_CUDA_R = {np.dtype(np.float32): 0, np.dtype(np.float16): 2}
+from ...dtypes import bfloat16
+
+# cuBLASLt / CUDA enum values (cublasLt.h, library_types.h): CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF.
+_CUDA_R = {np.dtype(np.float32): 0, np.dtype(np.float16): 2, **({} if bfloat16 is None else {bfloat16: 14})}
 _COMPUTE_32F = 68                      # CUBLAS_COMPUTE_32F: no TF32, like torch with allow_tf32=False
 _COMPUTE_32F_FAST_TF32 = 77            # float32 in and out, TF32 products on the tensor cores
 _OP_N, _OP_T = 0, 1
@@ -43,7 +50,7 @@ _EPILOGUE_DEFAULT, _EPILOGUE_BIAS = 1, 4
 # activation -> (epilogue without bias, with bias): CUBLASLT_EPILOGUE_RELU(_BIAS), _GELU(_BIAS)
 _EPILOGUES = {"relu": (2, 6), "gelu_tanh": (32, 36)}
 # the dtypes whose GEMMs take their activation in the epilogue (see the module docstring)
-EPILOGUE_ACTIVATIONS = {np.dtype(np.float16): frozenset(_EPILOGUES)}
+EPILOGUE_ACTIVATIONS = {d: frozenset(_EPILOGUES) for d in _CUDA_R if d.itemsize == 2}
 WORKSPACE_BYTES = 32 * 2 ** 20
 CANDIDATES = 8           # algorithms asked from the heuristic, each timed once per shape
 
@@ -225,7 +232,7 @@ def _instance():
 
 
 def _usable(*arrays):
-    """float32/float16, C-contiguous, non-empty, 256-byte aligned (the heuristic assumes CuPy's
+    """float32/float16/bfloat16, C-contiguous, non-empty, 256-byte aligned (the heuristic assumes CuPy's
     allocation alignment; a sliced view may not have it), one dtype."""
     dt = arrays[0].dtype
     return (dt in _CUDA_R and all(a.dtype == dt and a.size and a.flags.c_contiguous and a.data.ptr % 256 == 0

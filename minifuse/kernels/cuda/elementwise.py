@@ -112,7 +112,7 @@ def _pairs(a):
     not C-contiguous, not 8-byte aligned)."""
     if a.dtype != np.float32 or a.shape[1] % 2 or not a.flags.c_contiguous:
         return None
-    address = a.data.ptr if hasattr(a.data, "ptr") else a.ctypes.data
+    address = a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr   # (NumPy: no buffer of bfloat16)
     return a.view(np.complex64) if address % 8 == 0 else None
 
 

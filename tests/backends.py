@@ -7,7 +7,9 @@ parametrized over `PARAMS`).
 - 'cuda': under the Numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1: NumPy arrays, and every
   simulated block costs tens to hundreds of milliseconds, so tests shrink their shapes and example
   counts on it: `Backend.simulated`, `Backend.pick`, `Backend.examples`), or on a GPU with CuPy
-  (`mf.cuda_available()`: CuPy arrays, float16 tested too). Elsewhere its tests are skipped.
+  (`mf.cuda_available()`: CuPy arrays, float16 tested too). bfloat16 (with ml_dtypes) is tested
+  on both: its kernels convert bits themselves, the same code under the simulator as on the GPU.
+  Elsewhere its tests are skipped.
 
 Inputs are made on the host with NumPy (tests/kernels/reference.py) and moved with `to_dev`,
 which keeps a strided view strided (the kernels must be tested on the layouts they are given);
@@ -34,10 +36,14 @@ GPU = not SIMULATOR and mf.cuda_available()
 SIMULATED_EXAMPLES = 5
 
 # The kernels' own tolerances, relative to the result's scale (reference.assert_close). float16
-# computes in float32 but stores 11-bit mantissas: 1e-3 of the result's scale.
+# computes in float32 but stores 11-bit mantissas: 1e-3 of the result's scale. bfloat16 stores
+# 8-bit mantissas: float16's tolerances times 8 (2^-8 against 2^-11 for half an ulp).
 RTOL = {np.dtype(np.float16): 2e-3, np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 # Whole layers (several roundings of intermediate results in the arrays' dtype).
 LAYER_RTOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}
+if mf.bfloat16 is not None:
+    RTOL[mf.bfloat16], LAYER_RTOL[mf.bfloat16] = 8 * RTOL[np.dtype(np.float16)], 8 * LAYER_RTOL[np.dtype(np.float16)]
+HALF = tuple(d for d in (np.dtype(np.float16), mf.bfloat16) if d is not None)
 
 
 class Backend:
@@ -86,10 +92,17 @@ class Backend:
         return rtol + float(np.max(eps * np.abs(v.mean(-1)) / (v.std(-1) + 1e-30)))
 
     def compute_dtype(self, dtype):
-        """The dtype the kernels compute in for arrays of `dtype`: CUDA computes float16 in
-        float32 (a residual add too, where the unfused path rounds x + residual to float16)."""
+        """The dtype the kernels compute in for arrays of `dtype`: CUDA computes float16 and
+        bfloat16 in float32 (a residual add too, where the unfused path rounds x + residual to
+        the half dtype)."""
         dtype = np.dtype(dtype)
-        return np.dtype(np.float32) if self.name == "cuda" and dtype == np.float16 else dtype
+        return np.dtype(np.float32) if self.name == "cuda" and dtype in HALF else dtype
+
+    def stats_dtype(self, dtype):
+        """The dtype of the row statistics (LayerNorm's rstd, softmax's row max and sum) that the
+        fused training functions keep for inputs of `dtype`: float32 for the half dtypes."""
+        dtype = np.dtype(dtype)
+        return np.dtype(np.float32) if dtype in HALF else dtype
 
     def pick(self, full, small):
         """`small` on the simulator, else `full` (shapes, lists of sizes)."""
@@ -124,7 +137,8 @@ class Backend:
 
 
 CPU = Backend("cpu", (np.float32, np.float64), available=True)
-CUDA = Backend("cuda", (np.float32, np.float64) + ((np.float16,) if GPU else ()),
+CUDA = Backend("cuda", (np.float32, np.float64) + ((np.float16,) if GPU else ())
+               + ((mf.bfloat16,) if mf.bfloat16 is not None else ()),
                available=SIMULATOR or GPU, reason="needs NUMBA_ENABLE_CUDASIM=1 or an NVIDIA GPU with CuPy",
                simulated=SIMULATOR, gpu=GPU)
 BACKENDS = (CPU, CUDA)
@@ -202,5 +216,5 @@ def quiet():
         yield
 
 
-__all__ = ["SIMULATOR", "GPU", "Backend", "CPU", "CUDA", "BACKENDS", "AVAILABLE", "PARAMS", "RTOL",
+__all__ = ["SIMULATOR", "GPU", "Backend", "CPU", "CUDA", "BACKENDS", "AVAILABLE", "PARAMS", "RTOL", "HALF",
            "LAYER_RTOL", "dtypes", "choice", "given_backend", "parametrize_dtypes", "quiet"]

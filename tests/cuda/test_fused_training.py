@@ -1,8 +1,9 @@
 """The fused training functions (minifuse.fusions) on CUDA against the same functions on the CPU:
 forward and every gradient, float32 within 1e-4 and float64 within 1e-10 relative, on odd sizes,
 size 1 and an empty batch; one tape node whose kernels are the CUDA set; NaN propagation; the
-float16 input store; the layers (MLP backend='fused', FusedLinear and TransformerLayer
-fused_training) training on CUDA; argument and mixed-device errors.
+float16 and bfloat16 input stores; the layers (MLP backend='fused', FusedLinear and
+TransformerLayer fused_training) training on CUDA, in float32 and in bfloat16; float16 and
+bfloat16 against float64; argument and mixed-device errors.
 
 On a GPU the tensors live on the device (CuPy, cuBLAS GEMMs). Under the Numba CUDA simulator
 (NUMBA_ENABLE_CUDASIM=1, no CuPy) the tensors stay NumPy arrays and `on_cuda()` routes NumPy
@@ -30,6 +31,12 @@ if SIMULATOR or GPU:
 
 RTOL = {np.float32: 1e-4, np.float64: 1e-10}
 DEVICE = "cuda" if GPU else "cpu"
+# Half precision against float64, relative to the result's scale: float16 2e-2; bfloat16 6e-2
+# (8 mantissa bits to float16's 11; measured under the simulator: at most 1.2e-2).
+HALF_RTOL = {"float16": 2e-2, "bfloat16": 6e-2}
+HALF = [pytest.param(np.dtype(np.float16), id="float16"),
+        pytest.param(mf.bfloat16, id="bfloat16", marks=pytest.mark.skipif(mf.bfloat16 is None,
+                                                                          reason="bfloat16: needs ml_dtypes"))]
 
 
 @pytest.fixture(autouse=True)
@@ -135,19 +142,21 @@ def test_nan_propagates_like_cpu(name):
         np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
 
 
+@pytest.mark.parametrize("store", HALF)
 @pytest.mark.parametrize("name, call", [
-    ("bias_gelu_tanh", lambda y, b: FU.bias_gelu(y, b, input_store_dtype=mf.float16)),
-    ("residual_layer_norm", lambda x, r, g, b: FU.residual_layer_norm(x, r, g, b, EPS, mf.float16)),
-    ("mlp_swiglu_recompute", lambda *t: FU.fused_mlp(*t, "swiglu", "recompute", mf.float16)),
+    ("bias_gelu_tanh", lambda y, b, st: FU.bias_gelu(y, b, input_store_dtype=st)),
+    ("residual_layer_norm", lambda x, r, g, b, st: FU.residual_layer_norm(x, r, g, b, EPS, st)),
+    ("mlp_swiglu_recompute", lambda *t: FU.fused_mlp(*t[:-1], "swiglu", "recompute", t[-1])),
 ])
-def test_input_store_float16(name, call):
-    """Saved in float16 on the device too; the same rounded inputs give the CPU's gradients."""
+def test_input_store_half(name, call, store):
+    """Saved in float16 or bfloat16 on the device too; the same rounded inputs give the CPU's
+    gradients."""
     arrays, g = _case_arrays(name, (5,), 4, np.float32, seed=4)
-    got, want = _cpu_and_cuda(call, arrays, g)
+    got, want = _cpu_and_cuda(lambda *t: call(*t, store), arrays, g)
     _close(got, want, np.float32)
     with on_cuda():
-        out = call(*[mf.tensor(a, device=DEVICE, requires_grad=True) for a in arrays])
-    assert any(getattr(a, "dtype", None) == np.float16 for a in out.grad_fn._saved)
+        out = call(*[mf.tensor(a, device=DEVICE, requires_grad=True) for a in arrays], store)
+    assert any(getattr(a, "dtype", None) == store for a in out.grad_fn._saved)
 
 
 def _attention_run(batch, seq, heads, dh, dtype, mask, mask_tensor=False):
@@ -256,6 +265,41 @@ def test_transformer_layer_fused_training_on_cuda(rng, packing):
         assert kinds == FUSED_LAYER + ["Where"]
 
 
+@pytest.mark.skipif(mf.bfloat16 is None, reason="bfloat16: needs ml_dtypes")
+@pytest.mark.parametrize("packing", [False, True])
+@pytest.mark.parametrize("layer, fused_nodes", [
+    (lambda: nn.FusedLinear(8, 3, "gelu", fused_training=True), ["FusedLinearAct"]),
+    (lambda: nn.MLP(8, "swiglu", backend="fused"), ["FusedMLP"]),
+    (lambda: nn.TransformerLayer(8, 2, 12, fused_training=True), FUSED_LAYER),
+], ids=["FusedLinear", "MLP", "TransformerLayer"])
+def test_bfloat16_layers_train_fused_on_cuda(layer, fused_nodes, packing):
+    """A bfloat16 layer trains through the fused functions on CUDA: its output and parameter
+    gradients (bfloat16) follow the same layer's taped ops in bfloat16 and the float64 result of
+    its rounded parameters and input."""
+    import copy
+    mf.manual_seed(2)
+    module = layer().to(mf.bfloat16)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 8)).astype(mf.bfloat16)
+    g = rng.standard_normal((2, 3, module(mf.tensor(x)).shape[-1]))
+    extra = (np.array([[1, 1, 0], [1, 0, 0]]),) if isinstance(module, nn.TransformerLayer) else ()
+
+    def step(dtype, fused):
+        m = copy.deepcopy(module).to(DEVICE).to(dtype)
+        with on_cuda(), nn.packing(packing), nn.fusion(fused):
+            out = m(mf.tensor(x, device=DEVICE).to(dtype), *extra)
+            kinds = [fn.__name__ for fn in _nodes(out)]
+            out.backward(mf.tensor(g.astype(dtype), device=DEVICE))
+        return kinds, [np.asarray(out.detach())] + [np.asarray(p.grad) for p in m.parameters()]
+
+    kinds, fused = step(mf.bfloat16, True)
+    assert set(fused_nodes) <= set(kinds), kinds
+    _, taped = step(mf.bfloat16, False)
+    _, want = step(np.float64, False)
+    _half_close(fused, want, mf.bfloat16)
+    _half_close(fused, [t.astype(np.float64) for t in taped], mf.bfloat16)
+
+
 def test_layers_choose_fused_training_on_cuda():
     """The layers train through the CUDA kernels' fused functions for CUDA tensors (NumPy ones
     routed to CUDA under the simulator); with fusion off, through the taped ops."""
@@ -286,19 +330,45 @@ def test_mixed_devices_raise_the_one_device_error(call):
         call(cuda, mf.ones)
 
 
-@pytest.mark.parametrize("name", [n for n in SOME if n != "weighted_swiglu"] if SIMULATOR or GPU else [])
-def test_float16_on_cuda_follows_float64(name):
-    """CUDA's kernels take float16 (computed in float32, row statistics kept in float32): the
-    outputs and every gradient follow the float64 CPU result within float16's precision."""
-    arrays, g = _case_arrays(name, (2, 3), 5, np.float64, seed=2)
-    want, _ = _run(CASES[name][1], arrays, g, "cpu")
-    with on_cuda():
-        got, node = _run(CASES[name][1], [a.astype(np.float16) for a in arrays], g.astype(np.float16), DEVICE)
-    assert node.meta[0] is _cuda_kernels()
+def _half_close(got, want, dtype):
+    rtol = HALF_RTOL[dtype.name]
     for k, (a, b) in enumerate(zip(got, want)):
-        assert a.dtype == np.float16 and a.shape == b.shape, (k, a.dtype, a.shape, b.shape)
+        assert a.dtype == dtype and a.shape == b.shape, (k, a.dtype, a.shape, b.shape)
         scale = max(float(np.max(np.abs(b), initial=0.0)), 1.0)
-        np.testing.assert_allclose(a.astype(np.float64), b, rtol=2e-2, atol=2e-2 * scale, err_msg=f"output {k}")
+        np.testing.assert_allclose(a.astype(np.float64), b, rtol=rtol, atol=rtol * scale, err_msg=f"output {k}")
+
+
+@pytest.mark.parametrize("dtype", HALF)
+@pytest.mark.parametrize("name", [n for n in SOME if n != "weighted_swiglu"] if SIMULATOR or GPU else [])
+def test_half_on_cuda_follows_float64(name, dtype):
+    """CUDA's kernels take float16 and bfloat16 (computed in float32, row statistics kept in
+    float32, GEMMs accumulated in float32): the outputs and every gradient follow the float64 CPU
+    result of the same rounded inputs within the half dtype's precision."""
+    arrays, g = _case_arrays(name, (2, 3), 5, np.float64, seed=2)
+    arrays, g = [a.astype(dtype) for a in arrays], g.astype(dtype)
+    want, _ = _run(CASES[name][1], [a.astype(np.float64) for a in arrays], g.astype(np.float64), "cpu")
+    with on_cuda():
+        got, node = _run(CASES[name][1], arrays, g, DEVICE)
+    assert node.meta[0] is _cuda_kernels()
+    _half_close(got, want, dtype)
+
+
+@pytest.mark.skipif(mf.bfloat16 is None, reason="bfloat16: needs ml_dtypes")
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_bfloat16_follows_float64(masked):
+    """fused_attention in bfloat16 (its products through the backend's bmm, float32 accumulation)
+    against float64 on the CPU; a fully padded row of keys stays finite."""
+    rng = np.random.default_rng(7)
+    qkv = rng.standard_normal((2, 3, 18)).astype(mf.bfloat16)
+    g = rng.standard_normal((2, 3, 6)).astype(mf.bfloat16)
+    mask = np.array([[1, 1, 0], [0, 0, 0]]) if masked else None
+    call = lambda t: FU.fused_attention(t, mask, 2)  # noqa: E731
+    want, _ = _run(call, [qkv.astype(np.float64)], g.astype(np.float64), "cpu")
+    with on_cuda():
+        got, node = _run(call, [qkv], g, DEVICE)
+    assert node.meta[0] is _cuda_kernels()
+    assert all(np.isfinite(a.astype(np.float64)).all() for a in got)
+    _half_close(got, want, mf.bfloat16)
 
 
 def test_float16_is_refused_on_the_cpu():

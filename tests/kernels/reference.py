@@ -33,6 +33,15 @@ def _gelu_tanh_slope(v):
     return 0.5 * (1 + t) + 0.5 * v * (1 - t * t) * c0 * (1 + 3 * c1 * v * v)
 
 
+def finfo_min(dtype):
+    """finfo(dtype).min, what the unfused path adds at padded keys (NumPy's finfo refuses
+    ml_dtypes' bfloat16; ml_dtypes' has it)."""
+    if np.dtype(dtype).name == "bfloat16":
+        import ml_dtypes
+        return float(ml_dtypes.finfo(dtype).min)
+    return float(np.finfo(dtype).min)
+
+
 def f64(a):
     return None if a is None else np.asarray(a, np.float64)
 
@@ -68,7 +77,7 @@ def attention(q, k, v, key_mask, scale, dtype):
     """`dtype` is the kernel's dtype: the mask adds finfo(dtype).min, as the unfused path does."""
     s = (f64(q) @ np.swapaxes(f64(k), -1, -2)) * scale
     if key_mask is not None:
-        s = s + np.where(np.asarray(key_mask) == 0, float(np.finfo(dtype).min), 0.0)[:, None, None, :]
+        s = s + np.where(np.asarray(key_mask) == 0, finfo_min(dtype), 0.0)[:, None, None, :]
     if s.shape[-1] == 0:                  # no keys: an empty weighted sum
         return np.zeros(s.shape[:-1] + (v.shape[-1],))
     with np.errstate(all="ignore"):
@@ -152,7 +161,7 @@ def additive_mask(key_mask, batch, keys, dtype):
     """(B, Sk) of 0 (keep) / finfo(dtype).min (pad), zeros for no mask."""
     if key_mask is None:
         return np.zeros((batch, keys))
-    return np.where(np.asarray(key_mask) == 0, float(np.finfo(dtype).min), 0.0)
+    return np.where(np.asarray(key_mask) == 0, finfo_min(dtype), 0.0)
 
 
 def softmax_stats(s, madd, scale):

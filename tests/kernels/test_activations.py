@@ -6,6 +6,7 @@ table."""
 import numpy as np
 import pytest
 
+import minifuse as mf
 from backends import CUDA
 from minifuse.kernels import activations as A
 from minifuse.kernels.cpu import mathfn as cpu_mathfn
@@ -96,6 +97,8 @@ def test_cuda_mathfn_has_every_row():
         assert set(mathfn.activations(ct)) == set(A.NAMES)
         assert set(mathfn.derivatives(ct)) == set(A.NAMES)
     assert mathfn.compute_dtype(np.float16) == np.float32
+    if mf.bfloat16 is not None:
+        assert mathfn.compute_dtype(mf.bfloat16) == np.float32
 
 
 def test_gates_are_table_rows():

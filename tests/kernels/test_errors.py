@@ -3,6 +3,7 @@ in the same words on every backend (one validation, minifuse/kernels/validate.py
 import numpy as np
 import pytest
 
+import minifuse as mf
 from minifuse.kernels.weights import LayerWeights
 
 f32, f64 = np.float32, np.float64
@@ -108,11 +109,14 @@ def test_bad_input_is_named(backend, case):
 
 
 def test_dtypes_the_backend_does_not_take(backend):
-    """float16 on the CPU (CUDA takes it); integers everywhere; the message lists the backend's."""
+    """float16 and bfloat16 on the CPU (CUDA takes them); integers everywhere; the message lists
+    the backend's."""
     K, z = backend.K, Args(backend).z
     words = K.CHECKS.dtype_words
     assert words.replace(" or ", ", ").split(", ") == [d.name for d in K.DTYPES]
-    refused = [np.int64] + ([] if np.dtype(np.float16) in K.DTYPES else [np.float16])
+    half = [np.dtype(np.float16)] + ([] if mf.bfloat16 is None else [mf.bfloat16])
+    assert (backend.name == "cuda") == all(d in K.DTYPES for d in half)
+    refused = [np.int64] + [d for d in half if d not in K.DTYPES]
     for dtype in refused:
         with pytest.raises(TypeError, match=f"bias_act_: 'y' must be {words}, got {np.dtype(dtype).name}"):
             K.bias_act_(z(2, 2, dtype=dtype), None, "relu")

@@ -5,8 +5,8 @@ and the backward ones (bias_act_backward, glu_backward, residual_layer_norm_back
 softmax_backward), with and without the optional bias / weight / parameter gradients, on empty,
 size-1 and odd shapes, strided inputs where the kernels take them, and NaN.
 
-The training kernels take float32 and float64 (the fused functions' dtypes), so float16 is not
-drawn here even on a GPU.
+float16 is not drawn here even on a GPU; bfloat16 is (CUDA), with the row statistics in float32
+as the fused functions keep them (`Backend.stats_dtype`).
 """
 import numpy as np
 import pytest
@@ -123,11 +123,12 @@ def test_layer_norm_forward_and_backward(backend, dtype, n, d, with_residual, wi
     r = ref.randn(rng, (n, d), dtype) if with_residual else None
     bias = ref.randn(rng, (d,), dtype) if with_bias else None        # the folded projection bias
     gamma, beta = ref.randn(rng, (d,), dtype), ref.randn(rng, (d,), dtype)
-    out, xhat, rstd = xp.empty((n, d), dtype), xp.empty((n, d), dtype), xp.empty(n, dtype)
+    out, xhat, rstd = xp.empty((n, d), dtype), xp.empty((n, d), dtype), xp.empty(n, backend.stats_dtype(dtype))
     assert K.apply_residual_layer_norm(dev(x), dev(r), dev(bias), dev(gamma), dev(beta), 1e-5, out, xhat,
                                        rstd) is out
-    v = x if r is None else x + r
-    v = v if bias is None else v + bias
+    ct = backend.compute_dtype(dtype)               # where x + residual + bias is rounded
+    v = x.astype(ct) if r is None else x.astype(ct) + r.astype(ct)
+    v = v if bias is None else v + bias.astype(ct)
     tol = backend.layer_norm_rtol(dtype, v)
     ref.assert_close(backend.to_host(out), ref.layer_norm(v, None, gamma, beta, 1e-5), tol)
     want_xhat, want_rstd = ref.layer_norm_stats(v, None, 1e-5)
@@ -152,7 +153,7 @@ def test_layer_norm_backward_nan_row(backend, dtype, rng):
     _skip_float16(dtype)
     K, dev, xp = backend.K, backend.to_dev, backend.xp
     xhat, rstd = ref.layer_norm_stats(ref.randn(rng, (3, 6), dtype), None, 1e-5)
-    xhat, rstd = xhat.astype(dtype), rstd.astype(dtype)
+    xhat, rstd = xhat.astype(dtype), rstd.astype(backend.stats_dtype(dtype))
     g = ref.randn(rng, (3, 6), dtype)
     g[1, 4] = np.nan
     gamma = ref.randn(rng, (6,), dtype)
@@ -188,7 +189,8 @@ def test_softmax_forward_and_backward(backend, dtype, nb, nh, sq, sk, dh, mask, 
     scale = 0.7
     s = ref.randn(rng, (nb, nh, sq, sk), dtype, scale=2)
     p = dev(s.copy())
-    rowmax, rowsum = xp.empty((nb, nh, sq), dtype), xp.empty((nb, nh, sq), dtype)
+    stats = backend.stats_dtype(dtype)
+    rowmax, rowsum = xp.empty((nb, nh, sq), stats), xp.empty((nb, nh, sq), stats)
     K.softmax_forward(p, madd, key_mask is not None, scale, rowmax, rowsum)
     want_p, want_max, want_sum = ref.softmax_stats(s, want_madd, scale)
     check(backend, p, want_p, dtype)
@@ -212,7 +214,8 @@ def test_softmax_nan_row(backend, dtype, rng):
     s = ref.randn(rng, (1, 2, 2, 5), dtype)
     s[0, 1, 0, 3] = np.nan
     madd = K.mask_add("softmax", None, 1, 5, ("s", dev(s)))
-    p, rowmax, rowsum = dev(s.copy()), xp.empty((1, 2, 2), dtype), xp.empty((1, 2, 2), dtype)
+    stats = backend.stats_dtype(dtype)
+    p, rowmax, rowsum = dev(s.copy()), xp.empty((1, 2, 2), stats), xp.empty((1, 2, 2), stats)
     K.softmax_forward(p, madd, False, 1.0, rowmax, rowsum)
     want, _, _ = ref.softmax_stats(s, np.zeros((1, 5)), 1.0)
     got = backend.to_host(p)

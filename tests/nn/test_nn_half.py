@@ -1,8 +1,9 @@
 """float16 and bfloat16 through every layer: outputs and gradients stay in the half dtype (no op
 promotes a half input), and the values follow the same layer in float32 within that dtype's
 precision. On the device of tests/testdevice.py (MINIFUSE_TEST_DEVICE=cuda: fused CUDA kernels in
-float16 under no_grad, fused training functions in float16 with gradients; bfloat16 through the
-taped ops, CuPy's). bfloat16 needs ml_dtypes."""
+float16 and bfloat16 under no_grad, fused training functions in either with gradients, the other
+layers through the taped ops, CuPy's). bfloat16 needs ml_dtypes. The CUDA kernels in bfloat16
+under the simulator: tests/nn/test_nn_backends.py and tests/cuda/test_fused_training.py."""
 import numpy as np
 import pytest
 

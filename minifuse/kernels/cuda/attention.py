@@ -24,8 +24,8 @@ import numpy as np
 
 from .. import validate
 from ..checks import contiguous
-from . import checks, cublaslt
-from .blocks import MAX_THREADS, PER, block_max, block_sum, rows_per_block, threads_for
+from . import checks, cublaslt, words
+from .blocks import MAX_THREADS, block_max, block_sum, row_layout, rows_per_block
 from .checks import CHECKS, flat_rows
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
@@ -35,47 +35,59 @@ __all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softma
 
 
 @functools.lru_cache(maxsize=None)
-def _softmax_kernel(ct):
+def _softmax_kernel(ct, fmt, per):
     ctype = np.dtype(ct).type
     zero, ninf = ctype(0), ctype(-np.inf)
+    n = words.values_per_word(fmt)
+    held = per * n                  # values per thread (a compile-time size)
+    word2, _, value, put2 = words.functions(fmt, ct)
 
     @cuda.jit
     def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
         """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch]); with keep
-        (training) also each row's max and sum of exp(t - max), what the fused backward reads."""
+        (training) also each row's max and sum of exp(t - max), what the fused backward reads.
+        Thread t holds the words t, t + T, ... of its row (`words.py`)."""
         row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         sk = s.shape[1]
+        nw = sk // n
         live = row < s.shape[0]            # a row past the end still joins every block reduction
         b = row // rows_per_batch
         buf = cuda.shared.array(MAX_THREADS, ctype)
-        vals = cuda.local.array(PER, ctype)
+        vals = cuda.local.array(held, ctype)
         mx = ninf
-        for i in range(PER):
-            j = tid + i * nt
-            t = ninf
-            if j < sk and live:
-                t = ctype(s[row, j]) * scale
-                if has_mask:
-                    t += mask_add[b, j]
-                if t > mx or t != t:
-                    mx = t
-            vals[i] = t
+        for i in range(per):
+            wi = tid + i * nt
+            for k in range(n):
+                vals[i * n + k] = ninf
+            if wi < nw and live:
+                w = word2(s, row, wi)
+                for k in range(n):
+                    t = value(w, k) * scale
+                    if has_mask:
+                        t += mask_add[b, wi * n + k]
+                    if t > mx or t != t:
+                        mx = t
+                    vals[i * n + k] = t
         mx = block_max(buf, mx)
         total = zero
-        for i in range(PER):
-            e = math.exp(vals[i] - mx) if tid + i * nt < sk and live else zero
-            vals[i] = e
-            total += e
+        for i in range(per):
+            used = tid + i * nt < nw and live
+            for k in range(n):
+                e = math.exp(vals[i * n + k] - mx) if used else zero
+                vals[i * n + k] = e
+                total += e
         total = block_sum(buf, total)
         if not live:
             return
         inv = ctype(1) / total
-        for i in range(PER):
-            j = tid + i * nt
-            if j < sk:
-                s[row, j] = vals[i] * inv
+        for i in range(per):
+            wi = tid + i * nt
+            if wi < nw:
+                for k in range(n):
+                    vals[i * n + k] = vals[i * n + k] * inv
+                put2(s, row, wi, vals, i * n)
         if keep and tid == 0:
             rowmax[row] = mx
             rowsum[row] = total
@@ -115,9 +127,10 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
         return scores2
     ct = compute_dtype(scores2.dtype)
     keep = rowmax is not None
-    t = threads_for(sk)
+    fmt = words.format_for(sk, scores2)
+    t, per = row_layout(words.words(sk, fmt))
     g = rows_per_block(t)
-    launch(_softmax_kernel(ct), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
+    launch(_softmax_kernel(ct, fmt, per), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
            has_mask, ct.type(scale), rowmax if keep else scores2[0, :0], rowsum if keep else scores2[0, :0],
            keep)
     return scores2

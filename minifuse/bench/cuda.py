@@ -398,7 +398,7 @@ def launch_profile(results):
 def main(argv=None):
     p = argparse.ArgumentParser()
     p.add_argument("--json")
-    p.add_argument("--only", default="")
+    p.add_argument("--only", default="", help="comma-separated section names (e.g. bert_layer,linear); all when empty")
     args = p.parse_args(argv)
     import cupy
     import torch
@@ -412,6 +412,8 @@ def main(argv=None):
              (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (compiled_layer, (results,)),
              (launches, (results,)),
              (launch_profile, (results,))]
+    wanted = [w for w in args.only.split(",") if w]
+    steps = [(step, a) for step, a in steps if not wanted or step.__name__ in wanted]
     from minifuse.progress import progress
     for step, step_args in progress(steps, desc="sections"):
         try:

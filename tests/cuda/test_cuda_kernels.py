@@ -1,13 +1,16 @@
-"""CUDA-only internals of the kernels, under the Numba CUDA simulator or on a GPU: the float32
-complex64-pairs path of bias + activation, the launch fast path (GPU), the teaching tiled GEMM
+"""CUDA-only internals of the kernels, under the Numba CUDA simulator or on a GPU: rows read in
+8-byte words or one element at a time (bias + activation, LayerNorm, softmax), the launch fast path (GPU), the teaching tiled GEMM
 (minifuse.bench.tiled_gemm), more rows and wider rows than the kernels' blocks, and the NumPy
 patch numba-cuda needs.
 
 The entry points themselves (every kernel against the float64 references, their argument checks)
 are tested once for every backend in tests/kernels (the `backend` parameter, id 'cuda')."""
+import importlib
+
 import numpy as np
 import pytest
 
+import minifuse as mf
 from backends import CUDA, quiet
 from cudatest import needs_gpu, needs_kernels
 from kernels import reference as R
@@ -34,27 +37,71 @@ def check(actual, expected, dtype):
     R.assert_close(to_host(actual), expected, CUDA.rtol(dtype))
 
 
+WORD_DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)] + (
+    [] if mf.bfloat16 is None else [mf.bfloat16])
+
+
+def _layouts(rng, n, m, dtype, scale=1.0):
+    """(name, expected format, (n, m) array) for rows read as 8-byte words (a width the word's
+    values divide, aligned), one element at a time for an odd width, and for a view that starts
+    off an 8-byte boundary."""
+    from minifuse.kernels.cuda import words as W
+    flat = to_dev(randn(rng, n * m + 1, dtype, scale))
+    word = {np.dtype(np.float16): "half4", np.dtype(np.float32): "float2", mf.bfloat16: W.BF16X4}.get(
+        np.dtype(dtype), W.ONE)
+    return [("words", word, flat.copy()[:n * m].reshape(n, m)),
+            ("odd width", W.ONE, flat.copy()[:n * (m - 1)].reshape(n, m - 1)),
+            ("unaligned", W.ONE, flat.copy()[1:].reshape(n, m))]
+
+
+@pytest.mark.parametrize("dtype", WORD_DTYPES)
 @pytest.mark.parametrize("activation", ["relu", "gelu_tanh", "silu"])
-def test_bias_act_float32_pairs_and_single_lanes(rng, activation):
-    """float32 rows of even width run as complex64 pairs (two floats per thread); odd widths and
-    views that are not 8-byte aligned run one float per thread. Both, in place and into `out`,
-    against the reference; NaN stays NaN in either lane of a pair."""
+def test_bias_act_in_words_and_one_element_at_a_time(rng, dtype, activation):
+    """Bias + activation reads four float16 or bfloat16 / two float32 values per 8-byte word where the rows
+    allow it (`words.format_for`), one element otherwise: both, in place and into `out`, against
+    the reference; NaN stays NaN in every lane of a word."""
     from minifuse.kernels.cuda import elementwise as E
-    n, m = 5, 40
-    flat = to_dev(randn(rng, n * m + 1, np.float32, 3.0))
-    b = randn(rng, m, np.float32)
-    cases = [("pairs", flat[:n * m].reshape(n, m), b), ("odd width", flat[:n * (m - 1)].reshape(n, m - 1), b[:-1]),
-             ("4-byte aligned", flat[1:].reshape(n, m), b)]
-    for name, y, bias in cases:
-        assert (E._pairs(y) is not None) == (name == "pairs"), name
-        y[1, 0], y[2, 1] = np.nan, np.nan
-        expected = R.bias_act(to_host(y), bias, activation)
+    from minifuse.kernels.cuda import words as W
+    for name, fmt, y in _layouts(rng, 5, 40, dtype, 3.0):
+        bias = to_dev(randn(rng, y.shape[1], dtype))
+        assert W.format_for(y.shape[1], y, bias) == fmt, name
+        y[1, 0], y[2, 1], y[3, 3] = np.nan, np.nan, np.nan
+        expected = R.bias_act(to_host(y), to_host(bias), activation)
         out = y.copy() * 0
-        assert E.apply_bias_act(y, to_dev(bias), activation, out=out) is out
-        check(out, expected, np.float32)
-        assert K.bias_act_(y, to_dev(bias), activation) is y
-        check(y, expected, np.float32)
-        assert np.isnan(to_host(y)[[1, 2], [0, 1]]).all(), name
+        assert E.apply_bias_act(y, bias, activation, out=out) is out
+        check(out, expected, dtype)
+        assert K.bias_act_(y, bias, activation) is y
+        check(y, expected, dtype)
+        assert np.isnan(to_host(y)[[1, 2, 3], [0, 1, 3]]).all(), name
+
+
+@pytest.mark.parametrize("dtype", WORD_DTYPES)
+def test_layer_norm_and_softmax_in_words_and_one_element_at_a_time(rng, dtype):
+    """The LayerNorm and softmax row kernels on each layout of `_layouts`: the reference values,
+    padded rows zeros, a NaN confined to its own row."""
+    from minifuse.kernels.cuda import words as W
+    A = importlib.import_module("minifuse.kernels.cuda.attention")    # (the package exports a function of that name)
+    L = importlib.import_module("minifuse.kernels.cuda.layernorm")
+    for name, fmt, x in _layouts(rng, 6, 24, dtype):
+        d = x.shape[1]
+        res = to_dev(randn(rng, (6, d), dtype))
+        gamma, beta, bias = (to_dev(randn(rng, d, dtype)) for _ in range(3))
+        assert W.format_for(d, x, res, bias, gamma, beta) == fmt, name
+        x[4, 2] = np.nan
+        pad = to_dev(np.where(np.arange(6) == 1, -1e4, 0).astype(np.float32))
+        out = to_dev(np.full((6, d), 7, dtype))
+        L.apply_residual_layer_norm(x, res, bias, gamma, beta, 1e-5, out, pad_rows=pad)
+        v = sum(to_host(a).astype(np.float64) for a in (x, res, bias))      # the kernel adds in float32
+        expected = R.layer_norm(v, None, to_host(gamma), to_host(beta), 1e-5)
+        expected[1] = 0
+        check(out, expected, dtype)
+        assert np.isnan(to_host(out)[4]).all() and not np.isnan(to_host(out)[[0, 2, 3, 5]]).any(), name
+
+        s = x.copy()
+        madd = R.additive_mask(np.arange(2 * d).reshape(2, d) % 5 != 0, 2, d, dtype)
+        p, _, _ = R.softmax_stats(to_host(s).reshape(2, 1, 3, d), madd, 0.5)
+        A.launch_masked_softmax(s, 3, to_dev(madd.astype(CUDA.compute_dtype(dtype))), True, 0.5)
+        check(s, p.reshape(6, d), dtype)
 
 
 @needs_gpu

@@ -25,8 +25,8 @@ import numpy as np
 from ...dtypes import finfo
 from .. import validate
 from ..checks import contiguous
-from . import checks, cublaslt
-from .blocks import MAX_THREADS, PER, block_max, block_sum, rows_per_block, threads_for
+from . import checks, cublaslt, words
+from .blocks import MAX_THREADS, block_max, block_sum, row_layout, rows_per_block
 from .checks import CHECKS, flat_rows
 from .gemm import matmul
 from .mathfn import compute_dtype
@@ -38,50 +38,62 @@ __all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softma
 
 
 @functools.lru_cache(maxsize=None)
-def _softmax_kernel(dtype, stats):
-    """For scores of `dtype`, rowmax and rowsum of `stats`; the mask in the compute dtype."""
+def _softmax_kernel(dtype, stats, fmt, per):
+    """For scores of `dtype` (in format `fmt`), rowmax and rowsum of `stats`; the mask in the
+    compute dtype."""
     ctype = compute_dtype(dtype).type
     zero, ninf = ctype(0), ctype(-np.inf)
-    load, store = access(dtype)
+    n = words.values_per_word(fmt)
+    held = per * n                  # values per thread (a compile-time size)
+    word2, _, value, put2 = words.functions(fmt, dtype)
     store_stat = access(stats)[1]
 
     @cuda.jit
     def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
         """s (R, Sk) in place: softmax(s * scale + mask_add[row // rows_per_batch]); with keep
-        (training) also each row's max and sum of exp(t - max), what the fused backward reads."""
+        (training) also each row's max and sum of exp(t - max), what the fused backward reads.
+        Thread t holds the words t, t + T, ... of its row (`words.py`)."""
         row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         sk = s.shape[1]
+        nw = sk // n
         live = row < s.shape[0]            # a row past the end still joins every block reduction
         b = row // rows_per_batch
         buf = cuda.shared.array(MAX_THREADS, ctype)
-        vals = cuda.local.array(PER, ctype)
+        vals = cuda.local.array(held, ctype)
         mx = ninf
-        for i in range(PER):
-            j = tid + i * nt
-            t = ninf
-            if j < sk and live:
-                t = load(s[row, j]) * scale
-                if has_mask:
-                    t += mask_add[b, j]
-                if t > mx or t != t:
-                    mx = t
-            vals[i] = t
+        for i in range(per):
+            wi = tid + i * nt
+            for k in range(n):
+                vals[i * n + k] = ninf
+            if wi < nw and live:
+                w = word2(s, row, wi)
+                for k in range(n):
+                    t = value(w, k) * scale
+                    if has_mask:
+                        t += mask_add[b, wi * n + k]
+                    if t > mx or t != t:
+                        mx = t
+                    vals[i * n + k] = t
         mx = block_max(buf, mx)
         total = zero
-        for i in range(PER):
-            e = math.exp(vals[i] - mx) if tid + i * nt < sk and live else zero
-            vals[i] = e
-            total += e
+        for i in range(per):
+            used = tid + i * nt < nw and live
+            for k in range(n):
+                e = math.exp(vals[i * n + k] - mx) if used else zero
+                vals[i * n + k] = e
+                total += e
         total = block_sum(buf, total)
         if not live:
             return
         inv = ctype(1) / total
-        for i in range(PER):
-            j = tid + i * nt
-            if j < sk:
-                s[row, j] = store(vals[i] * inv)
+        for i in range(per):
+            wi = tid + i * nt
+            if wi < nw:
+                for k in range(n):
+                    vals[i * n + k] = vals[i * n + k] * inv
+                put2(s, row, wi, vals, i * n)
         if keep and tid == 0:
             rowmax[row] = store_stat(mx)
             rowsum[row] = store_stat(total)
@@ -123,10 +135,11 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
     keep = rowmax is not None
     if not keep:
         rowmax = rowsum = scores2[0, :0]
-    t = threads_for(sk)
+    fmt = words.format_for(sk, scores2)
+    t, per = row_layout(words.words(sk, fmt))
     g = rows_per_block(t)
-    launch(_softmax_kernel(scores2.dtype, rowmax.dtype), blocks(r, g), (t, g), scores2, rows_per_batch, madd,
-           has_mask, ct.type(scale), rowmax, rowsum, keep)
+    launch(_softmax_kernel(scores2.dtype, rowmax.dtype, fmt, per), blocks(r, g), (t, g), scores2, rows_per_batch,
+           madd, has_mask, ct.type(scale), rowmax, rowsum, keep)
     return scores2
 
 

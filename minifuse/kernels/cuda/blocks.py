@@ -35,6 +35,17 @@ def threads_for(width):
     return t
 
 
+def row_layout(width):
+    """(threads, per) for the word-wise row kernels (LayerNorm and softmax forward, `words.py`):
+    rows of `width` words, `per` words a thread (at most PER), so that a short row does not hold
+    registers for words it never has; `threads` as `threads_for`."""
+    per = min(PER, max(1, -(-width // MIN_THREADS)))
+    t = MIN_THREADS
+    while t * per < width:
+        t *= 2
+    return t, per
+
+
 def rows_per_block(threads):
     """Rows a block of `threads` threads per row takes (blockDim.y)."""
     return max(1, GROUP_THREADS // threads)

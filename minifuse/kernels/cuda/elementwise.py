@@ -2,8 +2,9 @@
 (in place or into a buffer) and backward.
 
 Thread mapping: threadIdx.x + blockIdx.x * blockDim.x is the column (coalesced: a warp reads 32
-neighbouring elements of a row), blockIdx.y walks rows with stride gridDim.y, four rows per step. Each thread loads
-its bias element once and reuses it for every row it visits; there is no integer division.
+neighbouring elements of a row; in the forward bias + activation, 32 neighbouring 8-byte words,
+`words.py`), blockIdx.y walks rows with stride gridDim.y, four rows per step. Each thread loads
+its bias once and reuses it for every row it visits; there is no integer division.
 
 Unfused, `act(x @ W.T + b)` costs a write of the GEMM result, a read and write for `+ b`, and a
 read and write per activation step (GELU alone is several). Here the epilogue is one read and
@@ -22,6 +23,7 @@ import numpy as np
 
 from .. import validate
 from ..activations import GATES
+from . import words
 from .blocks import MAX_THREADS, block_sum
 from .checks import CHECKS, flat_rows, rows
 from .mathfn import activations, compute_dtype, derivatives
@@ -44,76 +46,61 @@ def _sum_parts(xp, partial, axis, out):
 
 
 @functools.lru_cache(maxsize=None)
-def _bias_act_kernel(activation, dtype, in_place=True, pairs=False):
-    """out = act(y + bias), or in place, for arrays of `dtype`. With ``pairs`` (float32 only) y and out are complex64
-    views (N, M/2): a complex64 is two neighbouring float32s (real, imag), so each thread moves
-    8 bytes per load and store instead of 4. Fewer, wider memory instructions: H200, 4096 x 3072
-    gelu_tanh in place, 28.0-28.2 us against 32.3 us one float per thread (torch's F.gelu:
-    27.7-28.1 us; a plain copy of those bytes: 23.8 us; BENCHMARKS.md)."""
+def _bias_act_kernel(activation, dtype, in_place, fmt):
+    """out = act(y + bias), or in place, for arrays of `dtype`: thread c of a row takes its word c
+    (`words.py`: four float16 or bfloat16 or two float32 values in one load and one store), so
+    that each thread moves 8 bytes per memory instruction instead of 2 or 4."""
     ct = compute_dtype(dtype)
     act = activations(ct)[activation]
-    load, store = access(dtype)
-    zero = ct.type(0)
+    ctype = ct.type
+    zero = ctype(0)
+    n = words.values_per_word(fmt)
+    word2, word1, value, put2 = words.functions(fmt, dtype)
 
     @cuda.jit(device=True, inline=True)
-    def bias_at(bias, has_bias, c):
-        """The bias of this thread's column, or of its two columns (b0, b1) for pairs."""
-        if not has_bias:
-            return zero, zero
-        if pairs:                          # compile-time constants: one arm is compiled
-            return load(bias[2 * c]), load(bias[2 * c + 1])
-        return load(bias[c]), zero
-
-    @cuda.jit(device=True, inline=True)
-    def f(v, b):
-        if pairs:
-            return complex(act(v.real + b[0]), act(v.imag + b[1]))
-        return act(load(v) + b[0])
-
-    @cuda.jit(device=True, inline=True)
-    def put(y, out, r, c, v):
+    def apply(y, out, r, c, w, bv):
+        vals = cuda.local.array(n, ctype)
+        for k in range(n):
+            vals[k] = act(value(w, k) + bv[k])
         if in_place:
-            y[r, c] = store(v)
+            put2(y, r, c, vals, 0)
         else:
-            out[r, c] = store(v)
+            put2(out, r, c, vals, 0)
 
     @cuda.jit
     def bias_act(y, bias, has_bias, out):
         """out = act(y + bias), or y itself when in_place (out unused then)."""
-        n, m = y.shape
+        rows = y.shape[0]
+        nw = y.shape[1] // n
         c = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-        if c >= m:
+        if c >= nw:
             return
-        b = bias_at(bias, has_bias, c)     # loaded once, reused for every row
+        bv = cuda.local.array(n, ctype)    # this thread's bias values, loaded once for every row
+        for k in range(n):
+            bv[k] = zero
+        if has_bias:
+            wb = word1(bias, c)
+            for k in range(n):
+                bv[k] = value(wb, k)
         r = cuda.blockIdx.y
         g = cuda.gridDim.y
         # Four rows per step, all loads before any store: four independent loads in flight per
-        # thread (a load after a store to the same array must wait, the compiler cannot prove
-        # they do not alias). H100, 4096 x 3072 float32 gelu_tanh: 38.7 us in four-row steps
-        # against 58.8 us one row at a time (2048 row blocks); a plain copy takes 36 us.
-        while r + 3 * g < n:
-            v0 = y[r, c]
-            v1 = y[r + g, c]
-            v2 = y[r + 2 * g, c]
-            v3 = y[r + 3 * g, c]
-            put(y, out, r, c, f(v0, b))
-            put(y, out, r + g, c, f(v1, b))
-            put(y, out, r + 2 * g, c, f(v2, b))
-            put(y, out, r + 3 * g, c, f(v3, b))
+        # thread (a load after a store to the same array must wait: the compiler cannot prove
+        # that they do not alias).
+        while r + 3 * g < rows:
+            w0 = word2(y, r, c)
+            w1 = word2(y, r + g, c)
+            w2 = word2(y, r + 2 * g, c)
+            w3 = word2(y, r + 3 * g, c)
+            apply(y, out, r, c, w0, bv)
+            apply(y, out, r + g, c, w1, bv)
+            apply(y, out, r + 2 * g, c, w2, bv)
+            apply(y, out, r + 3 * g, c, w3, bv)
             r += 4 * g
-        while r < n:
-            put(y, out, r, c, f(y[r, c], b))
+        while r < rows:
+            apply(y, out, r, c, word2(y, r, c), bv)
             r += g
     return bias_act
-
-
-def _pairs(a):
-    """``a`` (N, M) float32 as complex64 (N, M/2), or None where it cannot be viewed so (odd M,
-    not C-contiguous, not 8-byte aligned)."""
-    if a.dtype != np.float32 or a.shape[1] % 2 or not a.flags.c_contiguous:
-        return None
-    address = a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr   # (NumPy: no buffer of bfloat16)
-    return a.view(np.complex64) if address % 8 == 0 else None
 
 
 def apply_bias_act(y, bias, activation, out=None):
@@ -122,18 +109,14 @@ def apply_bias_act(y, bias, activation, out=None):
     n, m = y.shape
     if n == 0 or m == 0 or (out is None and bias is None and activation == "none"):
         return y if out is None else out
-    dtype = y.dtype
-    empty = y[0, :0]                       # a bias that is never read, of y's dtype
     result = y if out is None else out
-    y2, out2 = _pairs(y), None if out is None else _pairs(out)
-    pairs = y2 is not None and (out is None or out2 is not None)
-    if pairs:
-        y, out, m = y2, out2, m // 2
-    t = row_threads(m)
-    kernel = _bias_act_kernel(activation, dtype, out is None, pairs)
-    # no out: an empty view, never written (a row of y would alias y, and the simulator copies
-    # every NumPy argument back after the launch)
-    launch(kernel, (blocks(m, t), min(n, ROW_BLOCKS)), t, y, empty if bias is None else bias,
+    fmt = words.format_for(m, y, out, bias)
+    mw = words.words(m, fmt)
+    t = row_threads(mw)
+    kernel = _bias_act_kernel(activation, y.dtype, out is None, fmt)
+    # no bias / no out: empty views, never read / written (a row of y would alias y, and the
+    # simulator copies every NumPy argument back after the launch)
+    launch(kernel, (blocks(mw, t), min(n, ROW_BLOCKS)), t, y, y[0, :0] if bias is None else bias,
            bias is not None, y[:0] if out is None else out)
     return result
 

@@ -12,11 +12,12 @@ import math
 import numpy as np
 
 from .. import validate
-from .blocks import MAX_THREADS, PER, block_sum, threads_for
+from . import words
+from .blocks import MAX_THREADS, PER, block_sum, row_layout, rows_per_block, threads_for
 from .checks import CHECKS, flat_rows, rows
 from .elementwise import _sum_parts
 from .mathfn import compute_dtype
-from .runtime import cuda, launch, xp_for
+from .runtime import blocks, cuda, launch, xp_for
 from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -27,11 +28,14 @@ LN_PARTS = 512
 
 
 @functools.lru_cache(maxsize=None)
-def _layer_norm_kernel(dtype, stats):
-    """For x, res, bias, gamma, beta, out and xhat of `dtype`, rstd of `stats`."""
-    ctype = compute_dtype(dtype).type
+def _layer_norm_kernel(dtype, stats, fmt, per):
+    """For x, res, bias, gamma, beta, out and xhat of `dtype` (in format `fmt`), rstd of `stats`."""
+    ct = compute_dtype(dtype)
+    ctype = ct.type
     zero = ctype(0)
-    load, store = access(dtype)
+    n = words.values_per_word(fmt)
+    held = per * n                  # values per thread (a compile-time size)
+    word2, word1, value, put2 = words.functions(fmt, dtype)
     store_stat = access(stats)[1]
 
     @cuda.jit
@@ -39,45 +43,63 @@ def _layer_norm_kernel(dtype, stats):
                             pad, has_pad):
         """out = LN(x + res + bias) gamma + beta; with keep (training) also xhat = (v - mean) rstd
         and rstd per row, what the fused backward reads; with has_pad the rows where pad is not
-        0 are zeros."""
-        row = cuda.blockIdx.x
+        0 are zeros. Row blockIdx.x * blockDim.y + threadIdx.y; thread t holds the words t,
+        t + T, ... of its row (`words.py`)."""
+        row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
         d = x.shape[1]
-        if has_pad and pad[row] != 0:      # the whole block leaves together: no barrier is split
-            j = tid
-            while j < d:
-                out[row, j] = store(zero)
-                j += nt
-            return
+        nw = d // n
+        live = row < x.shape[0]            # a row past the end still joins every block reduction
+        padded = live and has_pad and pad[row] != 0     # zeros out; read nothing
         buf = cuda.shared.array(MAX_THREADS, ctype)
-        vals = cuda.local.array(PER, ctype)
+        vals = cuda.local.array(held, ctype)
         s = zero
-        for i in range(PER):
-            j = tid + i * nt
-            t = zero
-            if j < d:
-                t = load(x[row, j])
-                if has_res:
-                    t += load(res[row, j])
-                if has_bias:
-                    t += load(bias[j])
-            vals[i] = t
-            s += t
+        for i in range(per):
+            wi = tid + i * nt
+            for k in range(n):
+                vals[i * n + k] = zero
+            if wi < nw and live and not padded:
+                wx = word2(x, row, wi)
+                wr = word2(res, row, wi) if has_res else wx
+                wb = word1(bias, wi) if has_bias else wx
+                for k in range(n):
+                    t = value(wx, k)
+                    if has_res:
+                        t += value(wr, k)
+                    if has_bias:
+                        t += value(wb, k)
+                    vals[i * n + k] = t
+                    s += t
         mean = block_sum(buf, s) / ctype(d)
         sq = zero
-        for i in range(PER):
-            if tid + i * nt < d:
-                c = vals[i] - mean
-                sq += c * c
-        r = ctype(1) / math.sqrt(block_sum(buf, sq) / ctype(d) + eps)
-        for i in range(PER):
-            j = tid + i * nt
-            if j < d:
-                v = (vals[i] - mean) * r
-                out[row, j] = store(v * load(gamma[j]) + load(beta[j]))
+        for i in range(per):
+            if tid + i * nt < nw and live and not padded:
+                for k in range(n):
+                    c = vals[i * n + k] - mean
+                    sq += c * c
+        var = block_sum(buf, sq) / ctype(d)
+        if not live:
+            return
+        if padded:
+            for i in range(per):
+                wi = tid + i * nt
+                if wi < nw:
+                    put2(out, row, wi, vals, i * n)        # vals are zeros
+            return
+        r = ctype(1) / math.sqrt(var + eps)
+        for i in range(per):
+            wi = tid + i * nt
+            if wi < nw:
+                wg = word1(gamma, wi)
+                wbeta = word1(beta, wi)
+                for k in range(n):
+                    vals[i * n + k] = (vals[i * n + k] - mean) * r
                 if keep:
-                    xhat[row, j] = store(v)
+                    put2(xhat, row, wi, vals, i * n)
+                for k in range(n):
+                    vals[i * n + k] = vals[i * n + k] * value(wg, k) + value(wbeta, k)
+                put2(out, row, wi, vals, i * n)
         if keep and tid == 0:
             rstd[row] = store_stat(r)
     return residual_layer_norm
@@ -94,7 +116,10 @@ def apply_residual_layer_norm(x2, res2, bias, gamma, beta, eps, out2, xhat=None,
     ct = compute_dtype(x2.dtype)
     keep = xhat is not None
     rstd = rstd if keep else out2[0, :0]
-    launch(_layer_norm_kernel(x2.dtype, rstd.dtype), n, threads_for(d),
+    fmt = words.format_for(d, x2, res2, bias, gamma, beta, out2, xhat)
+    t, per = row_layout(words.words(d, fmt))
+    g = rows_per_block(t)
+    launch(_layer_norm_kernel(x2.dtype, rstd.dtype, fmt, per), blocks(n, g), (t, g),
            x2, x2 if res2 is None else res2, res2 is not None,
            gamma if bias is None else bias, bias is not None, gamma, beta, ct.type(eps), out2,
            xhat if keep else out2[:0], rstd, keep,

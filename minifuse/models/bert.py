@@ -472,7 +472,7 @@ class SentenceEncoder(Module):
         """Embeddings of one tokenized batch (NumPy arrays in and out).
 
         Eager, each of a MiniLM layer's ~16 launches costs 40-100 us of Python against a few us of
-        GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16:
+        GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16/bfloat16:
         float64 GEMMs cannot be captured), batches run as CUDA graphs (kernels/cuda/graphs.py):
 
         - the length is padded up to a multiple of ``GRAPH_LENGTH_STEP`` tokens (padding is masked

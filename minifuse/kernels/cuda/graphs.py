@@ -13,8 +13,8 @@ graph may still write it.
 
 Limit: CuPy (13 and 14) refuses any cuBLAS call of its own while a stream is being captured
 ("calling cuBLAS API during stream capture is currently unsupported": cuBLAS would need a
-user-provided workspace). minifuse's float32 and float16 GEMMs, the attention products included,
-go through cuBLASLt with a workspace of their own (cublaslt.py), so `linear_act`, `mlp`,
+user-provided workspace). minifuse's float32, float16 and bfloat16 GEMMs, the attention products
+included, go through cuBLASLt with a workspace of their own (cublaslt.py), so `linear_act`, `mlp`,
 `attention` and a whole `transformer_layer` are captured. float64 GEMMs use CuPy's matmul, and
 capturing them raises the RuntimeError below. Numba kernels and CuPy elementwise work are captured.
 

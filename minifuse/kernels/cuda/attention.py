@@ -6,7 +6,8 @@ key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out 
 The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
 (cublaslt.py, so that a CUDA graph can capture them) on contiguous copies of q, k, v (CuPy's
 matmul makes the same copies), CuPy's cuBLAS matmul where cuBLASLt does not apply. Between
-them, ONE numba kernel (`masked_softmax`: a block per score row, the row in registers) does what the unfused path does in six passes
+them, ONE numba kernel (`masked_softmax`: the row in registers, read and written in 8-byte words,
+`words.py`) does what the unfused path does in six passes
 over the (B, H, Sq, Sk) scores (scale, mask add, max, subtract+exp, sum, divide): one read and
 one write of the scores, in place. A flash-attention kernel (scores never in memory) would also
 save that pass, but in float32 without tensor cores a numba kernel loses more on the products

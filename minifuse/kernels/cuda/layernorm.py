@@ -1,6 +1,6 @@
 """Residual add + LayerNorm on CUDA, forward and backward: out = LN(x + residual (+ bias)) gamma
-+ beta over the last dim (biased variance), one block per row, the row in registers
-(`blocks.py`), two-pass variance.
++ beta over the last dim (biased variance), the row in registers (`blocks.py`; the forward
+moves it in 8-byte words, `words.py`), two-pass variance.
 
 Training keeps xhat = (v - mean) rstd and rstd per row. The backward is a block per group of rows,
 as in the forward; the gamma/beta gradients are float64 register sums per column, stored once per

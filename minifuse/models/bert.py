@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import dtypes
 from ..autograd import no_grad
+from ..device import array_module
 from ..kernels.checks import mask_values
 from ..precision import get_float32_matmul_precision
 from ..progress import progress
@@ -441,14 +442,20 @@ class SentenceEncoder(Module):
         shapes = collections.Counter((min(batch_size, len(texts) - start), self._graph_length(n))
                                      for start, n in zip(starts, longest))
         repeated = {shape for shape, count in shapes.items() if count > 1}
-        out = [None] * len(texts)
+        pieces = []
         with no_grad():
             for start, n in progress(list(zip(starts, longest)), desc="Batches", disable=not show_progress_bar):
                 idx = order[start:start + batch_size]
-                emb = self._run_batch({k: v[idx, :n] for k, v in tokens.items()}, cuda_graph, repeated)
-                for row, i in enumerate(idx):
-                    out[i] = emb[row]
-        return self._converted(np.stack(out), single, flags)
+                pieces.append(self._run_batch({k: v[idx, :n] for k, v in tokens.items()}, cuda_graph, repeated,
+                                              on_device=True))
+        # the batches' embeddings stay on the model's device until here: one copy to the host at the
+        # end, so that the host prepares batch i + 1 while the GPU runs batch i
+        xp = array_module(pieces[0])
+        embs = pieces[0] if len(pieces) == 1 else xp.concatenate(pieces)
+        embs = embs.get() if xp is not np else embs
+        out = np.empty_like(embs)
+        out[order] = embs
+        return self._converted(out, single, flags)
 
     def _converted(self, result, single, flags):
         """encode's (N, H) NumPy result in the form its flags ask for."""
@@ -468,8 +475,9 @@ class SentenceEncoder(Module):
         step = self.GRAPH_LENGTH_STEP
         return min(-(-seq // step) * step, self.bert.config.max_position_embeddings)
 
-    def _run_batch(self, batch, cuda_graph, repeated=()):
-        """Embeddings of one tokenized batch (NumPy arrays in and out).
+    def _run_batch(self, batch, cuda_graph, repeated=(), on_device=False):
+        """Embeddings of one tokenized batch (NumPy arrays in; out a NumPy array, or with
+        ``on_device`` an array on the model's device, nothing waited for).
 
         Eager, each of a MiniLM layer's ~16 launches costs 40-100 us of Python against a few us of
         GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16/bfloat16:
@@ -490,8 +498,9 @@ class SentenceEncoder(Module):
           (``minifuse.set_float32_matmul_precision``: a graph keeps the GEMMs it captured). At
           most ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
         weight = self.bert.embeddings.word_embeddings.weight
+        result = (lambda t: t.data) if on_device else (lambda t: t.numpy())
         if not (cuda_graph and weight.device.type == "cuda" and weight.dtype != np.float64):
-            return self(**batch).numpy()
+            return result(self(**batch))
         import cupy
         from ..kernels.cuda import CudaGraph
         names = ("input_ids", "attention_mask", "token_type_ids")
@@ -518,7 +527,7 @@ class SentenceEncoder(Module):
         cache["seen"].add(key)
         if graph is None and first and key not in repeated:
             with packing(False):
-                return self(**batch).numpy()
+                return result(self(**batch))
         with cupy.cuda.Device(weight.device.index):
             if graph is None:
                 inputs = [cupy.asarray(batch[k]) for k in names]
@@ -529,7 +538,8 @@ class SentenceEncoder(Module):
                 for buf, k in zip(graph.args, names):
                     buf.set(batch[k], stream=cupy.cuda.get_current_stream())
             cache["graphs"][key] = graph
-            return cupy.asnumpy(graph.replay())
+            # a copy: the next replay overwrites the graph's output buffer
+            return graph.replay().copy() if on_device else cupy.asnumpy(graph.replay())
 
     MAX_GRAPHS = 64
     GRAPH_LENGTH_STEP = 8

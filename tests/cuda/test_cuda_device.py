@@ -96,6 +96,30 @@ def test_cuda_graph_replay_matches_eager(rng):
 
 
 @needs_gpu
+def test_cuda_graph_sees_arguments_still_being_written_on_the_callers_stream(rng):
+    """An argument uploaded behind work in flight on the current stream is what the graph's warm-up
+    run reads (its private stream waits for the caller's), not the memory before the upload."""
+    import cupy
+    from minifuse.kernels import cuda as K
+    big = cupy.ones((4096, 4096), np.float32)
+    for _ in range(20):                           # tens of milliseconds queued on the current stream
+        big = cupy.tanh(big @ big)
+    host = rng.standard_normal(1 << 16).astype(np.float32)
+    x = cupy.empty(host.shape, np.float32)
+    x.set(host, stream=cupy.cuda.get_current_stream())
+    seen = []
+
+    def fn(a):
+        if not cupy.cuda.runtime.streamIsCapturing(cupy.cuda.get_current_stream().ptr):
+            seen.append(a.get())                  # the warm-up run, before the capture
+        return a * 2
+
+    graph = K.CudaGraph(fn, x)
+    np.testing.assert_array_equal(seen[0], host)
+    np.testing.assert_array_equal(graph.replay().get(), 2 * host)
+
+
+@needs_gpu
 def test_cuda_graph_captures_cublaslt_gemms_and_says_why_not_cupy_matmul(rng):
     import cupy
     from minifuse.kernels import cuda as K

@@ -41,6 +41,9 @@ class CudaGraph:
             return mem
 
         self.stream = cupy.cuda.Stream(non_blocking=True)
+        # the arguments may still be being written on the caller's stream (an upload queued behind
+        # work in flight): the private stream starts after it
+        self.stream.wait_event(cupy.cuda.get_current_stream().record())
         with self.stream:
             for _ in range(warmup):
                 fn(*args)

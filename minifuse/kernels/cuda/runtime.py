@@ -114,10 +114,11 @@ def launch(kernel, grid, block, *args):
     if SIMULATOR:
         kernel[grid, block](*(device_array(a) for a in args))
         return
-    key = (kernel, _device_id_of(args[0]), tuple(_kind(a) for a in args))
+    kinds, params = _marshal(args)
+    key = (kernel, _device_id_of(args[0]), kinds)
     fast = _FAST.get(key)
     if fast:
-        fast(grid, block, args)
+        fast(grid, block, params)
         return
     converted = tuple(device_array(a) for a in args)
     kernel[grid, block, stream()](*converted)
@@ -147,13 +148,24 @@ def _device_id_of(a):
 _SCALARS = (bool, int, float, np.generic)
 
 
-def _kind(a):
-    """What decides the compiled overload: dtype, ndim and layout of an array; a scalar's type.
-    (Not ``hasattr(a, "__cuda_array_interface__")``: that builds CuPy's interface dict, ~3 us.)"""
-    flags = None if isinstance(a, _SCALARS) else getattr(a, "flags", None)
-    if flags is None:
-        return type(a)
-    return (a.dtype, a.ndim, flags.c_contiguous, flags.f_contiguous)
+def _marshal(args):
+    """(kinds, params) in one pass over the arguments. kinds: what decides the compiled overload,
+    an array's dtype, ndim and layout, a scalar's type (not ``hasattr(a,
+    "__cuda_array_interface__")``: that builds CuPy's interface dict, ~3 us). params: the flat
+    values numba's `_Kernel._prepare_args` passes (an array is meminfo, parent, size, itemsize,
+    data pointer, shape..., strides in bytes; a scalar itself, packed by the launcher)."""
+    kinds, params = [], []
+    for a in args:
+        flags = None if isinstance(a, _SCALARS) else getattr(a, "flags", None)
+        if flags is None:
+            kinds.append(type(a))
+            params.append(a)
+            continue
+        c = flags.c_contiguous
+        kinds.append((a.dtype, a.ndim, c, flags.f_contiguous))
+        shape = a.shape
+        params += (0, 0, a.size, a.itemsize, a.data.ptr, *shape, *(_c_strides(shape, a.itemsize) if c else a.strides))
+    return tuple(kinds), params
 
 
 def _fast_launcher(kernel, converted):
@@ -171,28 +183,27 @@ def _fast_launcher(kernel, converted):
         return False
     if getattr(compiled, "extensions", None) or getattr(compiled, "debug", False) or getattr(compiled, "cooperative", False):
         return False
-    packers = []
+    slots, at = [], 0           # (position in the flat params, ctypes packer) of each scalar
     for ty in argtypes:
         if isinstance(ty, types.Array):
-            packers.append(None)
-        elif isinstance(ty, types.Integer):
-            packers.append(getattr(ctypes, f"c_{ty}"))
+            at += 5 + 2 * ty.ndim
+            continue
+        if isinstance(ty, types.Integer):
+            pack = getattr(ctypes, f"c_{ty}")
         elif ty == types.float32:
-            packers.append(ctypes.c_float)
+            pack = ctypes.c_float
         elif ty == types.float64:
-            packers.append(ctypes.c_double)
+            pack = ctypes.c_double
         elif ty == types.boolean:
-            packers.append(bool)
+            pack = bool
         else:
             return False
+        slots.append((at, pack))
+        at += 1
 
-    def fast(grid, block, args):
-        params = []
-        for pack, a in zip(packers, args):
-            if pack is None:
-                params += (0, 0, a.size, a.itemsize, a.data.ptr, *a.shape, *_strides(a))
-            else:
-                params.append(pack(a))
+    def fast(grid, block, params):
+        for i, pack in slots:
+            params[i] = pack(params[i])
         config = _CONFIGS.get((grid, block))
         if config is None:
             if len(_CONFIGS) > 4096:          # grids follow the shapes: keep the table bounded
@@ -210,16 +221,14 @@ _CORE_STREAMS = {}
 _C_STRIDES = {}
 
 
-def _strides(a):
-    """Byte strides as numba computes them: C-order ones for a C-contiguous array (CuPy may report
-    any stride for a dimension of size 0 or 1), the array's own otherwise."""
-    if not a.flags.c_contiguous:
-        return a.strides
-    key = (a.shape, a.itemsize)
+def _c_strides(shape, itemsize):
+    """C-order byte strides of `shape`, as numba computes them for a C-contiguous array (CuPy may
+    report any stride for a dimension of size 0 or 1)."""
+    key = (shape, itemsize)
     found = _C_STRIDES.get(key)
     if found is None:
-        strides, step = [], a.itemsize
-        for n in reversed(a.shape):
+        strides, step = [], itemsize
+        for n in reversed(shape):
             strides.append(step)
             step *= n
         found = tuple(reversed(strides))

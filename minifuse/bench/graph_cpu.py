@@ -72,7 +72,7 @@ def attention_sweep(d=768, heads=12, ff=3072, sizes=((1, 16), (1, 32), (1, 64), 
 def run(repeat=5):
     print("graph pass, float32, medians in ms")
     t_u, t_f, t_c = encoder_modes(repeat=repeat)
-    print(f"4-layer BERT-base encoder (B=8, S=128, d=768, 12 heads, 3072, padding mask):")
+    print("4-layer BERT-base encoder (B=8, S=128, d=768, 12 heads, 3072, padding mask):")
     print(f"  eager unfused {t_u:9.1f}   eager fused {t_f:9.1f}   compiled {t_c:9.1f}")
     print(f"  compiled / eager fused = {t_c / t_f:.2f} (target <= 1.0); eager unfused / compiled = {t_u / t_c:.2f}")
     for d, heads, ff in ((384, 12, 1536), (768, 12, 3072)):

@@ -86,7 +86,6 @@ def _exp(x):
     coefs = tuple(1.0 / math.factorial(k) for k in range(degree, -1, -1))
 
     def impl(x):
-        one = lit(x, 1.0)
         xc = lit(x, hi) if x > hi else x           # clamp, NaN passes through both tests
         xc = lit(x, lo) if xc < lo else xc
         nf = np.floor(xc * lit(x, 1.4426950408889634) + lit(x, 0.5))   # math.floor gives int64

@@ -8,6 +8,7 @@
 # its own tokens, and put the padding back (zeros) at the end: the time follows the real tokens.
 # You will time a small encoder packed and padded (`with mf.nn.packing(False):`) at 0-75% padding,
 # check that both give the same outputs, and draw the times (`packing.png`, with matplotlib).
+# It runs on the GPU where there is one (`mf.cuda.is_available()`), else on the CPU.
 # See docs/packing.md.
 
 # %%
@@ -20,12 +21,17 @@ import minifuse.nn as nn
 from minifuse import plots
 
 
+DEVICE = "cuda" if mf.cuda.is_available() else "cpu"
+
+
 def median_ms(fn, repeat=5):
     fn()  # the first call compiles the kernels (or loads them from Numba's cache)
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         fn()
+        if DEVICE == "cuda":
+            mf.cuda.synchronize()   # GPU work is queued: wait for it before reading the clock
         times.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(times))
 
@@ -36,9 +42,10 @@ def median_ms(fn, repeat=5):
 
 # %%
 mf.manual_seed(0)
-encoder = nn.TransformerEncoder(dict(d_model=256, num_heads=4, intermediate_size=1024), 2).eval()
+encoder = nn.TransformerEncoder(dict(d_model=256, num_heads=4, intermediate_size=1024), 2).eval().to(DEVICE)
 b, s = 16, 64
-x = mf.randn(b, s, 256)
+x = mf.randn(b, s, 256).to(DEVICE)
+print("device:", DEVICE)
 rng = np.random.default_rng(0)
 
 # %% [markdown]
@@ -53,7 +60,7 @@ for fraction in (0.0, 0.25, 0.5, 0.75):
     mean = (1 - fraction) * s
     half = min(s / 8, mean - 1, s - mean)       # lengths uniform in a band around the mean
     lengths = np.clip(np.rint(rng.uniform(mean - half, mean + half, b)), 1, s).astype(int)
-    mask = mf.tensor((np.arange(s)[None, :] < lengths[:, None]).astype(np.int64))
+    mask = mf.tensor((np.arange(s)[None, :] < lengths[:, None]).astype(np.int64)).to(DEVICE)
     with mf.no_grad():
         packed_ms = median_ms(lambda: encoder(x, mask))
         with nn.packing(False):
@@ -70,5 +77,5 @@ for fraction in (0.0, 0.25, 0.5, 0.75):
 # Padded time stays flat; packed time falls with the real tokens.
 
 # %%
-plots.time_bars("packing.png", "2-layer encoder, 16 x 64 tokens", [f"{r[0]:.0%} padding" for r in rows],
+plots.time_bars("packing.png", f"2-layer encoder, 16 x 64 tokens ({DEVICE})", [f"{r[0]:.0%} padding" for r in rows],
                 [(r[1], r[2]) for r in rows], series=("padded", "packed"))

@@ -14,6 +14,26 @@ def test_every_public_subpackage_is_an_attribute_after_import():
     assert mf.cuda.device_count() >= int(mf.cuda.is_available())
 
 
+def test_cuda_synchronize_waits_for_the_gpu_or_says_what_is_missing():
+    """``mf.cuda.synchronize(device=None)`` as torch.cuda.synchronize: None, an index, 'cuda:N' or a
+    Device; anything else refused before the GPU is asked; without a GPU, what to install."""
+    with pytest.raises(TypeError, match="'device' must be None, an int"):
+        mf.cuda.synchronize(1.5)
+    with pytest.raises(ValueError, match="must be a CUDA device, got 'cpu'"):
+        mf.cuda.synchronize("cpu")
+    if not mf.cuda.is_available():
+        with pytest.raises(RuntimeError, match=r"pip install 'minifuse\[cuda\]'|no NVIDIA GPU is visible"):
+            mf.cuda.synchronize()
+        return
+    x = mf.ones(1024, 1024, device="cuda")
+    y = x @ x
+    for device in (None, 0, "cuda", "cuda:0", mf.device("cuda:0")):
+        assert mf.cuda.synchronize(device) is None
+    assert float(y.numpy()[0, 0]) == 1024.0
+    with pytest.raises(ValueError, match="is not one of the"):
+        mf.cuda.synchronize(mf.cuda.device_count())
+
+
 def test_true_division_of_integers_gives_the_default_float_dtype():
     i = mf.tensor([1, 2, 3])
     for out in (i / 2, i / mf.tensor([2, 2, 2]), 6 / i, mf.div(i, 4)):

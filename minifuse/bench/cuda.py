@@ -219,14 +219,19 @@ def linear(results, ceiling):
 
 
 def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
+    """``dtype``: np.float32, np.float16 or "bfloat16"."""
     import cupy
     import torch
+
+    import minifuse as mf
     from minifuse.kernels import cuda as K
     d, h, f, eps = 768, 12, 3072, 1e-12
     torch.manual_seed(0)
     layer = torch.nn.TransformerEncoderLayer(d, h, f, dropout=0.0, activation="gelu", batch_first=True,
                                              norm_first=False, layer_norm_eps=eps, device="cuda").eval()
-    tdtype = {np.float32: torch.float32, np.float16: torch.float16}[dtype]
+    bf16 = dtype == "bfloat16"
+    tdtype = torch.bfloat16 if bf16 else {np.float32: torch.float32, np.float16: torch.float16}[dtype]
+    npdtype = mf.bfloat16 if bf16 else np.dtype(dtype)
     layer = layer.to(tdtype)
     with torch.no_grad():   # BERT-like parameter scale so that float16 stays in range
         for p in layer.parameters():
@@ -235,7 +240,11 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     tx = torch.randn(b, s, d, device="cuda", dtype=tdtype)
     pad = torch.zeros(b, s, dtype=torch.bool, device="cuda")
     pad[::2, s - s // 4:] = True                          # every other sequence: a quarter padding
-    a = lambda t: cupy.asarray(t.detach().contiguous())    # noqa: E731 (shares memory)
+    if bf16:   # torch's bfloat16 has no CUDA array interface: through float32, exact both ways
+        a = lambda t: cupy.asarray(t.detach().float().contiguous()).astype(npdtype)    # noqa: E731
+    else:
+        a = lambda t: cupy.asarray(t.detach().contiguous())    # noqa: E731 (shares memory)
+    f32 = lambda y: torch.as_tensor(y.astype(cupy.float32) if bf16 else y, device="cuda").float()  # noqa: E731
     at = layer.self_attn
     args = [a(tx), a(at.in_proj_weight), a(at.in_proj_bias), a(at.out_proj.weight), a(at.out_proj.bias),
             a(layer.norm1.weight), a(layer.norm1.bias), a(layer.linear1.weight), a(layer.linear1.bias),
@@ -254,7 +263,7 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
         r["torch_ms"] = _torch_time(lambda: layer(tx, src_key_padding_mask=pad))
         ref = layer(tx, src_key_padding_mask=pad).float()
     r["ours_ms"] = _cupy_time(lambda: ours(*args))
-    got = torch.as_tensor(ours(*args), device="cuda").float()
+    got = f32(ours(*args))
     keep = ~pad
     r["rel_err_vs_torch"] = rel_err(got[keep].cpu(), ref[keep].cpu())
     r["max_abs_diff_vs_torch"] = float((got[keep] - ref[keep]).abs().max())
@@ -266,19 +275,31 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     ctx = cupy.empty_like(q)
     sc = cupy.empty((b, h, s, s), args[0].dtype)
 
-    def gemms():
-        cupy.matmul(x2, args[1].T, out=bufs[0])
-        cupy.matmul(q, q.swapaxes(-1, -2), out=sc)
-        cupy.matmul(sc, q, out=ctx)
-        cupy.matmul(bufs[1], args[3].T, out=bufs[1 + 2])
-        cupy.matmul(bufs[3], args[7].T, out=bufs[2])
-        cupy.matmul(bufs[2], args[9].T, out=bufs[1])
+    if not bf16:
+        def gemms():
+            cupy.matmul(x2, args[1].T, out=bufs[0])
+            cupy.matmul(q, q.swapaxes(-1, -2), out=sc)
+            cupy.matmul(sc, q, out=ctx)
+            cupy.matmul(bufs[1], args[3].T, out=bufs[1 + 2])
+            cupy.matmul(bufs[3], args[7].T, out=bufs[2])
+            cupy.matmul(bufs[2], args[9].T, out=bufs[1])
+    else:      # CuPy has no batched bfloat16 GEMM: the same six GEMMs through cuBLASLt
+        from minifuse.kernels.cuda import cublaslt
+        q3, sc3, ctx3 = q.reshape(b * h, s, d // h), sc.reshape(b * h, s, s), ctx.reshape(b * h, s, d // h)
+
+        def gemms():
+            cublaslt.linear(x2, args[1], None, bufs[0])
+            cublaslt.bmm(q3, q3, sc3, trans_b=True)
+            cublaslt.bmm(sc3, q3, ctx3)
+            cublaslt.linear(bufs[1], args[3], None, bufs[3])
+            cublaslt.linear(bufs[3], args[7], None, bufs[2])
+            cublaslt.linear(bufs[2], args[9], None, bufs[1])
     r["gemm_floor_ms"] = _cupy_time(gemms)
     try:   # the whole layer captured once and replayed from a CUDA graph (kernels/cuda/graphs.py)
         graph = K.CudaGraph(ours, *args)
         r["ours_graph_ms"] = _cupy_time(graph.replay)
         r["graph_ratio_vs_torch"] = r["ours_graph_ms"] / r["torch_ms"]
-        r["graph_max_abs_diff_vs_eager"] = float(abs(graph.replay() - ours(*args)).max())
+        r["graph_max_abs_diff_vs_eager"] = float((f32(graph.replay()) - f32(ours(*args))).abs().max())
     except RuntimeError as e:
         r["ours_graph_ms"] = repr(e)
     r["ratio_vs_torch"] = r["ours_ms"] / r["torch_ms"]
@@ -300,7 +321,7 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     r["torch_tflops"] = flop / r["torch_ms"] / 1e9
     if dtype == np.float32:
         r["fraction_of_ceiling"] = r["tflops"] / ceiling
-    results[f"bert_layer_B{b}_S{s}_{np.dtype(dtype).name}{tag}"] = r
+    results[f"bert_layer_B{b}_S{s}_{np.dtype(npdtype).name}{tag}"] = r
 
 
 def compiled_layer(results, b=2, s=16):
@@ -408,7 +429,7 @@ def main(argv=None):
                    torch=torch.__version__, cupy=cupy.__version__, numpy=np.__version__)
     ceiling = gemm_ceiling(results)
     steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
-             (bert_layer, (results, ceiling, np.float16)),
+             (bert_layer, (results, ceiling, np.float16)), (bert_layer, (results, ceiling, "bfloat16")),
              (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (compiled_layer, (results,)),
              (launches, (results,)),
              (launch_profile, (results,))]

@@ -378,13 +378,13 @@ class SentenceEncoder(Module):
                   for t in _sentences(texts, "SentenceEncoder.tokenize: 'texts'")[1]]
         unpadded = _unpadded_tokenizer(self)
         if unpadded is None:         # a tokenizer that cannot be copied: its own padded lists
-            encs = self.tokenizer.encode_batch(inputs)
+            encs = _encode_batch(self.tokenizer, inputs)
             return {k: np.array([getattr(e, a) for e in encs], dtype=np.int64).reshape(len(encs), -1)
                     for k, a in (("input_ids", "ids"), ("attention_mask", "attention_mask"),
                                  ("token_type_ids", "type_ids"))}
         # Encoded unpadded, then padded here: each encoding's ids become a Python list, so padding
         # them all to the longest of the whole corpus first would build (N, longest) Python ints.
-        encs = unpadded.encode_batch(inputs)
+        encs = _encode_batch(unpadded, inputs)
         pad = self.tokenizer.padding or {}
         lengths = np.fromiter((len(e) for e in encs), np.int64, len(encs))
         total = int(lengths.sum())
@@ -549,6 +549,14 @@ class SentenceEncoder(Module):
 _GRAPHS = weakref.WeakKeyDictionary()
 # SentenceEncoder -> (its tokenizer, that tokenizer's truncation, an unpadded copy of it)
 _UNPADDED = weakref.WeakKeyDictionary()
+
+
+def _encode_batch(tokenizer, inputs):
+    """``tokenizer.encode_batch(inputs)``, through ``encode_batch_fast`` where the tokenizers library
+    has it (0.20 and later): the same ids, type ids and masks without the character offsets, which
+    nothing here reads (a quarter less time on the benchmark corpus)."""
+    fast = getattr(tokenizer, "encode_batch_fast", None)
+    return (fast or tokenizer.encode_batch)(inputs)
 
 
 def _unpadded_tokenizer(encoder):

@@ -421,6 +421,10 @@ def main(argv=None):
     p.add_argument("--json")
     p.add_argument("--only", default="", help="comma-separated section names (e.g. bert_layer,linear); all when empty")
     args = p.parse_args(argv)
+    sections = {f.__name__ for f in (linear, bert_layer, compiled_layer, launches, launch_profile)}
+    unknown = sorted(set(w for w in args.only.split(",") if w) - sections)
+    if unknown:     # before CuPy and torch are imported: a typo is told at once, on any machine
+        p.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(sorted(sections))}")
     import cupy
     import torch
     torch.backends.cuda.matmul.allow_tf32 = False

@@ -266,9 +266,9 @@ _WORDS = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
 
 def _word(a, *byte_counts):
     """The widest word that divides every byte count and a's address."""
-    address = a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr   # (NumPy: no buffer of bfloat16)
+    start = words.address(a)
     for w in (8, 4, 2, 1):
-        if address % w == 0 and all(n % w == 0 for n in byte_counts):
+        if start % w == 0 and all(n % w == 0 for n in byte_counts):
             return w
     return 1
 

@@ -43,7 +43,9 @@ def values_per_word(fmt):
     return 1 if fmt == ONE else FORMATS[fmt][1]
 
 
-def _ptr(a):
+def address(a):
+    """The address of an array's first element: CuPy's pointer, or NumPy's under the simulator
+    (through ``ctypes``: a NumPy bfloat16 array has no buffer)."""
     return a.ctypes.data if isinstance(a, np.ndarray) else a.data.ptr
 
 
@@ -58,7 +60,7 @@ def format_for(length, *arrays):
         if a is None:
             continue
         if (a.dtype != first.dtype or a.shape[-1] != length or a.strides[-1] != a.itemsize
-                or _ptr(a) % WORD or (a.ndim == 2 and a.shape[0] > 1 and a.strides[0] % WORD)):
+                or address(a) % WORD or (a.ndim == 2 and a.shape[0] > 1 and a.strides[0] % WORD)):
             return ONE
     return fmt
 

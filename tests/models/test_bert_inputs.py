@@ -117,6 +117,31 @@ def test_max_seq_length_is_checked_at_construction(length):
         SentenceEncoder(tiny_bert(), max_seq_length=length)
 
 
+def test_encode_in_chunks_gives_each_sentence_its_own_embedding(tiny_encoder, monkeypatch):
+    # characters order the chunks, token counts the batches: "w10 w11" has more characters than
+    # "w1 w2 w3" but fewer tokens, so the two orders differ
+    texts = ["w1 w2 w3", "w10 w11", "w4", "w12 w13 w14 w15", "w5 w6", "w7", "w8 w9 w1 w2 w3", "w11", "w2 w3"]
+    alone = np.stack([tiny_encoder.encode(t) for t in texts])
+    for chunk in (1, 2, 100):
+        monkeypatch.setattr(SentenceEncoder, "CHUNK_BATCHES", chunk)
+        for batch_size in (1, 2, 4):
+            np.testing.assert_allclose(tiny_encoder.encode(texts, batch_size=batch_size), alone, rtol=1e-5, atol=1e-6)
+
+
+def test_a_tokenizer_error_in_a_later_chunk_reaches_the_caller(tiny_encoder, monkeypatch):
+    monkeypatch.setattr(SentenceEncoder, "CHUNK_BATCHES", 1)
+    real, calls = SentenceEncoder.tokenize, []
+
+    def tokenize(self, texts):
+        calls.append(len(texts))
+        if len(calls) == 2:
+            raise ValueError("tokenizer broke")
+        return real(self, texts)
+    monkeypatch.setattr(SentenceEncoder, "tokenize", tokenize)
+    with pytest.raises(ValueError, match="tokenizer broke"):
+        tiny_encoder.encode(["w1", "w2 w3", "w4"], batch_size=1)
+
+
 def test_encode_output_forms(tiny_encoder):
     texts = ["w1 w2 w3", "w4", "w5 w6"]
     base = tiny_encoder.encode(texts)

@@ -9,7 +9,8 @@ Workloads (the CPU benchmark's, at GPU sizes):
          minifuse fused runs packed (the default), plus a ``minifuse fused padded`` case
          (``nn.packing(False)``); torch gets ``src_key_padding_mask``.
 Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` / ``fused_mlp``),
-each in float32 and under ``mf.autocast("cuda", float16)`` (float32 master weights), against
+minifuse fused graph (the fused step captured once by ``mf.cuda.graph`` and replayed: one launch
+a step; not for layer_padded, whose packing reads the lengths on the host), each in float32 and under ``mf.autocast("cuda", float16)`` (float32 master weights), against
 torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A step is forward,
 ``backward(g)`` with a fixed random g, gradients cleared. Each variant is timed with CUDA events
 over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
@@ -57,11 +58,24 @@ def _minifuse_case(workload, variant, half):
         F = nn.functional
 
         def forward():
-            if variant == "fused":
+            if variant in ("fused", "graph"):
                 return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
             return F.linear(F.swiglu(F.linear(x, w1)), w2)
-    return _step(params, forward, lambda: mf.autocast("cuda", mf.float16, enabled=half),
+    step = _step(params, forward, lambda: mf.autocast("cuda", mf.float16, enabled=half),
                  lambda y: mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda"))
+    return _graphed(step) if variant == "graph" else step
+
+
+def _graphed(step):
+    """``step`` captured once into a CUDA graph (``mf.cuda.graph``, after warm-up steps); the
+    returned function replays it: the same kernels on the same buffers, one launch."""
+    import minifuse as mf
+    for _ in range(3):
+        step()
+    graph = mf.cuda.CUDAGraph()
+    with mf.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def _mask():
@@ -166,6 +180,8 @@ def run(workloads, repeat, inner, profile=False):
                      "torch eager": _torch_case(w, half)}
             if w == "layer_padded":
                 cases["minifuse fused padded"] = _minifuse_case(w, "padded", half)
+            else:      # (packing reads the sequence lengths on the host: not capturable)
+                cases["minifuse fused graph"] = _minifuse_case(w, "graph", half)
             for step in cases.values():      # warm-up: kernel compilation, cuBLAS heuristics, caches
                 for _ in range(3):
                     step()

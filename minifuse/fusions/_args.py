@@ -113,23 +113,27 @@ def _bfloat16(a):
 
 
 def linear(K, x2, w):
-    """x2 (N, K) @ w.T (w (M, K)) into a new (N, M) array: BLAS or cuBLAS, the transpose a view.
-    bfloat16 (CUDA's kernels only) through the backend's ``bmm``: cuBLASLt, float32 accumulation
-    (NumPy's matmul, the simulator's, would return float32; the backend's rounds once)."""
+    """x2 (N, K) @ w.T (w (M, K)) into a new (N, M) array, the transpose read in place: NumPy's
+    BLAS on the CPU; on a GPU the backend's ``bmm`` (cuBLASLt, which a CUDA graph can capture,
+    where CuPy's cuBLAS cannot: a fused training step can be replayed from one). bfloat16 on the
+    CPU (CUDA's kernels under the simulator) through ``bmm`` too: NumPy's matmul would return
+    float32, the backend's rounds once."""
     out = K.xp.empty((x2.shape[0], w.shape[0]), x2.dtype)
-    if _bfloat16(x2):
-        K.bmm(x2[None], contiguous(K.xp, w)[None], out[None], trans_b=True)
-        return out
-    return K.xp.matmul(x2, w.T, out=out)
+    if K.xp is np and not _bfloat16(x2):
+        return np.matmul(x2, w.T, out=out)
+    K.bmm(contiguous(K.xp, x2)[None], contiguous(K.xp, w)[None], out[None], trans_b=True)
+    return out
 
 
 def matmul(K, a, b):
-    """a @ b for 2-D a, b (transposed views included) in a's dtype; bfloat16 as in `linear`, on
-    C-contiguous copies where a or b is a view."""
-    if not _bfloat16(a):
+    """a @ b for 2-D a, b in a's dtype, through the same calls as `linear`; an operand that is the
+    transpose of a C-contiguous array (the ``dz.T`` of a weight gradient) is read in place."""
+    if K.xp is np and not _bfloat16(a):
         return a @ b
     out = K.xp.empty((a.shape[0], b.shape[1]), a.dtype)
-    K.bmm(contiguous(K.xp, a)[None], contiguous(K.xp, b)[None], out[None])
+    ta, tb = (not m.flags.c_contiguous and m.T.flags.c_contiguous for m in (a, b))
+    K.bmm((a.T if ta else contiguous(K.xp, a))[None], (b.T if tb else contiguous(K.xp, b))[None], out[None],
+          trans_a=ta, trans_b=tb)
     return out
 
 

@@ -16,7 +16,7 @@ docs/fused-training.md):
 q, k and v are copied once into head-major (B*H, S, Dh) blocks (saved for backward in place of
 qkv), so every product is one strided-batched GEMM on contiguous operands (the backend's ``bmm``:
 NumPy's matmul on the CPU, cuBLASLt on CUDA, where float16 runs on the tensor cores). dK and dV
-are computed transposed (Q^T dS, dO^T P) to keep every product in ``a @ b`` or ``a @ b^T`` form,
+are computed transposed (Q^T dS, dO^T P, the transposed operand read in place: ``trans_a``),
 and land in dqkv with the copy that merges the heads anyway. The row-wise softmax and dS are one
 kernel each (``softmax_forward`` and ``softmax_backward`` of the tensors' kernel backend,
 ``minifuse/kernels/{cpu,cuda}/attention.py``).
@@ -39,11 +39,6 @@ def _by_head(xp, a, offset, d, num_heads):
     out = xp.empty((nb * num_heads, s, d // num_heads), a.dtype)
     out.reshape(nb, num_heads, s, d // num_heads)[...] = split_heads(a, offset, d, num_heads)
     return out
-
-
-def _transposed(xp, a):
-    """a (batch, m, n) -> a C-contiguous (batch, n, m) copy."""
-    return xp.ascontiguousarray(a.transpose(0, 2, 1))
 
 
 class FusedAttention(Function):
@@ -83,8 +78,8 @@ class FusedAttention(Function):
         K.softmax_backward(scores.reshape(nb, nh, s, s), dp.reshape(nb, nh, s, s), mask_add, has_mask, scale,
                            rowmax, rowsum, go.reshape(nb, nh, s, dh), o.reshape(nb, nh, s, dh))
         dq = K.bmm(dp, k, xp.empty(q.shape, q.dtype))                            # dS K
-        dk_t = K.bmm(_transposed(xp, q), dp, xp.empty((bh, dh, s), q.dtype))     # (dS^T Q)^T = Q^T dS
-        dv_t = K.bmm(_transposed(xp, go), scores, xp.empty((bh, dh, s), q.dtype))  # (P^T dO)^T = dO^T P
+        dk_t = K.bmm(q, dp, xp.empty((bh, dh, s), q.dtype), trans_a=True)          # (dS^T Q)^T = Q^T dS
+        dv_t = K.bmm(go, scores, xp.empty((bh, dh, s), q.dtype), trans_a=True)     # (P^T dO)^T = dO^T P
         dqkv = xp.empty((nb, s, 3 * d), q.dtype)
         split_heads(dqkv, 0, d, nh)[...] = dq.reshape(nb, nh, s, dh)
         split_heads(dqkv, d, d, nh)[...] = dk_t.reshape(nb, nh, dh, s).transpose(0, 1, 3, 2)

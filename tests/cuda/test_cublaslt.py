@@ -65,19 +65,24 @@ def test_half_epilogue_activations_match_reference(bias, activation, dtype):
     _close(K.linear_act(x, w, b, activation), want, dtype)
 
 
+@pytest.mark.parametrize("trans_a", [False, True])
 @pytest.mark.parametrize("trans_b", [True, False])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("batch, n, k, m", [(1, 1, 1, 1), (6, 9, 4, 9), (24, 33, 16, 7)])
-def test_bmm_matches_reference(trans_b, dtype, batch, n, k, m):
+@pytest.mark.parametrize("batch, n, k, m", [(1, 1, 1, 1), (6, 9, 4, 9), (24, 33, 16, 7), (1, 40, 67, 24)])
+def test_bmm_matches_reference(trans_a, trans_b, dtype, batch, n, k, m):
     import cupy
+    from minifuse.kernels import cuda as K
     from minifuse.kernels.cuda import cublaslt
     rng = np.random.default_rng(batch + n + k + m)
-    a = _dev(rng, (batch, n, k), dtype)
+    a = _dev(rng, (batch, k, n) if trans_a else (batch, n, k), dtype)
     b = _dev(rng, (batch, m, k) if trans_b else (batch, k, m), dtype, k ** -0.5)
     out = cupy.empty((batch, n, m), dtype)
-    assert cublaslt.bmm(a, b, out, trans_b=trans_b)
-    b64 = b.get().astype(np.float64)
-    _close(out, a.get().astype(np.float64) @ (b64.transpose(0, 2, 1) if trans_b else b64), dtype)
+    assert cublaslt.bmm(a, b, out, trans_a=trans_a, trans_b=trans_b)
+    a64, b64 = a.get().astype(np.float64), b.get().astype(np.float64)
+    want = (a64.transpose(0, 2, 1) if trans_a else a64) @ (b64.transpose(0, 2, 1) if trans_b else b64)
+    _close(out, want, dtype)
+    # the backend entry point: the same
+    _close(K.bmm(a, b, cupy.empty_like(out), trans_a=trans_a, trans_b=trans_b), want, dtype)
 
 
 def test_falls_back_where_cublaslt_does_not_apply():

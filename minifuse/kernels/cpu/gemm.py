@@ -24,8 +24,9 @@ def linear(x2, w, bias, activation, out2):
     return out2
 
 
-def bmm(a, b, out, trans_b=False):
-    """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
-    (batch, ., .) arrays; out C-contiguous. Many small products (attention's, per head): in
-    chunks on a pool of threads, BLAS at one thread each (`batched`). Returns out."""
-    return batched.matmul(a, b.transpose(0, 2, 1) if trans_b else b, out)
+def bmm(a, b, out, trans_a=False, trans_b=False):
+    """Checked-arguments entry: out[i] = op(a[i]) @ op(b[i]) for (batch, ., .) arrays, op the
+    transpose for ``trans_a`` / ``trans_b`` (a view: BLAS reads it in place); out C-contiguous.
+    Many small products (attention's, per head): in chunks on a pool of threads, BLAS at one
+    thread each (`batched`). Returns out."""
+    return batched.matmul(a.transpose(0, 2, 1) if trans_a else a, b.transpose(0, 2, 1) if trans_b else b, out)

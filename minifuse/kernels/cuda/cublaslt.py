@@ -27,9 +27,11 @@ Descriptors and the chosen algorithm are cached per shape; each call launches on
 stream, so calls queue with the rest and join a capture.
 
 Row-major trick: cuBLASLt is column-major, and a row-major (R, C) array is a column-major (C, R)
-one. For out = a @ b^T (``trans_b``) or a @ b with row-major a, b, out, compute out^T = b^T a^T
-(resp. b a^T) column-major: A = b (transposed for ``trans_b``), B = a untransposed. The bias then
-runs along D's rows, one value per output feature.
+one. For out = op(a) @ op(b) with row-major a, b, out (op: the array itself, or its transpose for
+``trans_a`` / ``trans_b``), compute out^T = op(b)^T op(a)^T column-major: A = b (transposed for
+``trans_b``), B = a (transposed for ``trans_a``). The bias then runs along D's rows, one value per
+output feature. A transposed operand is read in place: the weight gradient x^T dz of a linear
+layer needs no copy of dz^T.
 """
 import ctypes
 import ctypes.util
@@ -150,21 +152,22 @@ class _CublasLt:
         return layout
 
     def plan(self, key, run):
-        """(descriptor, A/B/D layouts, algorithm) for ``key`` = (batch, n, k, m, trans_b, dtype,
-        epilogue, compute type), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
+        """(descriptor, A/B/D layouts, algorithm) for ``key`` = (batch, n, k, m, trans_a, trans_b,
+        dtype, epilogue, compute type), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
         algorithms are each timed on the real arrays and the fastest is kept. While a CUDA graph is
         being captured nothing may be timed: the heuristic's first choice is used."""
         found = self.plans.get(key)
         if found is not None:
             return found
-        batch, n, k, m, trans_b, dtype, epilogue, compute = key
+        batch, n, k, m, trans_a, trans_b, dtype, epilogue, compute = key
         desc = self._new("cublasLtMatmulDescCreate", compute, 0)          # scale type float32
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSA, ctypes.c_int32(_OP_T if trans_b else _OP_N))
-        self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSB, ctypes.c_int32(_OP_N))
+        self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSB, ctypes.c_int32(_OP_T if trans_a else _OP_N))
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_EPILOGUE, ctypes.c_uint32(epilogue))
-        # b: row-major (m, k) if trans_b else (k, m); a: row-major (n, k); out: row-major (n, m)
+        # b: row-major (m, k) if trans_b else (k, m); a: row-major (k, n) if trans_a else (n, k);
+        # out: row-major (n, m)
         a = self._layout(dtype, k, m, batch) if trans_b else self._layout(dtype, m, k, batch)
-        b = self._layout(dtype, k, n, batch)
+        b = self._layout(dtype, n, k, batch) if trans_a else self._layout(dtype, k, n, batch)
         d = self._layout(dtype, m, n, batch)
         pref = self._new("cublasLtMatmulPreferenceCreate")
         self._set("cublasLtMatmulPreferenceSetAttribute", pref, _PREF_MAX_WORKSPACE_BYTES,
@@ -181,20 +184,22 @@ class _CublasLt:
         self.plans[key] = plans[0]
         return plans[0]
 
-    def matmul(self, a, b, out, trans_b, bias=None, epilogue=None, compute=_COMPUTE_32F):
-        """out = a @ b^T (trans_b) or a @ b (+ bias per output column); (batch, rows, cols) or 2-D
-        C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
+    def matmul(self, a, b, out, trans_b, bias=None, epilogue=None, compute=_COMPUTE_32F, trans_a=False):
+        """out = op(a) @ op(b) (+ bias per output column), op the transpose for ``trans_a`` /
+        ``trans_b``; (batch, rows, cols) or 2-D C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
         default / bias one (or any other cuBLASLt epilogue value). ``compute``:
         _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
         import cupy
         if self.workspace is None:
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)
         batch = a.shape[0] if a.ndim == 3 else 1
-        n, k = a.shape[-2:]
+        k, n = a.shape[-2:]
+        if not trans_a:
+            n, k = k, n
         m = out.shape[-1]
         if epilogue is None:
             epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
-        key = (batch, n, k, m, trans_b, a.dtype, epilogue, compute)
+        key = (batch, n, k, m, trans_a, trans_b, a.dtype, epilogue, compute)
 
         def run(plan):
             # Python ints for the pointers (ctypes converts them for c_void_p), everything else
@@ -262,10 +267,10 @@ def linear(x2, w, bias, out2, tf32=False, activation="none"):
     return True
 
 
-def bmm(a, b, out, trans_b=False):
-    """out[i] = a[i] @ b[i]^T (trans_b) or a[i] @ b[i], for C-contiguous (batch, ., .) arrays.
-    Returns False (nothing done) where cuBLASLt does not apply."""
+def bmm(a, b, out, trans_a=False, trans_b=False):
+    """out[i] = op(a[i]) @ op(b[i]), op the transpose for ``trans_a`` / ``trans_b``, for C-contiguous
+    (batch, ., .) arrays. Returns False (nothing done) where cuBLASLt does not apply."""
     if not applies(a, b, out):
         return False
-    _instance().matmul(a, b, out, trans_b=trans_b)
+    _instance().matmul(a, b, out, trans_b=trans_b, trans_a=trans_a)
     return True

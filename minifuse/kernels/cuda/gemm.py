@@ -66,11 +66,13 @@ def linear(x2, w, bias, activation, out2):
     return apply_bias_act(_gemm(x2, w, out2, None), bias, activation)
 
 
-def bmm(a, b, out, trans_b=False):
-    """Checked-arguments entry: out[i] = a[i] @ b[i]^T (``trans_b``) or a[i] @ b[i] for
-    (batch, ., .) arrays; out C-contiguous. Through cuBLASLt where it applies (C-contiguous,
-    aligned; float16 and bfloat16 on the tensor cores: CuPy's batched float16 matmul converts to
-    float32 and back), else the array module's matmul (`matmul`). Returns out."""
-    if isinstance(a, np.ndarray) or not cublaslt.bmm(a, b, out, trans_b=trans_b):   # NumPy: the simulator
-        matmul(xp_for("bmm", "a", a), a, b.transpose(0, 2, 1) if trans_b else b, out=out)
+def bmm(a, b, out, trans_a=False, trans_b=False):
+    """Checked-arguments entry: out[i] = op(a[i]) @ op(b[i]) for (batch, ., .) arrays, op the
+    transpose for ``trans_a`` / ``trans_b`` (read in place); out C-contiguous. Through cuBLASLt
+    where it applies (C-contiguous, aligned; float16 and bfloat16 on the tensor cores: CuPy's
+    batched float16 matmul converts to float32 and back), else the array module's matmul
+    (`matmul`). Returns out."""
+    if isinstance(a, np.ndarray) or not cublaslt.bmm(a, b, out, trans_a=trans_a, trans_b=trans_b):  # NumPy: the simulator
+        matmul(xp_for("bmm", "a", a), a.transpose(0, 2, 1) if trans_a else a, b.transpose(0, 2, 1) if trans_b else b,
+               out=out)
     return out

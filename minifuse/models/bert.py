@@ -442,10 +442,12 @@ class SentenceEncoder(Module):
         step = batch_size * self.CHUNK_BATCHES
         by_chars = np.argsort(-chars, kind="stable")
         chunks = [by_chars[i:i + step] for i in range(0, len(texts), step)]
-        orders, pieces = [], []
+        orders, pieces, pinned = [], [], []
+        graphed = cuda_graph and self._graphed()
 
         def batches(pool):
-            """(batch, the graph shapes its chunk meets more than once) for every batch, in order."""
+            """(batch, the graph shapes its chunk meets more than once, the batch on the GPU or None)
+            for every batch, in order."""
             pending = pool.submit(self.tokenize, [texts[i] for i in chunks[0]])
             for c, chunk in enumerate(chunks):
                 tokens = pending.result()          # padded on the right to the chunk's longest
@@ -460,14 +462,17 @@ class SentenceEncoder(Module):
                 shapes = collections.Counter((min(batch_size, len(chunk) - start), self._graph_length(n))
                                              for start, n in zip(starts, longest))
                 repeated = {shape for shape, count in shapes.items() if count > 1}
+                tokens = {k: v[order] for k, v in tokens.items()}            # rows in batch order
+                on_gpu = self._upload(tokens, self._graph_length(longest[0]), pinned) if graphed else None
                 for start, n in zip(starts, longest):
-                    idx = order[start:start + batch_size]
-                    yield {k: v[idx, :n] for k, v in tokens.items()}, repeated
+                    rows = slice(start, start + batch_size)
+                    yield ({k: v[rows, :n] for k, v in tokens.items()}, repeated,
+                           None if on_gpu is None else {k: v[rows] for k, v in on_gpu.items()})
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool, no_grad():
-            for batch, repeated in progress(batches(pool), total=-(-len(texts) // batch_size), desc="Batches",
-                                            disable=not show_progress_bar):
-                pieces.append(self._run_batch(batch, cuda_graph, repeated, on_device=True))
+            for batch, repeated, on_gpu in progress(batches(pool), total=-(-len(texts) // batch_size),
+                                                    desc="Batches", disable=not show_progress_bar):
+                pieces.append(self._run_batch(batch, cuda_graph, repeated, on_device=True, on_gpu=on_gpu))
         order = np.concatenate(orders)
         # the batches' embeddings stay on the model's device until here: one copy to the host at the
         # end, so that the host prepares batch i + 1 while the GPU runs batch i
@@ -496,9 +501,41 @@ class SentenceEncoder(Module):
         step = self.GRAPH_LENGTH_STEP
         return min(-(-seq // step) * step, self.bert.config.max_position_embeddings)
 
-    def _run_batch(self, batch, cuda_graph, repeated=(), on_device=False):
+    def _graphed(self):
+        """True where batches run as CUDA graphs (see `_run_batch`)."""
+        weight = self.bert.embeddings.word_embeddings.weight
+        return weight.device.type == "cuda" and weight.dtype != np.float64
+
+    def _pad_values(self):
+        return {"input_ids": self.bert.config.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+
+    def _upload(self, tokens, width, pinned):
+        """``tokens``' (B, S) arrays padded on the right to ``width`` columns, on the model's GPU.
+        Copied from pinned host memory: a copy from pageable memory waits for the GPU work queued
+        before it, which would make the host wait for every batch; this one is queued behind that
+        work. The pinned buffers are appended to ``pinned``, to be kept until the copies are done."""
+        import cupy
+        rows = next(iter(tokens.values())).shape[0]
+        if not rows * width:
+            return None
+        out = {}
+        with cupy.cuda.Device(self.bert.embeddings.word_embeddings.weight.device.index):
+            fill = self._pad_values()
+            for k, v in tokens.items():
+                mem = cupy.cuda.alloc_pinned_memory(rows * width * 8)
+                host = np.frombuffer(mem, np.int64, rows * width).reshape(rows, width)
+                host[:, :v.shape[1]] = v
+                host[:, v.shape[1]:] = fill[k]
+                out[k] = cupy.empty((rows, width), np.int64)
+                out[k].set(host, stream=cupy.cuda.get_current_stream())
+                pinned.append(mem)
+        return out
+
+    def _run_batch(self, batch, cuda_graph, repeated=(), on_device=False, on_gpu=None):
         """Embeddings of one tokenized batch (NumPy arrays in; out a NumPy array, or with
-        ``on_device`` an array on the model's device, nothing waited for).
+        ``on_device`` an array on the model's device, nothing waited for). ``on_gpu``: the same
+        batch already on the GPU, padded to at least its graph length (`_upload`), from which a
+        replay copies its inputs.
 
         Eager, each of a MiniLM layer's ~16 launches costs 40-100 us of Python against a few us of
         GPU work, so the GPU mostly waits. With ``cuda_graph`` on a CUDA model (float32/float16/bfloat16:
@@ -520,7 +557,7 @@ class SentenceEncoder(Module):
           most ``MAX_GRAPHS`` shapes are kept, least recently used first out."""
         weight = self.bert.embeddings.word_embeddings.weight
         result = (lambda t: t.data) if on_device else (lambda t: t.numpy())
-        if not (cuda_graph and weight.device.type == "cuda" and weight.dtype != np.float64):
+        if not (cuda_graph and self._graphed()):
             return result(self(**batch))
         import cupy
         from ..kernels.cuda import CudaGraph
@@ -539,13 +576,14 @@ class SentenceEncoder(Module):
                                      "graphs": collections.OrderedDict(), "seen": set()}
         b, s = ids.shape
         padded = self._graph_length(s)
-        fill = {"input_ids": self.bert.config.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
-        batch = {k: np.pad(np.asarray(batch[k], np.int64), ((0, 0), (0, padded - s)), constant_values=fill[k])
-                 for k in names}
         key = (b, padded)
         graph = cache["graphs"].pop(key, None)
         first = key not in cache["seen"]
         cache["seen"].add(key)
+        if graph is None or on_gpu is None:      # run or captured from the host arrays, padded
+            fill = self._pad_values()
+            batch = {k: np.pad(np.asarray(batch[k], np.int64), ((0, 0), (0, padded - s)), constant_values=fill[k])
+                     for k in names}
         if graph is None and first and key not in repeated:
             with packing(False):
                 return result(self(**batch))
@@ -555,9 +593,12 @@ class SentenceEncoder(Module):
                 graph = CudaGraph(lambda i, m, t: self(Tensor(i), Tensor(m), Tensor(t)).data, *inputs)
                 if len(cache["graphs"]) >= self.MAX_GRAPHS:
                     cache["graphs"].popitem(last=False)
-            else:
+            elif on_gpu is None:
                 for buf, k in zip(graph.args, names):
                     buf.set(batch[k], stream=cupy.cuda.get_current_stream())
+            else:                                  # device to device, queued behind the work in flight
+                for buf, k in zip(graph.args, names):
+                    buf[...] = on_gpu[k][:, :padded]
             cache["graphs"][key] = graph
             # a copy: the next replay overwrites the graph's output buffer
             return graph.replay().copy() if on_device else cupy.asnumpy(graph.replay())

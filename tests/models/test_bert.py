@@ -137,7 +137,7 @@ def test_encode_in_half_precision_matches_the_reference(encoder, ref, dtype, lim
 
 
 @pytest.mark.skipif(not mf.cuda_available(), reason="CUDA graphs need an NVIDIA GPU with CuPy")
-def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
+def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref, monkeypatch):
     from minifuse.models.bert import _GRAPHS
     gpu = SentenceEncoder(copy.deepcopy(encoder.bert).to("cuda"), encoder.tokenizer,
                           encoder.max_seq_length).eval()
@@ -154,8 +154,10 @@ def test_encode_on_cuda_replays_graphs_of_repeated_shapes(encoder, ref):
         assert max_err(emb, ref["single_embeddings"][1:2]) < EMBED_ATOL
     np.testing.assert_array_equal(runs[2], runs[1])
     texts = list(ref["sentences"])                          # several batch shapes, each run three times
-    for _ in range(3):
-        assert max_err(gpu.encode(texts, batch_size=2), ref["batch_embeddings"]) < EMBED_ATOL
+    for chunk in (SentenceEncoder.CHUNK_BATCHES, 1):         # one chunk, then a chunk per batch
+        monkeypatch.setattr(SentenceEncoder, "CHUNK_BATCHES", chunk)
+        for _ in range(3):
+            assert max_err(gpu.encode(texts, batch_size=2), ref["batch_embeddings"]) < EMBED_ATOL
     assert set(_GRAPHS[gpu]["graphs"]) == _GRAPHS[gpu]["seen"]
     # a replaced parameter array drops the graphs (they point at the old one)
     w = gpu.bert.pooler.weight

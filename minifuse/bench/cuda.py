@@ -249,7 +249,7 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     args = [a(tx), a(at.in_proj_weight), a(at.in_proj_bias), a(at.out_proj.weight), a(at.out_proj.bias),
             a(layer.norm1.weight), a(layer.norm1.bias), a(layer.linear1.weight), a(layer.linear1.bias),
             a(layer.linear2.weight), a(layer.linear2.bias), a(layer.norm2.weight), a(layer.norm2.bias)]
-    mask = a(~pad)          # bool, as torch gets it: a bool mask needs no value check (no host sync)
+    mask = cupy.asarray(~pad)   # bool, as torch gets it: a bool mask needs no value check (no host sync)
 
     from minifuse.kernels.weights import LayerWeights
 

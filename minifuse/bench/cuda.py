@@ -275,7 +275,7 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     ctx = cupy.empty_like(q)
     sc = cupy.empty((b, h, s, s), args[0].dtype)
 
-    if not bf16:
+    if dtype == np.float32:
         def gemms():
             cupy.matmul(x2, args[1].T, out=bufs[0])
             cupy.matmul(q, q.swapaxes(-1, -2), out=sc)
@@ -283,7 +283,8 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
             cupy.matmul(bufs[1], args[3].T, out=bufs[1 + 2])
             cupy.matmul(bufs[3], args[7].T, out=bufs[2])
             cupy.matmul(bufs[2], args[9].T, out=bufs[1])
-    else:      # CuPy has no batched bfloat16 GEMM: the same six GEMMs through cuBLASLt
+    else:      # half: through cuBLASLt (CuPy's batched float16 matmul converts to float32 and back,
+        # and it has no batched bfloat16 GEMM), as the layer runs them
         from minifuse.kernels.cuda import cublaslt
         q3, sc3, ctx3 = q.reshape(b * h, s, d // h), sc.reshape(b * h, s, s), ctx.reshape(b * h, s, d // h)
 

@@ -427,6 +427,7 @@ class SentenceEncoder(Module):
         (``cuda_graph=False``: launch every kernel from Python each time); see ``_run_batch``."""
         single, texts = _sentences(sentences)
         batch_size = _positive_int("batch_size", batch_size)
+        _positive_int("CHUNK_BATCHES", self.CHUNK_BATCHES)
         flags = dict(show_progress_bar=show_progress_bar, convert_to_numpy=convert_to_numpy,
                      convert_to_tensor=convert_to_tensor, normalize_embeddings=normalize_embeddings,
                      cuda_graph=cuda_graph)
@@ -524,8 +525,9 @@ class SentenceEncoder(Module):
             for k, v in tokens.items():
                 mem = cupy.cuda.alloc_pinned_memory(rows * width * 8)
                 host = np.frombuffer(mem, np.int64, rows * width).reshape(rows, width)
-                host[:, :v.shape[1]] = v
-                host[:, v.shape[1]:] = fill[k]
+                n = min(v.shape[1], width)    # (a tokenizer of its own may pad past the longest)
+                host[:, :n] = v[:, :n]
+                host[:, n:] = fill[k]
                 out[k] = cupy.empty((rows, width), np.int64)
                 out[k].set(host, stream=cupy.cuda.get_current_stream())
                 pinned.append(mem)

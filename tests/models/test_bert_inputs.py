@@ -128,6 +128,38 @@ def test_encode_in_chunks_gives_each_sentence_its_own_embedding(tiny_encoder, mo
             np.testing.assert_allclose(tiny_encoder.encode(texts, batch_size=batch_size), alone, rtol=1e-5, atol=1e-6)
 
 
+def test_a_tokenizer_that_pads_to_a_fixed_length_gives_the_same_embeddings(tiny_encoder, monkeypatch):
+    """A tokenizer that is not a tokenizers.Tokenizer keeps its own padding (here to 12 tokens, past
+    every sentence's length; on a GPU past the graph length too)."""
+    import copy
+
+    class Fixed:
+        def __init__(self, tok):
+            self.tok = copy.deepcopy(tok)
+            self.tok.enable_padding(length=12, pad_id=0)
+            self.padding = self.tok.padding
+
+        def enable_truncation(self, max_length):
+            self.tok.enable_truncation(max_length=max_length)
+
+        def enable_padding(self, **kwargs):        # keeps its fixed length
+            pass
+
+        def encode_batch(self, inputs):
+            return self.tok.encode_batch(inputs)
+    texts = ["w1 w2 w3", "w4", "w5 w6", "w7 w8 w9 w10"]
+    want = tiny_encoder.encode(texts, batch_size=2)
+    fixed = SentenceEncoder(tiny_encoder.bert, Fixed(tiny_encoder.tokenizer))
+    for _ in range(3):                      # on a GPU: eager, captured, replayed
+        np.testing.assert_allclose(fixed.encode(texts, batch_size=2), want, rtol=1e-5, atol=1e-6)
+
+
+def test_chunk_batches_must_be_a_positive_integer(tiny_encoder, monkeypatch):
+    monkeypatch.setattr(SentenceEncoder, "CHUNK_BATCHES", 0)
+    with pytest.raises(ValueError, match="'CHUNK_BATCHES' must be a positive integer, got 0"):
+        tiny_encoder.encode(["w1"])
+
+
 def test_a_tokenizer_error_in_a_later_chunk_reaches_the_caller(tiny_encoder, monkeypatch):
     monkeypatch.setattr(SentenceEncoder, "CHUNK_BATCHES", 1)
     real, calls = SentenceEncoder.tokenize, []

@@ -12,10 +12,13 @@
 - ``"medium"``: one TF32 GEMM (10-bit mantissas in the products, about 1e-3 relative error),
   what torch's ``allow_tf32 = True`` does.
 
-It applies to the float32 GEMMs of minifuse's fused CUDA inference kernels (linear_act, mlp,
-transformer_layer: Linear / FusedLinear / MLP / TransformerLayer without gradients) that run
-through cuBLASLt. The CPU, float16/float64, the taped ops (training) and the attention products
-are unaffected. A CUDA graph keeps the precision it was captured with.
+It applies to the float32 GEMMs on CUDA that run through cuBLASLt: those of the fused inference
+kernels (linear_act, mlp, transformer_layer, attention: Linear / FusedLinear / MLP /
+TransformerLayer without gradients) and of the fused training functions (fused_linear, fused_mlp,
+fused_attention and the layers' ``fused_training``), forward and backward. Products with a single
+row or column (a bias gradient's sum over the rows) stay on the float32 cores: they are bound by
+memory, not arithmetic. The CPU, float16/bfloat16/float64 and the taped ops are unaffected. A
+CUDA graph keeps the precision it was captured with.
 """
 PRECISIONS = ("highest", "high", "medium")
 _state = {"float32_matmul": "highest"}

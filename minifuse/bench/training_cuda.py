@@ -14,7 +14,12 @@ a step; not for layer_padded, whose packing reads the lengths on the host), each
 torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A step is forward,
 ``backward(g)`` with a fixed random g, gradients cleared. Each variant is timed with CUDA events
 over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
-round, then the median), all in one process. TF32 is off on both sides (float32 means float32).
+round, then the median), all in one process. TF32 is off on both sides (float32 means float32),
+except in the float32 cases that say otherwise: ``minifuse fused high`` / ``minifuse fused graph
+high`` run minifuse's float32 GEMMs at ``mf.set_float32_matmul_precision("high")`` (the 3xTF32
+split: float32-accurate products on the tensor cores), ``torch eager tf32`` runs torch's with
+``allow_tf32 = True`` (one TF32 product, about 1e-3 relative error); their ratios are still to
+torch's float32 step.
 Prints one JSON line per case; ``--profile`` adds, per case, the host time per step and the GPU
 kernels of 3 steps from torch.profiler (which sees CuPy's and numba's kernels too), largest first.
 """
@@ -58,11 +63,13 @@ def _minifuse_case(workload, variant, half):
         F = nn.functional
 
         def forward():
-            if variant in ("fused", "graph"):
+            if variant in ("fused", "graph", "graph high"):
                 return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
             return F.linear(F.swiglu(F.linear(x, w1)), w2)
     step = _step(params, forward, lambda: mf.autocast("cuda", mf.float16, enabled=half),
                  lambda y: mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda"))
+    if variant == "graph high":
+        return _graphed(_at_precision(step, "high"))
     return _graphed(step) if variant == "graph" else step
 
 
@@ -76,6 +83,33 @@ def _graphed(step):
     with mf.cuda.graph(graph):
         step()
     return graph.replay
+
+
+def _at_precision(step, precision):
+    """``step`` run at minifuse's float32 matmul precision ``precision`` (restored after it)."""
+    import minifuse as mf
+
+    def run():
+        before = mf.get_float32_matmul_precision()
+        mf.set_float32_matmul_precision(precision)
+        try:
+            step()
+        finally:
+            mf.set_float32_matmul_precision(before)
+    return run
+
+
+def _torch_tf32(step):
+    """``step`` run with torch's float32 GEMMs as TF32 (``allow_tf32``, restored after it)."""
+    import torch
+
+    def run():
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            step()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = False
+    return run
 
 
 def _mask():
@@ -182,6 +216,11 @@ def run(workloads, repeat, inner, profile=False):
                 cases["minifuse fused padded"] = _minifuse_case(w, "padded", half)
             else:      # (packing reads the sequence lengths on the host: not capturable)
                 cases["minifuse fused graph"] = _minifuse_case(w, "graph", half)
+            if not half:
+                cases["minifuse fused high"] = _at_precision(_minifuse_case(w, "fused", half), "high")
+                if w != "layer_padded":
+                    cases["minifuse fused graph high"] = _minifuse_case(w, "graph high", half)
+                cases["torch eager tf32"] = _torch_tf32(_torch_case(w, half))
             for step in cases.values():      # warm-up: kernel compilation, cuBLAS heuristics, caches
                 for _ in range(3):
                     step()

@@ -26,10 +26,10 @@ def precision():
     mf.set_float32_matmul_precision("highest")
 
 
-def _split(x, lo_at):
+def _split(x, lo_at, axis=-1):
     from minifuse.kernels.cuda import tf32x3
     xp = np if isinstance(to_dev(x), np.ndarray) else __import__("cupy")
-    return to_host(tf32x3.split3(xp, to_dev(x), lo_at))
+    return to_host(tf32x3.split3(xp, to_dev(x), lo_at, axis))
 
 
 def _is_tf32(a):
@@ -74,6 +74,22 @@ def test_split3_rounds_to_nearest_and_keeps_non_finite():
 @pytest.mark.parametrize("shape", [(0, 4), (3, 0)])
 def test_split3_empty(shape):
     assert _split(np.zeros(shape, np.float32), 2).shape == (shape[0], 3 * shape[1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape, axis", [((2, 5, 3), 1), ((2, 5, 3), 0), ((4, 3), 0), ((2, 3, 4), -1)])
+def test_split3_along_any_axis(rng, shape, axis):
+    """A transposed GEMM operand is split along the axis its inner dimension is stored on: each of
+    that axis' three blocks is the split of x along it, the same numbers as the last-axis split."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    out = _split(x, 1, axis)
+    k = shape[axis]
+    assert out.shape == shape[:axis % x.ndim] + (3 * k,) + shape[axis % x.ndim + 1:]
+    blocks = [np.take(out, range(j * k, (j + 1) * k), axis=axis) for j in range(3)]
+    hi = _tf32_reference(x)
+    np.testing.assert_array_equal(blocks[0], hi)
+    np.testing.assert_array_equal(blocks[2], hi)
+    np.testing.assert_array_equal(blocks[1], _tf32_reference(x - hi))
 
 
 def test_precision_setting_is_checked_and_kept():
@@ -183,3 +199,69 @@ def test_high_precision_transformer_layer_and_graph(rng, precision):
     want = to_host(layer(*half))
     precision("high")
     np.testing.assert_array_equal(to_host(layer(*half)), want)
+
+
+@needs_gpu
+@pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
+def test_bmm_follows_the_precision(rng, precision, trans_a, trans_b):
+    """The backend's bmm (the fused training functions' GEMMs, the attention products) at each
+    precision, either operand stored transposed: 'high' is float32-accurate, 'medium' is not."""
+    import cupy
+    nb, n, k, m = 3, 96, 256, 160
+    a = rng.standard_normal((nb, n, k)).astype(np.float32)
+    b = rng.standard_normal((nb, k, m)).astype(np.float32)
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    stored_a = np.ascontiguousarray(a.transpose(0, 2, 1)) if trans_a else a
+    stored_b = np.ascontiguousarray(b.transpose(0, 2, 1)) if trans_b else b
+    err = {}
+    for p in ("highest", "high", "medium"):
+        precision(p)
+        out = cupy.empty((nb, n, m), np.float32)
+        K.bmm(cupy.asarray(stored_a), cupy.asarray(stored_b), out, trans_a=trans_a, trans_b=trans_b)
+        err[p] = _rel_err(out, want)
+    assert err["highest"] < 1e-6 and err["high"] < 5e-6 and 1e-5 < err["medium"] < 3e-3, err
+
+
+def _fused_grads(fn, arrays, g):
+    """Output and input gradients of fused function fn on the GPU in float32, on host."""
+    ts = [mf.tensor(a.astype(np.float32), device="cuda", requires_grad=True) for a in arrays]
+    out = fn(*ts)
+    out.backward(mf.tensor(g.astype(np.float32), device="cuda"))
+    return [np.asarray(out.detach())] + [np.asarray(t.grad) for t in ts]
+
+
+def _fused_reference(fn, arrays, g):
+    ts = [mf.tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*ts)
+    out.backward(mf.tensor(g))
+    return [out.detach().numpy()] + [t.grad.numpy() for t in ts]
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["linear", "mlp", "attention"])
+def test_fused_training_follows_the_precision(rng, precision, case):
+    """The fused training functions, forward and every gradient, at 'high' within float32's
+    accuracy of the float64 CPU reference, and measurably off it at 'medium'."""
+    from minifuse import fusions as FU
+    n, d, f = 256, 128, 384
+    r = lambda *s: rng.standard_normal(s) / math.sqrt(s[-1])   # noqa: E731
+    if case == "linear":
+        fn = lambda x, w, b: FU.fused_linear_act(x, w, b, "gelu_tanh")   # noqa: E731
+        arrays, out_shape = [r(n, d), r(f, d), r(f)], (n, f)
+    elif case == "mlp":
+        fn = lambda x, w1, b1, w2, b2: FU.fused_mlp(x, w1, b1, w2, b2, "swiglu")   # noqa: E731
+        arrays, out_shape = [r(n, d), r(2 * f, d), r(2 * f), r(d, f), r(d)], (n, d)
+    else:
+        mask = np.ones((4, 64), np.int32)
+        mask[1, 40:] = 0
+        fn = lambda qkv: FU.fused_attention(qkv, mf.tensor(mask, device=qkv.device), 2)   # noqa: E731
+        arrays, out_shape = [r(4, 64, 3 * d) * 4], (4, 64, d)
+    g = rng.standard_normal(out_shape)
+    want = _fused_reference(fn, arrays, g)
+    errs = {}
+    for p in ("high", "medium"):
+        precision(p)
+        got = _fused_grads(fn, arrays, g)
+        errs[p] = [float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got, want)]
+    assert max(errs["high"]) < 1e-5, errs
+    assert max(errs["medium"]) > 1e-5, errs

@@ -4,8 +4,9 @@ Semantics (those of the CPU kernel and the unfused path): scores = (q @ k^T) * s
 key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out = P @ v.
 
 The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
-(cublaslt.py, so that a CUDA graph can capture them) on contiguous copies of q, k, v (CuPy's
-matmul makes the same copies), CuPy's cuBLAS matmul where cuBLASLt does not apply. Between
+(cublaslt.py, so that a CUDA graph can capture them; float32 at the float32 matmul precision,
+gemm.lt_bmm) on contiguous copies of q, k, v (CuPy's matmul makes the same copies), CuPy's cuBLAS
+matmul where cuBLASLt does not apply. Between
 them, ONE numba kernel (`masked_softmax`: the row in registers, read and written in 8-byte words,
 `words.py`) does what the unfused path does in six passes
 over the (B, H, Sq, Sk) scores (scale, mask add, max, subtract+exp, sum, divide): one read and
@@ -26,10 +27,10 @@ import numpy as np
 from ...dtypes import finfo
 from .. import validate
 from ..checks import contiguous
-from . import checks, cublaslt, words
+from . import checks, words
 from .blocks import MAX_THREADS, block_max, block_sum, row_layout, rows_per_block
 from .checks import CHECKS, flat_rows
-from .gemm import matmul
+from .gemm import lt_bmm, matmul
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 from .storage import access
@@ -238,9 +239,9 @@ def _attend(xp, q, k, v, madd, has_mask, scale, out):
         q3, k3, v3 = (contiguous(xp, t).reshape(nb * nh, t.shape[2], dh) for t in (q, k, v))
         scores = xp.empty((nb * nh, sq, sk), q.dtype)
         ctx = xp.empty((nb * nh, sq, dh), q.dtype)
-        if cublaslt.bmm(q3, k3, scores, trans_b=True):
+        if lt_bmm(q3, k3, scores, trans_b=True):
             launch_masked_softmax(flat_rows(scores, sk), nh * sq, madd, has_mask, scale)
-            if cublaslt.bmm(scores, v3, ctx):
+            if lt_bmm(scores, v3, ctx):
                 ctx = ctx.reshape(nb, nh, sq, dh)
                 if out is None:
                     return ctx

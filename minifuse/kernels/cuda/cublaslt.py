@@ -267,10 +267,12 @@ def linear(x2, w, bias, out2, tf32=False, activation="none"):
     return True
 
 
-def bmm(a, b, out, trans_a=False, trans_b=False):
+def bmm(a, b, out, trans_a=False, trans_b=False, tf32=False):
     """out[i] = op(a[i]) @ op(b[i]), op the transpose for ``trans_a`` / ``trans_b``, for C-contiguous
-    (batch, ., .) arrays. Returns False (nothing done) where cuBLASLt does not apply."""
+    (batch, ., .) arrays; ``tf32``: float32 products as TF32 on the tensor cores. Returns False
+    (nothing done) where cuBLASLt does not apply."""
     if not applies(a, b, out):
         return False
-    _instance().matmul(a, b, out, trans_b=trans_b, trans_a=trans_a)
+    compute = _COMPUTE_32F_FAST_TF32 if tf32 and a.dtype == np.float32 else _COMPUTE_32F
+    _instance().matmul(a, b, out, trans_b=trans_b, trans_a=trans_a, compute=compute)
     return True

@@ -38,20 +38,43 @@ def matmul(xp, a, b, out=None):
     return out
 
 
+def _precision(a, out):
+    """The float32 matmul precision a product of ``a`` into ``out`` runs at: 'highest' for other
+    dtypes, and for a product with one row or one column (memory-bound: the float32 cores keep up
+    with the memory, and the split would triple the bytes)."""
+    if a.dtype != np.float32 or 1 in out.shape[-2:]:
+        return "highest"
+    return get_float32_matmul_precision()
+
+
+def _split_operands(a, b, a_inner, b_inner):
+    """The 3xTF32 operands of a @ b, each split along its inner axis (tf32x3.py)."""
+    xp = xp_for("bmm", "a", a)
+    return split3(xp, a, LO_FIRST, a_inner), split3(xp, b, LO_MIDDLE, b_inner)
+
+
+def lt_bmm(a, b, out, trans_a=False, trans_b=False):
+    """cuBLASLt's out = op(a) @ op(b) (cublaslt.bmm) at the float32 matmul precision: 'high' as
+    the 3xTF32 split, 'medium' as one TF32 GEMM. Returns False (nothing done) where cuBLASLt does
+    not apply."""
+    precision = _precision(a, out)
+    if precision == "high" and cublaslt.applies(a, b, out):
+        a, b = _split_operands(a, b, -2 if trans_a else -1, -1 if trans_b else -2)
+    return cublaslt.bmm(a, b, out, trans_a=trans_a, trans_b=trans_b, tf32=precision != "highest")
+
+
 def _gemm(x2, w, out2, bias):
     """out2 = x2 @ w.T (+ bias, in the GEMM's epilogue where cuBLASLt applies)."""
     if x2.shape[1] == 0:            # no input features: empty sums, 0 (no GEMM of inner size 0 asked of cuBLAS)
         out2[...] = 0
         return apply_bias_act(out2, bias, "none")
     if not isinstance(x2, np.ndarray):          # CuPy arrays (NumPy under the simulator: no cuBLASLt)
-        precision = get_float32_matmul_precision()
-        tf32 = precision != "highest" and x2.dtype == np.float32
-        if tf32 and precision == "high" and cublaslt.applies(bias, out2):   # (the split copies are aligned)
-            xp = xp_for("linear", "x", x2)
-            x2, w = split3(xp, x2, LO_FIRST), split3(xp, w, LO_MIDDLE)
-        if cublaslt.linear(x2, w, bias, out2, tf32=tf32):
+        precision = _precision(x2, out2)
+        if precision == "high" and cublaslt.applies(bias, out2):   # (the split copies are aligned)
+            x2, w = _split_operands(x2, w, -1, -1)
+        if cublaslt.linear(x2, w, bias, out2, tf32=precision != "highest"):
             return out2
-    matmul(xp_for("linear", "x", x2), x2, w.T, out=out2)
+    matmul(xp_for("linear", "x", x2), x2, w.T, out=out2)    # (split operands multiply to the same sum)
     return apply_bias_act(out2, bias, "none")
 
 
@@ -70,9 +93,9 @@ def bmm(a, b, out, trans_a=False, trans_b=False):
     """Checked-arguments entry: out[i] = op(a[i]) @ op(b[i]) for (batch, ., .) arrays, op the
     transpose for ``trans_a`` / ``trans_b`` (read in place); out C-contiguous. Through cuBLASLt
     where it applies (C-contiguous, aligned; float16 and bfloat16 on the tensor cores: CuPy's
-    batched float16 matmul converts to float32 and back), else the array module's matmul
-    (`matmul`). Returns out."""
-    if isinstance(a, np.ndarray) or not cublaslt.bmm(a, b, out, trans_a=trans_a, trans_b=trans_b):  # NumPy: the simulator
+    batched float16 matmul converts to float32 and back; float32 at the float32 matmul precision,
+    `lt_bmm`), else the array module's matmul (`matmul`). Returns out."""
+    if isinstance(a, np.ndarray) or not lt_bmm(a, b, out, trans_a=trans_a, trans_b=trans_b):  # NumPy: the simulator
         matmul(xp_for("bmm", "a", a), a.transpose(0, 2, 1) if trans_a else a, b.transpose(0, 2, 1) if trans_b else b,
                out=out)
     return out

@@ -91,12 +91,17 @@ def _split_kernel():
     return split
 
 
-def split3(xp, x, lo_at):
-    """(N, 3K) float32 operand of the 3xTF32 GEMM from a C-contiguous float32 x (N, K); the lo
-    block at position lo_at (LO_FIRST for the left operand, LO_MIDDLE for the right one)."""
-    n, k = x.shape
-    out = xp.empty((n, 3 * k), np.float32)
-    if n and k:
-        t = row_threads(k)
-        launch(_split_kernel(), (blocks(k, t), min(n, ROW_BLOCKS)), t, x, lo_at, out)
-    return out
+def split3(xp, x, lo_at, axis=-1):
+    """The 3xTF32 operand of float32 x: x's ``axis`` (the GEMM's inner dimension) three times as
+    long, tf32(x) in two of its blocks and the rest in block lo_at (LO_FIRST for the left operand,
+    LO_MIDDLE for the right one). The inner dimension may be any axis, so that a transposed
+    operand is split as it is stored: x viewed as (P, Q), Q the elements from ``axis`` on, is
+    written as (P, 3Q), and for a last axis x may have any strides."""
+    axis %= x.ndim
+    p, q = math.prod(x.shape[:axis]), math.prod(x.shape[axis:])
+    x2 = x.reshape(p, q)
+    out = xp.empty((p, 3 * q), np.float32)
+    if p and q:
+        t = row_threads(q)
+        launch(_split_kernel(), (blocks(q, t), min(p, ROW_BLOCKS)), t, x2, lo_at, out)
+    return out.reshape(x.shape[:axis] + (3 * x.shape[axis],) + x.shape[axis + 1:])

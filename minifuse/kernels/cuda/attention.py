@@ -32,11 +32,17 @@ from .blocks import MAX_THREADS, block_max, block_sum, row_layout, rows_per_bloc
 from .checks import CHECKS, flat_rows
 from .gemm import lt_bmm, matmul
 from .mathfn import compute_dtype
-from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+from .runtime import MIN_THREADS, SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
+
+
+# Threads per score row at least: 8, so that a row of 128 float16 scores is four words a thread
+# and a warp has four rows' loads in flight before its first reduction (one word a thread, a row
+# per warp, left the memory system idle while each warp reduced).
+SOFTMAX_FEWEST = MIN_THREADS if SIMULATOR else 8
 
 
 @functools.lru_cache(maxsize=None)
@@ -138,7 +144,7 @@ def launch_masked_softmax(scores2, rows_per_batch, madd, has_mask, scale, rowmax
     if not keep:
         rowmax = rowsum = scores2[0, :0]
     fmt = words.format_for(sk, scores2)
-    t, per = row_layout(words.words(sk, fmt))
+    t, per = row_layout(words.words(sk, fmt), SOFTMAX_FEWEST)
     g = rows_per_block(t)
     launch(_softmax_kernel(scores2.dtype, rowmax.dtype, fmt, per), blocks(r, g), (t, g), scores2, rows_per_batch,
            madd, has_mask, ct.type(scale), rowmax, rowsum, keep)
@@ -277,18 +283,22 @@ def _word(a, *byte_counts):
 @cuda.jit
 def _split_heads(qkv, heads, seq, num_heads, dh):
     """qkv (B*S, 3 H dh) -> heads (3, >= B H S dh): word c of head h of part p of row r = b S + i
-    goes to heads[p, ((b H + h) S + i) dh + c]. Block (r, p)."""
+    goes to heads[p, ((b H + h) S + i) dh + c]. Block r; a thread loads its word of all three
+    parts before it stores them, three loads in flight where one kept the memory system idle."""
     r = cuda.blockIdx.x
-    part = cuda.blockIdx.y
     b = r // seq
     i = r - b * seq
-    src = part * num_heads * dh
+    width = num_heads * dh
     h = cuda.threadIdx.y
     while h < num_heads:
         dst = ((b * num_heads + h) * seq + i) * dh
         c = cuda.threadIdx.x
         while c < dh:
-            heads[part, dst + c] = qkv[r, src + h * dh + c]
+            src = h * dh + c
+            q, k, v = qkv[r, src], qkv[r, width + src], qkv[r, 2 * width + src]
+            heads[0, dst + c] = q
+            heads[1, dst + c] = k
+            heads[2, dst + c] = v
             c += cuda.blockDim.x
         h += cuda.blockDim.y
 
@@ -334,7 +344,7 @@ def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     qkv2 = contiguous(xp, qkv).reshape(nb * s, width)
     w = _word(qkv2, dh * item, (size + pad) * item)
     wt, dhw = _WORDS[w], dh * item // w
-    launch(_split_heads, (nb * s, 3), _head_block(dhw, num_heads), qkv2.view(wt), base.view(wt), s, num_heads, dhw)
+    launch(_split_heads, nb * s, _head_block(dhw, num_heads), qkv2.view(wt), base.view(wt), s, num_heads, dhw)
     ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
     ctx = contiguous(xp, ctx).reshape(-1)
     direct = out.flags.c_contiguous and _word(out, d * item) >= w

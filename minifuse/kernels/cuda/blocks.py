@@ -3,11 +3,13 @@
 Thread mapping: one block per row; thread t of T holds the row elements t, t + T, ...,
 t + (PER - 1) T in registers (a local array of compile-time size PER), so a row is read from
 memory once and written once. T is a power of two from 32 (`runtime.MIN_THREADS`) to 1024, the
-smallest with T * PER >= row length. Used by LayerNorm (layernorm.py) and the softmax (attention.py).
+smallest with T * PER >= row length. Used by LayerNorm (layernorm.py) and the softmax (attention.py),
+whose short rows may take fewer than 32 threads (`row_layout`'s ``fewest``).
 
 Row sums are warp reductions: five register exchanges (``shfl_xor_sync``) between the 32 threads
-of a warp, no shared memory and no barrier; a row of several warps then adds the warps' results
-through shared memory, one barrier. The CUDA simulator has no warp shuffles: there the same
+of a warp, no shared memory and no barrier (a row of T < 32 threads: log2(T) exchanges within
+its aligned group of T lanes); a row of several warps then adds the warps' results through
+shared memory, one barrier. The CUDA simulator has no warp shuffles: there the same
 reductions are a tree over shared memory (log2(T) steps, a barrier each), same results up to
 the order of the additions.
 
@@ -35,12 +37,13 @@ def threads_for(width):
     return t
 
 
-def row_layout(width):
+def row_layout(width, fewest=MIN_THREADS):
     """(threads, per) for the word-wise row kernels (LayerNorm and softmax forward, `words.py`):
     rows of `width` words, `per` words a thread (at most PER), so that a short row does not hold
-    registers for words it never has; `threads` as `threads_for`."""
-    per = min(PER, max(1, -(-width // MIN_THREADS)))
-    t = MIN_THREADS
+    registers for words it never has; `threads` a power of two from ``fewest`` (below 32: several
+    rows share a warp, each in its own aligned group of lanes)."""
+    per = min(PER, max(1, -(-width // fewest)))
+    t = fewest
     while t * per < width:
         t *= 2
     return t, per
@@ -92,12 +95,12 @@ def _warp_reduce(combine):
         """combine() of v over the threads of this thread's row (threadIdx.x of one threadIdx.y),
         returned to each of them (buf: shared, >= the block's warps). Every thread of the block
         must call it (the shuffles name the whole warp; the barrier, the whole block)."""
-        off = WARP // 2
-        while off > 0:               # butterfly: after it every lane holds the warp's result
+        nt = cuda.blockDim.x
+        off = min(nt, WARP) // 2
+        while off > 0:               # butterfly: after it every lane holds its row's (or warp's) result
             v = combine(v, cuda.shfl_xor_sync(FULL_WARP, v, off))
             off //= 2
-        nt = cuda.blockDim.x
-        if nt == WARP:               # one warp per row (the same for the whole block)
+        if nt <= WARP:               # a row within one warp (the same for the whole block)
             return v
         warps = nt // WARP
         tid = cuda.threadIdx.x

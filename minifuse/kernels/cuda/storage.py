@@ -35,7 +35,7 @@ __all__ = ["BFLOAT16", "access", "float_as_int", "int_as_float", "bfloat16_to_fl
 
 if SIMULATOR:       # the simulator's libdevice functions are stubs: the same bit casts in NumPy
     def float_as_int(v):
-        return int(np.float32(v).view(np.int32))
+        return np.float32(v).view(np.int32)
 
     def int_as_float(i):
         return np.int32(i).view(np.float32)
@@ -43,26 +43,29 @@ else:
     from numba.cuda import libdevice
     float_as_int, int_as_float = libdevice.float_as_int, libdevice.int_as_float
 
-_ABS, _INF = 0x7FFFFFFF, 0x7F800000        # float32: all bits but the sign; +inf
-_QUIET_NAN, _SIGN = 0x7FC0, 0x8000         # bfloat16: the quiet NaN ml_dtypes makes; the sign bit
-_HALF_ULP = 0x7FFF                         # half a bfloat16 ulp in float32 bits, less one (the tie)
+# float32 bits as uint32 throughout: 64-bit integer arithmetic is two instructions per step on
+# the GPU, and these run once per element of every bfloat16 kernel.
+_U = np.uint32
+_ABS, _INF = _U(0x7FFFFFFF), _U(0x7F800000)          # float32: all bits but the sign; +inf
+_QUIET_NAN, _SIGN = _U(0x7FC0), _U(0x8000)           # bfloat16: the quiet NaN ml_dtypes makes; the sign bit
+_HALF_ULP = _U(0x7FFF)                               # half a bfloat16 ulp in float32 bits, less one (the tie)
+_SIXTEEN, _ONE = _U(16), _U(1)
 
 
 @cuda.jit(device=True, inline=True)
 def bfloat16_to_float(bits):
-    """The float32 value of bfloat16 bits (a uint16): exact."""
-    # int64 first: the shifted bits reach 2^32 - 1, and the int32 cast then keeps their pattern
-    return int_as_float(np.int32(np.int64(bits) << 16))
+    """The float32 value of bfloat16 bits (a uint16, or an unsigned integer below 2^16): exact."""
+    return int_as_float(np.int32(_U(bits) << _SIXTEEN))
 
 
 @cuda.jit(device=True, inline=True)
 def float_to_bfloat16(v):
     """The bits (a uint16) of float32 v rounded to the nearest bfloat16, ties to even."""
-    u = np.int64(float_as_int(np.float32(v))) & 0xFFFFFFFF     # the bits as an unsigned number
+    u = _U(float_as_int(np.float32(v)))
     if (u & _ABS) > _INF:
-        return np.uint16(((u >> 16) & _SIGN) | _QUIET_NAN)
+        return np.uint16(((u >> _SIXTEEN) & _SIGN) | _QUIET_NAN)
     # non-NaN: u <= 0xFF800000, so the sum stays below 2^32 (no carry out of the sign bit)
-    return np.uint16((u + _HALF_ULP + ((u >> 16) & 1)) >> 16)
+    return np.uint16((u + _HALF_ULP + ((u >> _SIXTEEN) & _ONE)) >> _SIXTEEN)
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ import functools
 import numpy as np
 
 from .runtime import SIMULATOR, cuda
-from .storage import BFLOAT16, access, bfloat16_to_float, float_to_bfloat16
+from .storage import BFLOAT16, access, bfloat16_to_float, float_to_bfloat16, int_as_float
 
 WORD = 8                  # bytes
 ONE = "one"               # one element per word, in the array's dtype
@@ -143,10 +143,17 @@ else:  # pragma: no cover - compiled for the GPU only
         return types.uint64(x), codegen
 
 
+_LOW32, _HIGH16 = np.uint64(0xFFFFFFFF), np.uint32(0xFFFF0000)
+
+
 @cuda.jit(device=True, inline=True)
 def _bfloat16_lane(w, k):
-    """The k-th bfloat16 of word w (bits 16k to 16k + 15) in float32."""
-    return bfloat16_to_float((w >> np.uint64(16 * k)) & np.uint64(0xFFFF))
+    """The k-th bfloat16 of word w (bits 16k to 16k + 15) in float32: from the 32-bit half of w
+    that holds it (one 64-bit shift; the rest 32-bit)."""
+    half = np.uint32((w >> np.uint64(32 * (k // 2))) & _LOW32)
+    if k % 2 == 0:
+        return bfloat16_to_float(half & np.uint32(0xFFFF))
+    return int_as_float(np.int32(half & _HIGH16))      # already in the upper half: no shift
 
 
 @functools.lru_cache(maxsize=None)

@@ -13,12 +13,13 @@
   what torch's ``allow_tf32 = True`` does.
 
 It applies to the float32 GEMMs on CUDA that run through cuBLASLt: those of the fused inference
-kernels (linear_act, mlp, transformer_layer, attention: Linear / FusedLinear / MLP /
-TransformerLayer without gradients) and of the fused training functions (fused_linear, fused_mlp,
-fused_attention and the layers' ``fused_training``), forward and backward. Products with a single
-row or column (a bias gradient's sum over the rows) stay on the float32 cores: they are bound by
-memory, not arithmetic. The CPU, float16/bfloat16/float64 and the taped ops are unaffected. A
-CUDA graph keeps the precision it was captured with.
+kernels (linear_act, mlp, transformer_layer: Linear / FusedLinear / MLP / TransformerLayer
+without gradients) and of the fused training functions (fused_linear_act, fused_mlp and the
+layers' ``fused_training``), forward and backward. Products that are bound by memory rather than
+arithmetic keep the float32 cores: those with a single row or column (a bias gradient's sum over
+the rows) and batches of small products (attention's, one per head). The CPU,
+float16/bfloat16/float64 and the taped ops are unaffected. A CUDA graph keeps the precision it
+was captured with.
 """
 PRECISIONS = ("highest", "high", "medium")
 _state = {"float32_matmul": "highest"}

@@ -203,11 +203,13 @@ def test_high_precision_transformer_layer_and_graph(rng, precision):
 
 @needs_gpu
 @pytest.mark.parametrize("trans_a, trans_b", [(False, False), (True, False), (False, True), (True, True)])
-def test_bmm_follows_the_precision(rng, precision, trans_a, trans_b):
-    """The backend's bmm (the fused training functions' GEMMs, the attention products) at each
-    precision, either operand stored transposed: 'high' is float32-accurate, 'medium' is not."""
+@pytest.mark.parametrize("nb", [1, 3])
+def test_bmm_follows_the_precision(rng, precision, trans_a, trans_b, nb):
+    """The backend's bmm (the fused training functions' GEMMs) at each precision, either operand
+    stored transposed: 'high' is float32-accurate, 'medium' is not. A batch of several products
+    (attention's) keeps the float32 cores at every precision."""
     import cupy
-    nb, n, k, m = 3, 96, 256, 160
+    n, k, m = 96, 256, 160
     a = rng.standard_normal((nb, n, k)).astype(np.float32)
     b = rng.standard_normal((nb, k, m)).astype(np.float32)
     want = a.astype(np.float64) @ b.astype(np.float64)
@@ -219,7 +221,10 @@ def test_bmm_follows_the_precision(rng, precision, trans_a, trans_b):
         out = cupy.empty((nb, n, m), np.float32)
         K.bmm(cupy.asarray(stored_a), cupy.asarray(stored_b), out, trans_a=trans_a, trans_b=trans_b)
         err[p] = _rel_err(out, want)
-    assert err["highest"] < 1e-6 and err["high"] < 5e-6 and 1e-5 < err["medium"] < 3e-3, err
+    if nb > 1:
+        assert max(err.values()) < 1e-6, err
+    else:
+        assert err["highest"] < 1e-6 and err["high"] < 5e-6 and 1e-5 < err["medium"] < 3e-3, err
 
 
 def _fused_grads(fn, arrays, g):
@@ -241,7 +246,8 @@ def _fused_reference(fn, arrays, g):
 @pytest.mark.parametrize("case", ["linear", "mlp", "attention"])
 def test_fused_training_follows_the_precision(rng, precision, case):
     """The fused training functions, forward and every gradient, at 'high' within float32's
-    accuracy of the float64 CPU reference, and measurably off it at 'medium'."""
+    accuracy of the float64 CPU reference, and measurably off it at 'medium'; attention's
+    batched products stay float32 at both."""
     from minifuse import fusions as FU
     n, d, f = 256, 128, 384
     r = lambda *s: rng.standard_normal(s) / math.sqrt(s[-1])   # noqa: E731
@@ -264,4 +270,4 @@ def test_fused_training_follows_the_precision(rng, precision, case):
         got = _fused_grads(fn, arrays, g)
         errs[p] = [float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got, want)]
     assert max(errs["high"]) < 1e-5, errs
-    assert max(errs["medium"]) > 1e-5, errs
+    assert (max(errs["medium"]) < 1e-5) if case == "attention" else (max(errs["medium"]) > 1e-5), errs

@@ -4,8 +4,7 @@ Semantics (those of the CPU kernel and the unfused path): scores = (q @ k^T) * s
 key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out = P @ v.
 
 The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
-(cublaslt.py, so that a CUDA graph can capture them; float32 at the float32 matmul precision,
-gemm.lt_bmm) on contiguous copies of q, k, v (CuPy's matmul makes the same copies), CuPy's cuBLAS
+(cublaslt.py, so that a CUDA graph can capture them; `gemm.lt_bmm`) on contiguous copies of q, k, v (CuPy's matmul makes the same copies), CuPy's cuBLAS
 matmul where cuBLASLt does not apply. Between
 them, ONE numba kernel (`masked_softmax`: the row in registers, read and written in 8-byte words,
 `words.py`) does what the unfused path does in six passes

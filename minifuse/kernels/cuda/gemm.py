@@ -40,9 +40,10 @@ def matmul(xp, a, b, out=None):
 
 def _precision(a, out):
     """The float32 matmul precision a product of ``a`` into ``out`` runs at: 'highest' for other
-    dtypes, and for a product with one row or one column (memory-bound: the float32 cores keep up
-    with the memory, and the split would triple the bytes)."""
-    if a.dtype != np.float32 or 1 in out.shape[-2:]:
+    dtypes, for a product with one row or one column, and for a batch of several products
+    (attention's, one per head): those are bound by memory, where the float32 cores keep up and
+    the split would triple the bytes."""
+    if a.dtype != np.float32 or 1 in out.shape[-2:] or (out.ndim == 3 and out.shape[0] > 1):
         return "highest"
     return get_float32_matmul_precision()
 

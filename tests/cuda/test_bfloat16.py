@@ -34,6 +34,14 @@ if CUDA.available and BF16 is not None:
         if i < values.shape[0]:
             out[i] = storage.float_to_bfloat16(values[i])
 
+    _store = storage.bfloat16_store()     # what the kernels use: the GPU's instruction where it has one
+
+    @cuda.jit
+    def _to_bfloat16_in_kernels(values, out):
+        i = cuda.grid(1)
+        if i < values.shape[0]:
+            out[i] = _store(values[i])
+
 
 @pytest.fixture(autouse=True)
 def quiet_simulator():
@@ -80,11 +88,14 @@ def _hex(a):
     return [hex(int(v)) for v in np.asarray(a).ravel()[:8]]
 
 
-def test_store_rounds_as_ml_dtypes(rng):
-    """float32 -> bfloat16 bits in a kernel: the edge values and random bit patterns (every
-    exponent, NaNs and infinities included) give ml_dtypes' bits exactly."""
+@pytest.mark.parametrize("which", ["integer", "kernels"])
+def test_store_rounds_as_ml_dtypes(rng, which):
+    """float32 -> bfloat16 bits in a kernel, by the integer rounding and by the conversion the
+    kernels use: the edge values and random bit patterns (every exponent, NaNs and infinities
+    included) give ml_dtypes' bits exactly."""
     values = np.concatenate([EDGES, -EDGES, _random_bits(rng, 200_000 if GPU else 2000)])
-    got, want = _run(_to_bfloat16, values, np.uint16), _want_bits(values)
+    kernel = _to_bfloat16 if which == "integer" else _to_bfloat16_in_kernels
+    got, want = _run(kernel, values, np.uint16), _want_bits(values)
     bad = got != want
     assert not bad.any(), (_hex(values[bad].view(np.uint32)), _hex(got[bad]), _hex(want[bad]))
 

@@ -13,7 +13,9 @@ once, in its compute dtype (`mathfn.compute_dtype`), for every storage dtype.
   0x7FFF plus the lowest kept bit, keep the upper 16 bits. That also rounds values past the
   largest bfloat16 up to inf, and keeps infinities and zeros; a NaN becomes the quiet NaN of its
   sign (0x7FC0 / 0xFFC0), as ml_dtypes makes it (rounding its payload could carry into the
-  exponent and give inf).
+  exponent and give inf). On GPUs of compute capability 8.0 and later the kernels get the same
+  bits from the GPU's own conversion (``cvt.rn.bf16.f32``, with NaN set to that quiet NaN):
+  `bfloat16_store`. The integer rounding is the reference, and what the simulator runs.
 
 A kernel that takes arrays of several dtypes (half inputs with float32 row statistics, float64
 partial sums, an additive mask in the compute dtype) gets one pair per dtype; only the arrays
@@ -31,7 +33,8 @@ from ...dtypes import bfloat16 as BFLOAT16
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, cuda
 
-__all__ = ["BFLOAT16", "access", "float_as_int", "int_as_float", "bfloat16_to_float", "float_to_bfloat16"]
+__all__ = ["BFLOAT16", "access", "float_as_int", "int_as_float", "bfloat16_to_float", "float_to_bfloat16",
+           "bfloat16_store"]
 
 if SIMULATOR:       # the simulator's libdevice functions are stubs: the same bit casts in NumPy
     def float_as_int(v):
@@ -68,6 +71,44 @@ def float_to_bfloat16(v):
     return np.uint16((u + _HALF_ULP + ((u >> _SIXTEEN) & _ONE)) >> _SIXTEEN)
 
 
+if not SIMULATOR:  # pragma: no cover - compiled for the GPU only
+    from llvmlite import ir
+    from numba import types
+    try:
+        from numba.cuda.extending import intrinsic
+    except ImportError:
+        from numba.core.extending import intrinsic
+
+    @intrinsic
+    def _cvt_rn_bf16(typingctx, v):
+        """float32 -> bfloat16 bits by the GPU's own conversion (compute capability 8.0 and
+        later): to nearest, ties to even, as float_to_bfloat16 rounds; NaN becomes 0x7FFF."""
+        def codegen(context, builder, sig, args):
+            fty = ir.FunctionType(ir.IntType(16), [ir.FloatType()])
+            return builder.asm(fty, "cvt.rn.bf16.f32 $0, $1;", "=h,f", args, False)
+        return types.uint16(types.float32), codegen
+
+    @cuda.jit(device=True, inline=True)
+    def _float_to_bfloat16_cvt(v):
+        """float_to_bfloat16's bits in one instruction (and a select for NaN, ml_dtypes' quiet
+        NaN of its sign where the instruction gives 0x7FFF)."""
+        f = np.float32(v)
+        if f != f:
+            return np.uint16(((_U(float_as_int(f)) >> _SIXTEEN) & _SIGN) | _QUIET_NAN)
+        return _cvt_rn_bf16(f)
+
+
+@functools.lru_cache(maxsize=None)
+def bfloat16_store():
+    """The kernels' float32 -> bfloat16 conversion: `float_to_bfloat16`, or where the GPU has its
+    own conversion instruction (compute capability 8.0 and later) the same bits from it: the
+    integer rounding is about ten instructions per value, in kernels that convert every element
+    they write (chosen when the first bfloat16 kernel is built, for the current device)."""
+    if SIMULATOR or cuda.get_current_device().compute_capability < (8, 0):
+        return float_to_bfloat16
+    return _float_to_bfloat16_cvt
+
+
 @functools.lru_cache(maxsize=None)
 def access(dtype):
     """(load, store) for arrays of `dtype` as the kernels see them: ``load(a[i])`` is the element in
@@ -75,7 +116,7 @@ def access(dtype):
     docstring)."""
     dtype = np.dtype(dtype)
     if BFLOAT16 is not None and dtype == BFLOAT16:
-        return bfloat16_to_float, float_to_bfloat16
+        return bfloat16_to_float, bfloat16_store()
     ctype = compute_dtype(dtype).type
 
     @cuda.jit(device=True, inline=True)

@@ -28,7 +28,7 @@ import functools
 import numpy as np
 
 from .runtime import SIMULATOR, cuda
-from .storage import BFLOAT16, access, bfloat16_to_float, float_to_bfloat16, int_as_float
+from .storage import BFLOAT16, access, bfloat16_store, bfloat16_to_float, int_as_float
 
 WORD = 8                  # bytes
 ONE = "one"               # one element per word, in the array's dtype
@@ -181,6 +181,7 @@ def functions(fmt, dtype):
         return word2, word1, value, put2
 
     _, n = FORMATS[fmt]
+    to_bfloat16 = bfloat16_store() if fmt == BF16X4 else None
     half = fmt == "half4"
     width = 16 if fmt in ("half4", BF16X4) else 32
     at = _half_at if half else _float_at
@@ -195,7 +196,7 @@ def functions(fmt, dtype):
         if fmt == BF16X4:      # the lanes as on the GPU; the bits stored one lane at a time
             def put2(a, row, i, vals, base):
                 for k in range(n):
-                    a[row, i * n + k] = float_to_bfloat16(vals[base + k])
+                    a[row, i * n + k] = to_bfloat16(vals[base + k])
             return word2, word1, _bfloat16_lane, put2
 
         def value(w, k):
@@ -221,7 +222,7 @@ def functions(fmt, dtype):
         def put2(a, row, i, vals, base):
             w = zero
             for k in range(n):
-                w |= np.uint64(float_to_bfloat16(vals[base + k])) << np.uint64(width * k)
+                w |= np.uint64(to_bfloat16(vals[base + k])) << np.uint64(width * k)
             _store(a, row, i, w)
         return word2, word1, _bfloat16_lane, put2
 

@@ -91,6 +91,43 @@ def test_attention_varlen(backend, dtype, b, s, heads, dh, mask, contiguous, met
     ref.assert_close(backend.to_host(out), _varlen_reference(qkv, cu, heads, 0.4, dtype), backend.rtol(dtype))
 
 
+# Lengths around the CPU kernel's blocks (4 query rows, 16 keys) and head dims on both sides of
+# its compiled-for-the-head-dim code (32, 64; others run the general loops).
+BLOCK_LENGTHS = [0, 1, 3, 4, 5, 15, 16, 17, 33, 70]
+
+
+@given_backend(examples=15, dtype=dtypes, lengths=st.lists(st.sampled_from(BLOCK_LENGTHS), min_size=1, max_size=4),
+               heads=choice([1, 2], [1]), dh=choice([1, 5, 32, 64], [1, 32]), contiguous=st.booleans(), seed=SEED)
+def test_attention_varlen_blocks_and_head_dims(backend, dtype, lengths, heads, dh, contiguous, seed):
+    rng = np.random.default_rng(seed)
+    cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    qkv = ref.randn(rng, (int(cu[-1]), 3 * heads * dh), dtype, contiguous, scale=2)
+    out = backend.K.attention_varlen(backend.to_dev(qkv), cu, heads, 0.3, method="loop")
+    ref.assert_close(backend.to_host(out), _varlen_reference(qkv, cu, heads, 0.3, dtype), backend.rtol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dh", [5, 32, 64])
+@pytest.mark.parametrize("workers", [1, 2, 3, 7])
+def test_cpu_attention_varlen_any_split_of_the_rows(dtype, dh, workers):
+    """The CPU kernel cuts the rows of all (sequence, head) pairs into equal-work shares, one per
+    thread: any number of shares (boundaries inside sequences and heads) gives the same result,
+    and a NaN query / an inf key stays in its row / its sequence's head."""
+    from minifuse.kernels.cpu.packing import _attention_varlen
+    rng = np.random.default_rng(dh * 10 + workers)
+    cu = np.array([0, 70, 70, 87, 88, 121])
+    heads = 2
+    qkv = ref.randn(rng, (121, 3 * heads * dh), dtype, scale=2)
+    qkv[3, 0] = np.nan                          # sequence 0, head 0, row 3
+    qkv[100, heads * dh + dh + 1] = np.inf      # a key of the last sequence, head 1
+    expected = _varlen_reference(qkv, cu, heads, 0.3, dtype)
+    out = np.full((121, heads * dh), 7.0, dtype)
+    _attention_varlen(qkv, cu, heads, dtype(0.3), out, workers)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expected))
+    assert np.isnan(out[3, :dh]).all() and np.isfinite(out[:3]).all() and np.isfinite(out[70:88]).all()
+    ref.assert_close(out, expected, 1e-10 if dtype == np.float64 else 1e-5)
+
+
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("method", ["loop", "bmm"])
 def test_attention_varlen_nan_inf_stay_in_their_sequence(backend, dtype, method, route, rng):

@@ -2,17 +2,19 @@
 attention per sequence over its own rows (the offsets: `minifuse.kernels.packing`).
 
 Variable-length attention reads each sequence's q, k and v straight out of the packed projection
-qkv (T, 3d), as strided (L, Dh) views per head, and runs the same per-head work as the padded
-kernels ('loop': `attention._head`; 'bmm': two BLAS products around the fused softmax) on
-L x L scores: no padded query or key is ever computed.
+qkv (T, 3d), as strided (L, Dh) views per head, on L x L scores: no padded query or key is ever
+computed. 'loop': one kernel, blocks of query rows against blocks of keys (`attention_blocks`)
+for the usual head dims, the padded kernels' per-head loops (`attention._head`) for others;
+'bmm': two BLAS products around the fused softmax.
 """
+import numba
 import numpy as np
 from numba import prange
 
 from .. import packing
-from . import batched, checks
+from . import attention_blocks, batched, checks
 from .attention import _head, _normalize
-from .jit import kernel
+from .jit import inline, kernel
 from .rows import LANES
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -53,20 +55,58 @@ def pack_offsets(fn, key_mask, batch, seq, like):
     return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), index, cu)
 
 
+@inline
+def _rows(qkv, lo, n, c, d, dh, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes):
+    """Rows r0:r1 of one (sequence, head) of n tokens from row lo, head columns c:c+dh: the blocked
+    code for a head dim in `attention_blocks.SPECIALISED` (each call below compiles it for that
+    constant), `_head` for any other."""
+    if dh == 32:
+        attention_blocks.rows_blocked(qkv, lo, n, c, d, 32, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes)
+    elif dh == 64:
+        attention_blocks.rows_blocked(qkv, lo, n, c, d, 64, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes)
+    else:
+        hi = lo + n
+        _head(qkv[lo + r0:lo + r1, c:c + dh], qkv[lo:hi, d + c:d + c + dh], qkv[lo:hi, 2 * d + c:2 * d + c + dh],
+              lanes[:0], False, scale, out[lo + r0:lo + r1, c:c + dh])
+
+
 @kernel
-def _attention_varlen(qkv, seqlens, nh, scale, out):
-    """qkv (T, 3d), out (T, d); a task per (sequence, head)."""
+def _attention_varlen(qkv, seqlens, nh, scale, out, workers):
+    """qkv (T, 3d), out (T, d). The query rows of all (sequence, head) pairs, in order, are cut
+    into `workers` (the thread count) contiguous shares of equal work, a row of a sequence of L
+    tokens costing L: the lengths are uneven (256 next to 10) and sorted, so equal numbers of
+    (sequence, head) tasks per thread would leave one thread most of the work. (The count comes
+    from the caller: `numba.get_num_threads` inside a kernel keeps it out of the cache.)"""
     d = out.shape[1]
     dh = d // nh
     nb = seqlens.shape[0] - 1
-    none = np.empty(0, qkv.dtype)
-    for task in prange(nb * nh):
-        b = task // nh
-        h = task % nh
-        lo, hi = seqlens[b], seqlens[b + 1]
-        c = h * dh
-        _head(qkv[lo:hi, c:c + dh], qkv[lo:hi, d + c:d + c + dh], qkv[lo:hi, 2 * d + c:2 * d + c + dh],
-              none, False, scale, out[lo:hi, c:c + dh])
+    total = 0
+    longest = 0
+    for b in range(nb):
+        n = seqlens[b + 1] - seqlens[b]
+        total += nh * n * n
+        longest = max(longest, n)
+    padded = (longest + attention_blocks.KEYS - 1) // attention_blocks.KEYS * attention_blocks.KEYS
+    for w in prange(workers):
+        kb, vb, qb, s, acc, tot, lanes = attention_blocks.scratch(padded, dh, qkv.dtype)
+        start = total * w // workers      # this thread's share of the work: [start, stop)
+        stop = total * (w + 1) // workers
+        done = 0                          # the work of the pairs before the current one
+        for b in range(nb):
+            lo = seqlens[b]
+            n = seqlens[b + 1] - lo
+            if n == 0 or done + nh * n * n <= start:
+                done += nh * n * n
+                continue
+            if done >= stop:
+                break
+            for h in range(nh):
+                # the rows whose work starts inside the share: ceil((start - done) / n) on
+                r0 = min(max(0, -((done - start) // n)), n)
+                r1 = min(max(0, -((done - stop) // n)), n)
+                if r0 < r1:
+                    _rows(qkv, lo, n, h * dh, d, dh, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes)
+                done += n * n
 
 
 @kernel
@@ -115,7 +155,7 @@ def attend_varlen(qkv, pk, num_heads, scale, method, out):
     its rows of the packed projection qkv (T, 3d) over its own rows."""
     scale = qkv.dtype.type(scale)
     if method == "loop":
-        _attention_varlen(qkv, pk.seqlens, num_heads, scale, out)
+        _attention_varlen(qkv, pk.seqlens, num_heads, scale, out, numba.get_num_threads())
     else:
         _by_sequence(qkv, pk, num_heads, scale, out)
     return out

@@ -78,10 +78,11 @@ def layer_cpu(b=8, s=128, repeat=7, seed=0):
     for name, lengths in cases:
         mask = mask_of(lengths, s)
         method = nn.dispatch.attention_method(b, s)
+        packed_method = nn.dispatch.packed_attention_method(D // HEADS, method)   # what the layers pick
 
         def packed():
             rows_, pk = K.pack(x, mask)
-            return K.unpack(K.transformer_layer_varlen(rows_, pk, weights, HEADS, EPS, "gelu", method), pk)
+            return K.unpack(K.transformer_layer_varlen(rows_, pk, weights, HEADS, EPS, "gelu", packed_method), pk)
         t = int(mask.sum())
         real = [rng.standard_normal((t, D)).astype(np.float32), rng.standard_normal((t, FFN)).astype(np.float32)]
         gemms = [(real[0], weights.qkv_w), (real[0], weights.out_w), (real[0], weights.fc1_w), (real[1], weights.fc2_w)]

@@ -13,7 +13,7 @@ from ..kernels.activations import GATES, graph_activation
 from ..kernels.checks import flat_rows, mask_values
 from ..kernels.layout import head_scale
 from ..kernels.weights import LayerWeights
-from ..nn.dispatch import attention_method
+from ..nn.dispatch import attention_method, packed_attention_method
 from ..nn.fused import attention_block, packed
 from .ir import Node
 
@@ -435,8 +435,9 @@ class FuseTransformerLayer(Pass):
         p = packed(K, x, mask)
         if p is not None:             # the real tokens only (zeros at padded positions either way)
             rows, pk = p
+            method = packed_attention_method(x.shape[-1] // a["num_heads"], a["method"])
             return K.unpack(K.transformer_layer_varlen(rows, pk, weights, a["num_heads"], a["eps"], a["activation"],
-                                                       a["method"]), pk)
+                                                       method), pk)
         return K.transformer_layer(x, weights, mask, a["num_heads"], a["eps"], a["activation"], a["method"])
 
     def run(self, graph):

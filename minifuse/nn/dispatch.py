@@ -32,7 +32,8 @@ from ..kernels import registry
 from ..kernels.checks import capturing
 
 __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
-           "attention_threshold", "set_attention_threshold", "attention_method", "training_kernels",
+           "attention_threshold", "set_attention_threshold", "attention_method", "packed_attention_method",
+           "training_kernels",
            "packed_mask", "packing_enabled", "set_packing_enabled", "packing", "packing_threshold",
            "set_packing_threshold"]
 
@@ -206,3 +207,15 @@ def attention_method(batch, seq):
     one implementation, CUDA, takes either)."""
     limit = _state.attention_threshold
     return "loop" if limit == 0 or (limit > 0 and batch * seq <= limit) else "bmm"
+
+
+# The head dim for which attention over packed rows runs as the loop kernel whatever the
+# threshold: there its register-blocked form beats the per-sequence products at every length
+# measured (MiniLM's 32: 1.1-2.1x); at BERT-base's 64 the products are faster (BENCHMARKS.md).
+PACKED_LOOP_HEAD_DIM = 32
+
+
+def packed_attention_method(head_dim, method):
+    """The method for attention over packed rows (``attend_varlen``) of heads of ``head_dim``:
+    'loop' for `PACKED_LOOP_HEAD_DIM`, else ``method`` (`attention_method`'s choice for the batch)."""
+    return "loop" if head_dim == PACKED_LOOP_HEAD_DIM else method

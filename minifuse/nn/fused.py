@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..kernels.layout import head_scale
 from ..kernels.weights import LayerWeights
-from .dispatch import attention_method, fused_kernels, packed_mask
+from .dispatch import attention_method, fused_kernels, packed_attention_method, packed_mask
 
 __all__ = ["linear", "mlp", "layer_norm", "attention", "transformer_layer", "transformer_layers", "packed",
            "attention_block"]
@@ -57,6 +57,7 @@ def attention_block(k, x, qkv_w, qkv_b, out_w, out_b, key_mask, num_heads, scale
     if p is not None:
         rows, pk = p
         projected = k.linear_act(rows, qkv_w, qkv_b, "none")
+        method = packed_attention_method(x.shape[-1] // num_heads, method)
         context = k.attend_varlen(projected, pk, num_heads, scale, method, k.xp.empty(rows.shape, rows.dtype))
         return k.unpack(k.linear_act(context, out_w, out_b, "none"), pk)
     b, s = x.shape[:2]
@@ -102,8 +103,9 @@ def transformer_layers(x, layers, key_mask, all_outputs=False):
     method = attention_method(*x.shape[:2])
     outputs = [x]
     for layer, w in zip(layers, weights):
-        rows = k.transformer_layer_varlen(rows, pk, LayerWeights(*map(_data, w)), layer.attn.num_heads,
-                                          layer.ln1.eps, layer.activation, method)
+        heads = layer.attn.num_heads
+        rows = k.transformer_layer_varlen(rows, pk, LayerWeights(*map(_data, w)), heads, layer.ln1.eps,
+                                          layer.activation, packed_attention_method(x.shape[-1] // heads, method))
         if all_outputs:
             outputs.append(_wrap(k.unpack(rows, pk)))
     return outputs if all_outputs else _wrap(k.unpack(rows, pk))

@@ -124,6 +124,25 @@ def test_large_inputs_run_attention_as_batched_products(monkeypatch, threshold):
     assert methods == ["bmm", "bmm", "loop", "loop"]
 
 
+def test_packed_attention_takes_the_loop_kernel_at_head_dim_32(monkeypatch, threshold):
+    """Packed rows: the loop kernel for heads of 32 (faster there at every length measured), the
+    threshold's choice for other head dims; eager layers, encoders and the graph pass alike."""
+    threshold(-1)                               # the default: padded attention as batched products
+    assert nn.dispatch.packed_attention_method(32, "bmm") == "loop"
+    assert nn.dispatch.packed_attention_method(16, "bmm") == "bmm"
+    assert nn.dispatch.packed_attention_method(64, "loop") == "loop"
+    methods = []
+    real = cpu.attend_varlen
+    monkeypatch.setattr(cpu, "attend_varlen", lambda *a: methods.append(a[4]) or real(*a))
+    mask = mf.tensor([[1, 1, 0], [1, 1, 1]])
+    with mf.no_grad():
+        for d, heads in ((64, 2), (32, 2)):     # head dims 32 and 16
+            x = mf.randn(2, 3, d)
+            nn.MultiHeadAttention(d, heads)(x, mask)
+            nn.TransformerEncoder(nn.TransformerLayer(d, heads, 2 * d), 1)(x, mask)
+    assert methods == ["loop", "loop", "bmm", "bmm"]
+
+
 def test_training_mode_dropout_is_never_fused(spy):
     layer = nn.TransformerLayer(8, 2, 16, dropout=0.1)
     with mf.no_grad():

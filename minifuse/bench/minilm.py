@@ -86,9 +86,9 @@ def bench_minifuse(texts, batch_size=32, repeat=5, threads=None, model_path=None
             "tokens_per_sentence": float(enc.tokenize(texts)["attention_mask"].sum(1).mean())}
 
 
-def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu", dtype="float32"):
-    """Median seconds for sentence-transformers' ``encode`` (or the same with transformers by hand),
-    the model in ``dtype``."""
+def torch_encoder(texts, batch_size=32, threads=None, model_path=None, device="cpu", dtype="float32"):
+    """(impl, run): ``run()`` encodes ``texts`` with sentence-transformers (or the same with
+    transformers by hand), the model in ``dtype``; impl names which."""
     import torch
     if model_path is None:
         import importlib.resources
@@ -112,9 +112,20 @@ def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, d
                 h, m = model(**enc).last_hidden_state, enc["attention_mask"].unsqueeze(-1).float()
                 torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=1)
         impl = "transformers"
-    times = _timed(run, repeat)
+    return impl, run
+
+
+def torch_row(impl, device, dtype, times):
+    """The JSON row of a torch-side ``impl`` timed ``times`` (seconds)."""
+    import torch
     return {"impl": impl, "device": device, "dtype": dtype, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "median_s": statistics.median(times), "times_s": times}
+
+
+def bench_torch(texts, batch_size=32, repeat=5, threads=None, model_path=None, device="cpu", dtype="float32"):
+    """Median seconds for sentence-transformers' ``encode`` (`torch_encoder`), the model in ``dtype``."""
+    impl, run = torch_encoder(texts, batch_size, threads, model_path, device, dtype)
+    return torch_row(impl, device, dtype, _timed(run, repeat))
 
 
 def main(argv=None):

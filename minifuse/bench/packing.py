@@ -14,7 +14,8 @@ path with ``src_key_padding_mask`` (nested tensors) where torch is importable.
 ``encode``: sentences from the docstrings of Python's standard library (real English of 1 to
 100+ words, the same on every machine with the same Python), ``SentenceEncoder.encode`` packed
 and padded, and sentence-transformers on the same sentences, batch size and threads where it is
-installed (``bench.minilm.bench_torch``). Prints one JSON line per row.
+installed (``bench.minilm.torch_encoder``), timed in turn round by round; ``packed_vs_torch`` is
+the median over the rounds of the paired ratio. Prints one JSON line per row.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import argparse
 import importlib
 import json
 import re
+import statistics
 import time
 
 import numpy as np
@@ -31,19 +33,29 @@ from .kernels_cpu import layer_params, torch_or_none
 FRACTIONS = (0.0, 0.25, 0.5, 0.75)
 
 
-def interleaved(fns, repeat):
-    """{name: best ms} of the functions in ``fns``, timed in turn ``repeat`` times after one warm-up
-    call each: on a shared machine a load change then hits every contender alike, and the best of
-    the runs is the least disturbed one."""
+def rounds(fns, repeat):
+    """{name: [ms of each round]} of the functions in ``fns``, timed in turn ``repeat`` times after
+    one warm-up call each: on a shared machine a load change then hits every contender alike, and
+    the times of one round pair up."""
     for fn in fns.values():
         fn()
-    best = dict.fromkeys(fns, float("inf"))
+    times = {name: [] for name in fns}
     for _ in range(repeat):
         for name, fn in fns.items():
             t = time.perf_counter()
             fn()
-            best[name] = min(best[name], (time.perf_counter() - t) * 1e3)
-    return best
+            times[name].append((time.perf_counter() - t) * 1e3)
+    return times
+
+
+def interleaved(fns, repeat):
+    """{name: best ms} of `rounds`: the best of the runs is the least disturbed one."""
+    return {name: min(ts) for name, ts in rounds(fns, repeat).items()}
+
+
+def paired_ratio(times, name, ref):
+    """The median over rounds of times[name] / times[ref] (`rounds`)."""
+    return statistics.median(a / b for a, b in zip(times[name], times[ref]))
 D, HEADS, FFN, EPS = 768, 12, 3072, 1e-12
 
 
@@ -176,13 +188,14 @@ def stdlib_sentences(n=2048):
 
 
 def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu", dtype="float32"):
-    """SentenceEncoder.encode of the corpus, packed and padded timed in turn (best of ``repeat``),
-    then sentence-transformers (median, bench.minilm.bench_torch) where it is installed; the model
-    in ``dtype`` on both sides."""
+    """SentenceEncoder.encode of the corpus, packed and padded, and sentence-transformers' encode
+    of the same sentences where it is installed (bench.minilm.torch_encoder), timed in turn for
+    ``repeat`` rounds (`rounds`); the model in ``dtype`` on both sides. Reported: each side's best
+    and median, and the median over rounds of the paired ratio."""
     import minifuse as mf
     from .. import nn
     from ..models import SentenceEncoder
-    from .minilm import _set_threads, bench_torch
+    from .minilm import _set_threads, torch_encoder, torch_row
     texts = stdlib_sentences(n)
     words = [len(t.split()) for t in texts]
     if threads:
@@ -193,20 +206,27 @@ def encode(n=2048, batch_size=32, repeat=3, threads=None, device="cpu", dtype="f
     def run(packing):
         with nn.packing(packing):
             return enc.encode(texts, batch_size=batch_size)
-    best = interleaved({"packed": lambda: run(True), "padded": lambda: run(False)}, repeat)
+    fns = {"packed": lambda: run(True), "padded": lambda: run(False)}
+    try:
+        impl, fns["torch"] = torch_encoder(texts, batch_size, threads, None, device, dtype)
+    except ImportError as e:
+        impl = e
+    times = rounds(fns, repeat)
+    best = {name: min(ts) for name, ts in times.items()}
     row = {"impl": "minifuse", "device": device, "dtype": dtype, "corpus": "CPython docstrings", "sentences": len(texts),
            "words_min": min(words), "words_median": float(np.median(words)), "words_max": max(words),
            "tokens_per_sentence": float(tokens.sum(1).mean()), "batch_size": batch_size,
            "packed_s": best["packed"] / 1e3, "padded_s": best["padded"] / 1e3,
-           "packed_vs_padded": best["packed"] / best["padded"],
+           "packed_median_s": statistics.median(times["packed"]) / 1e3,
+           "packed_vs_padded": paired_ratio(times, "packed", "padded"),
            "packed_sentences_per_s": len(texts) / (best["packed"] / 1e3),
            "max_abs_diff_packed_vs_padded": float(np.abs(run(True) - run(False)).max())}
     rows = [row]
-    try:
-        rows.append(bench_torch(texts, batch_size, repeat, threads, None, device, dtype))
-        row["packed_vs_torch"] = row["packed_s"] / rows[1]["median_s"]
-    except ImportError as e:
-        rows.append({"impl": "torch", "skipped": str(e)})
+    if "torch" in times:
+        rows.append(torch_row(impl, device, dtype, [t / 1e3 for t in times["torch"]]))
+        row["packed_vs_torch"] = paired_ratio(times, "packed", "torch")
+    else:
+        rows.append({"impl": "torch", "skipped": str(impl)})
     return rows
 
 

@@ -92,18 +92,24 @@ def test_attention_varlen(backend, dtype, b, s, heads, dh, mask, contiguous, met
 
 
 # Lengths around the CPU kernel's blocks (4 query rows, 16 keys) and head dims on both sides of
-# its compiled-for-the-head-dim code (32, 64; others run the general loops).
+# its compiled-for-the-head-dim code (32, 64; others run the general loops). The simulator runs
+# each CUDA thread in Python: there, short sequences.
 BLOCK_LENGTHS = [0, 1, 3, 4, 5, 15, 16, 17, 33, 70]
 
 
-@given_backend(examples=15, dtype=dtypes, lengths=st.lists(st.sampled_from(BLOCK_LENGTHS), min_size=1, max_size=4),
-               heads=choice([1, 2], [1]), dh=choice([1, 5, 32, 64], [1, 32]), contiguous=st.booleans(), seed=SEED)
+def _block_lengths(backend):
+    return st.lists(st.sampled_from(backend.pick(BLOCK_LENGTHS, [0, 1, 3, 5])), min_size=1, max_size=4)
+
+
+@given_backend(examples=15, dtype=dtypes, lengths=_block_lengths, heads=choice([1, 2], [1]),
+               dh=choice([1, 5, 32, 64], [1, 32]), contiguous=st.booleans(), seed=SEED)
 def test_attention_varlen_blocks_and_head_dims(backend, dtype, lengths, heads, dh, contiguous, seed):
     rng = np.random.default_rng(seed)
     cu = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     qkv = ref.randn(rng, (int(cu[-1]), 3 * heads * dh), dtype, contiguous, scale=2)
-    out = backend.K.attention_varlen(backend.to_dev(qkv), cu, heads, 0.3, method="loop")
-    ref.assert_close(backend.to_host(out), _varlen_reference(qkv, cu, heads, 0.3, dtype), backend.rtol(dtype))
+    scale = 1 / np.sqrt(dh)      # scores of a few units at any head dim, as attention's own scale keeps them
+    out = backend.K.attention_varlen(backend.to_dev(qkv), cu, heads, scale, method="loop")
+    ref.assert_close(backend.to_host(out), _varlen_reference(qkv, cu, heads, scale, dtype), backend.rtol(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

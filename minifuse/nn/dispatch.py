@@ -210,8 +210,8 @@ def attention_method(batch, seq):
 
 
 # The head dim for which attention over packed rows runs as the loop kernel whatever the
-# threshold: there its register-blocked form beats the per-sequence products at every length
-# measured (MiniLM's 32: 1.1-2.1x); at BERT-base's 64 the products are faster (BENCHMARKS.md).
+# threshold: there (MiniLM's 32) its register-blocked form beats the per-sequence products at
+# every length measured; at BERT-base's 64 the products are faster (BENCHMARKS.md).
 PACKED_LOOP_HEAD_DIM = 32
 
 

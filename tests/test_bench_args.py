@@ -33,3 +33,11 @@ def test_bench_encode_runs_without_sentence_transformers():
     rows = packing.encode(n=12, batch_size=4, repeat=1)
     assert rows[0]["sentences"] == 12 and rows[0]["max_abs_diff_packed_vs_padded"] < 1e-5
     assert "skipped" in rows[1] if "packed_vs_torch" not in rows[0] else rows[0]["packed_vs_torch"] > 0
+
+
+@pytest.mark.parametrize("flag", ["--repeat", "--n", "--batch-size"])
+def test_bench_packing_refuses_counts_below_one(capsys, flag):
+    from minifuse.bench import packing
+    with pytest.raises(SystemExit) as e:
+        packing.main(["encode", flag, "0"])
+    assert e.value.code == 2 and "must be at least 1" in capsys.readouterr().err

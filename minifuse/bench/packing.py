@@ -240,6 +240,8 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"), help="encode: the model's dtype")
     args = ap.parse_args(argv)
+    if args.repeat < 1 or args.n < 1 or args.batch_size < 1:
+        ap.error(f"--repeat, --n and --batch-size must be at least 1, got {args.repeat}, {args.n}, {args.batch_size}")
     if args.what == "layer":
         rows = layer_cpu(repeat=args.repeat) if args.device == "cpu" else layer_cuda()
     else:

@@ -10,9 +10,10 @@ Workloads (the CPU benchmark's, at GPU sizes):
          (``nn.packing(False)``); torch gets ``src_key_padding_mask``.
 Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` / ``fused_mlp``),
 minifuse fused graph (the fused step captured once by ``mf.cuda.graph`` and replayed: one launch
-a step; not for layer_padded, whose packing reads the lengths on the host), each in float32 and under ``mf.autocast("cuda", float16)`` (float32 master weights), against
-torch eager in float32 and under ``torch.autocast("cuda", torch.float16)``. A step is forward,
-``backward(g)`` with a fixed random g, gradients cleared. Each variant is timed with CUDA events
+a step; not for layer_padded, whose packing reads the lengths on the host), each in float32 and
+under ``mf.autocast("cuda", float16)`` (float32 master weights), against torch eager in float32
+and under ``torch.autocast("cuda", torch.float16)``. A step is forward, ``backward(g)`` with a
+fixed random g, gradients cleared. Each variant is timed with CUDA events
 over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
 round, then the median), all in one process. TF32 is off on both sides (float32 means float32),
 except in the float32 cases that say otherwise: ``minifuse fused high`` / ``minifuse fused graph

@@ -4,10 +4,10 @@ Semantics (those of the CPU kernel and the unfused path): scores = (q @ k^T) * s
 key_mask == 0 add finfo(dtype).min; P = softmax over keys (max subtracted); out = P @ v.
 
 The two products are strided batched GEMMs, one per (batch, head) in a single call: cuBLASLt
-(cublaslt.py, so that a CUDA graph can capture them; `gemm.lt_bmm`) on contiguous copies of q, k, v (CuPy's matmul makes the same copies), CuPy's cuBLAS
-matmul where cuBLASLt does not apply. Between
-them, ONE numba kernel (`masked_softmax`: the row in registers, read and written in 8-byte words,
-`words.py`) does what the unfused path does in six passes
+(cublaslt.py, so that a CUDA graph can capture them; `gemm.lt_bmm`) on contiguous copies of q,
+k, v (CuPy's matmul makes the same copies), CuPy's cuBLAS matmul where cuBLASLt does not apply.
+Between them, ONE numba kernel (`masked_softmax`: the row in registers, read and written in
+8-byte words, `words.py`) does what the unfused path does in six passes
 over the (B, H, Sq, Sk) scores (scale, mask add, max, subtract+exp, sum, divide): one read and
 one write of the scores, in place. A flash-attention kernel (scores never in memory) would also
 save that pass, but in float32 without tensor cores a numba kernel loses more on the products

@@ -186,9 +186,9 @@ class _CublasLt:
 
     def matmul(self, a, b, out, trans_b, bias=None, epilogue=None, compute=_COMPUTE_32F, trans_a=False):
         """out = op(a) @ op(b) (+ bias per output column), op the transpose for ``trans_a`` /
-        ``trans_b``; (batch, rows, cols) or 2-D C-contiguous arrays of one dtype. ``epilogue``: a cuBLASLt epilogue other than the
-        default / bias one (or any other cuBLASLt epilogue value). ``compute``:
-        _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
+        ``trans_b``; (batch, rows, cols) or 2-D C-contiguous arrays of one dtype. ``epilogue``: a
+        cuBLASLt epilogue other than the default / bias one (or any other cuBLASLt epilogue value).
+        ``compute``: _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
         import cupy
         if self.workspace is None:
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)

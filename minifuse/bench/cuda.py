@@ -10,7 +10,9 @@ One untimed call is queued before the start event of each round: the GPU is then
 Python queues the timed calls. (Without it the first call's Python time was GPU idle time inside
 the round: 0.1 ms over 20 calls put 5 us on each of minifuse's linear calls, ~1 us on torch's.)
 `*_latency_us`: one call and a synchronize, wall clock, median: what a single call costs a
-caller that waits for its result, Python included.
+caller that waits for its result, Python included. `kernel_times_*`: the GPU time of each kind
+of kernel in one BERT layer call (torch.profiler), the non-GEMM kernels against the bytes they
+move over the measured copy bandwidth.
 """
 import argparse
 import contextlib
@@ -325,6 +327,72 @@ def bert_layer(results, ceiling, dtype, b=32, s=128, tag=""):
     results[f"bert_layer_B{b}_S{s}_{np.dtype(npdtype).name}{tag}"] = r
 
 
+# What each kind of non-GEMM kernel of the BERT layer moves, in elements of the layer's dtype per
+# call (N = B*S tokens): the floor of `kernel_times` is their bytes over the measured copy bandwidth.
+def _layer_traffic(b, s, d, f, h):
+    n = b * s
+    return {"layer_norm": 2 * 3 * n * d,          # x2: read x and the residual, write out
+            "bias_act": 2 * n * f,                 # bias + GELU: read and write the FFN hidden
+            "softmax": 2 * b * h * s * s,          # read and write the scores
+            "split_heads": 2 * 3 * n * d,          # qkv into (3, B, H, S, Dh)
+            "merge_heads": 2 * n * d}              # context back to (N, d)
+
+
+def _kind(name):
+    """The kind of a profiled kernel: one of _layer_traffic's (named in minifuse's kernel names),
+    'gemm' for cuBLAS(Lt)'s, or 'other' (the additive mask, memsets)."""
+    for kind in _layer_traffic(1, 1, 1, 1, 1):
+        if kind in name:
+            return kind
+    low = name.lower()
+    return "gemm" if any(w in low for w in ("gemm", "nvjet", "cutlass", "xmma", "sm90", "sm80")) else "other"
+
+
+def kernel_times(results, b=32, s=128, calls=20):
+    """GPU time per kernel kind of one `K.transformer_layer` call (BERT-base, every other sequence
+    a quarter padding), torch.profiler over `calls` calls, per dtype; the non-GEMM kernels' sum
+    against the memory floor (bytes they move over the copy bandwidth measured above)."""
+    import cupy
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import minifuse as mf
+    from minifuse.kernels import cuda as K
+    from minifuse.kernels.weights import LayerWeights
+    d, h, f, eps = 768, 12, 3072, 1e-12
+    bandwidth = results["copy_1GiB"]["tb_per_s"] * 1e12
+    rng = np.random.default_rng(0)
+    for dtype in (np.dtype(np.float16), mf.bfloat16, np.dtype(np.float32)):
+        if dtype is None:
+            continue
+
+        def a(*shape, scale=0.02, offset=0.0):
+            return cupy.asarray((rng.standard_normal(shape) * scale + offset).astype(dtype))
+        x = a(b, s, d, scale=1.0)
+        weights = LayerWeights(a(3 * d, d), a(3 * d), a(d, d), a(d), a(d, offset=1.0), a(d), a(f, d), a(f),
+                               a(d, f), a(d), a(d, offset=1.0), a(d))
+        mask = cupy.ones((b, s), cupy.bool_)
+        mask[::2, s - s // 4:] = False
+        for _ in range(3):
+            K.transformer_layer(x, weights, mask, h, eps, "gelu")
+        cupy.cuda.Device().synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                K.transformer_layer(x, weights, mask, h, eps, "gelu")
+            cupy.cuda.Device().synchronize()
+        us = {}
+        for e in prof.events():
+            if e.device_type == torch.autograd.DeviceType.CUDA:
+                kind = _kind(e.name)
+                us[kind] = us.get(kind, 0.0) + getattr(e, "device_time_total", 0.0) / calls
+        floors = {k: n * dtype.itemsize / bandwidth * 1e6 for k, n in _layer_traffic(b, s, d, f, h).items()}
+        non_gemm = sum(v for k, v in us.items() if k != "gemm")
+        results[f"kernel_times_{dtype.name}"] = dict(
+            us={k: round(v, 2) for k, v in sorted(us.items())}, floor_us={k: round(v, 2) for k, v in floors.items()},
+            non_gemm_us=non_gemm, non_gemm_floor_us=sum(floors.values()),
+            non_gemm_vs_floor=non_gemm / sum(floors.values()), all_us=sum(us.values()))
+
+
 def compiled_layer(results, b=2, s=16):
     """A BERT-base layer as a module at small batch (float32): eager (nn.TransformerLayer under
     no_grad), mf.compile's graph executor, mf.compile with cuda_graph=True (one replay per call),
@@ -422,7 +490,7 @@ def main(argv=None):
     p.add_argument("--json")
     p.add_argument("--only", default="", help="comma-separated section names (e.g. bert_layer,linear); all when empty")
     args = p.parse_args(argv)
-    sections = {f.__name__ for f in (linear, bert_layer, compiled_layer, launches, launch_profile)}
+    sections = {f.__name__ for f in (linear, bert_layer, kernel_times, compiled_layer, launches, launch_profile)}
     unknown = sorted(set(w for w in args.only.split(",") if w) - sections)
     if unknown:     # before CuPy and torch are imported: a typo is told at once, on any machine
         p.error(f"--only: unknown section(s) {', '.join(unknown)}; the sections are {', '.join(sorted(sections))}")
@@ -435,7 +503,8 @@ def main(argv=None):
     ceiling = gemm_ceiling(results)
     steps = [(linear, (results, ceiling)), (bert_layer, (results, ceiling, np.float32)),
              (bert_layer, (results, ceiling, np.float16)), (bert_layer, (results, ceiling, "bfloat16")),
-             (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (compiled_layer, (results,)),
+             (bert_layer, (results, ceiling, np.float32, 2, 16, "_small")), (kernel_times, (results,)),
+             (compiled_layer, (results,)),
              (launches, (results,)),
              (launch_profile, (results,))]
     wanted = [w for w in args.only.split(",") if w]

@@ -35,6 +35,13 @@ if CUDA.available and BF16 is not None:
             out[i] = storage.float_to_bfloat16(values[i])
 
     _store = storage.bfloat16_store()     # what the kernels use: the GPU's instruction where it has one
+    _pair = storage.bfloat16_pair_store()  # the same for two values at once (the word stores)
+
+    @cuda.jit
+    def _to_bfloat16_pairs(values, out):
+        i = cuda.grid(1)
+        if i < values.shape[0] // 2:
+            out[i] = _pair(values[2 * i], values[2 * i + 1])
 
     @cuda.jit
     def _to_bfloat16_in_kernels(values, out):
@@ -96,6 +103,20 @@ def test_store_rounds_as_ml_dtypes(rng, which):
     values = np.concatenate([EDGES, -EDGES, _random_bits(rng, 200_000 if GPU else 2000)])
     kernel = _to_bfloat16 if which == "integer" else _to_bfloat16_in_kernels
     got, want = _run(kernel, values, np.uint16), _want_bits(values)
+    bad = got != want
+    assert not bad.any(), (_hex(values[bad].view(np.uint32)), _hex(got[bad]), _hex(want[bad]))
+
+
+def test_pair_store_rounds_as_ml_dtypes(rng):
+    """Two float32 -> the bits of two bfloat16 in one uint32 (the first in the lower half), as the
+    word stores convert them: every pair of edge values (a NaN beside a number either way round
+    included) and random pairs give ml_dtypes' bits exactly."""
+    edges = np.concatenate([EDGES, -EDGES])
+    grid = np.stack(np.meshgrid(edges, edges), -1).reshape(-1)
+    values = np.concatenate([grid, _random_bits(rng, 200_000 if GPU else 2000)])
+    out = to_dev(np.zeros(values.size // 2, np.uint32))
+    launch(_to_bfloat16_pairs, blocks(out.size, 32), 32, to_dev(values), out)
+    got, want = to_host(out).view(np.uint16), _want_bits(values)      # little-endian: (lower, upper)
     bad = got != want
     assert not bad.any(), (_hex(values[bad].view(np.uint32)), _hex(got[bad]), _hex(want[bad]))
 

@@ -12,7 +12,7 @@ import pytest
 
 import minifuse as mf
 from backends import CUDA, quiet
-from cudatest import needs_gpu, needs_kernels
+from cudatest import GPU, needs_gpu, needs_kernels
 from kernels import reference as R
 
 pytestmark = needs_kernels
@@ -73,6 +73,29 @@ def test_bias_act_in_words_and_one_element_at_a_time(rng, dtype, activation):
         assert K.bias_act_(y, bias, activation) is y
         check(y, expected, dtype)
         assert np.isnan(to_host(y)[[1, 2, 3], [0, 1, 3]]).all(), name
+
+
+@pytest.mark.parametrize("dtype", [d for d in WORD_DTYPES if d.itemsize == 2])
+def test_word_stores_round_as_numpy(rng, dtype):
+    """A word of float16 / bfloat16 is stored from pairs of values (one conversion instruction a
+    pair where the GPU has it): y + bias, added in float32 by the kernel, has exactly the bits of
+    NumPy's (ml_dtypes') rounding of the same float32 sum, over every exponent, overflow to inf,
+    denormals and ties; NaN where the sum is NaN."""
+    from minifuse.kernels.cuda import elementwise as E
+    from minifuse.kernels.cuda import words as W
+    n, m = (512, 256) if GPU else (8, 16)
+    bits = rng.integers(0, 2 ** 16, (n + 1, m), dtype=np.uint32).astype(np.uint16)
+    y, bias = (to_dev(b.view(dtype)) for b in (bits[:n].copy(), bits[n].copy()))
+    assert W.format_for(m, y, bias) != W.ONE
+    out = to_dev(np.zeros((n, m), dtype))
+    E.apply_bias_act(y, bias, "none", out=out)
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = to_host(y).astype(np.float32) + to_host(bias).astype(np.float32)
+        want = total.astype(dtype)
+    got = to_host(out)
+    nan = np.isnan(total)
+    np.testing.assert_array_equal(np.isnan(got.astype(np.float32)), nan)
+    np.testing.assert_array_equal(got.view(np.uint16)[~nan], want.view(np.uint16)[~nan])
 
 
 @pytest.mark.parametrize("dtype", WORD_DTYPES)

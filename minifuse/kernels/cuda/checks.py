@@ -12,6 +12,7 @@ from ...dtypes import bfloat16
 from .. import checks as shared
 from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 from .blocks import MAX_ROW
+from .runtime import device_id as runtime_device_id
 from .runtime import xp_for
 
 DTYPES = ((np.dtype(np.float16),) + (() if bfloat16 is None else (bfloat16,))
@@ -20,7 +21,8 @@ DTYPES = ((np.dtype(np.float16),) + (() if bfloat16 is None else (bfloat16,))
 
 def device_id(a):
     """The GPU a CuPy array is on; -1 for a NumPy array (the simulator, or a host array)."""
-    return a.device.id if hasattr(a, "device") and hasattr(a.device, "id") else -1
+    found = runtime_device_id(a)
+    return -1 if found is None else found
 
 
 CHECKS = shared.ArrayChecks(DTYPES, xp_for, device_id, MAX_ROW)

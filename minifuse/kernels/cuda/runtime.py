@@ -33,19 +33,27 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 # threads (a power of two, as the tree reductions need): same kernels, several times faster tests.
 MIN_THREADS = 4 if SIMULATOR else 32
 
-__all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_array", "stream", "launch", "blocks",
-           "row_threads"]
+__all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_id", "device_array", "stream", "launch",
+           "blocks", "row_threads"]
+
+
+_MODULE_OF = {}      # array type -> its array module, for the types seen (every check asks)
 
 
 def xp_for(fn, name, a):
     """The array module that owns ``a``: cupy for CuPy arrays; numpy only under the simulator.
     Anything else is a TypeError naming the function and the argument."""
-    mod = type(a).__module__
-    if mod.startswith("cupy"):
+    xp = _MODULE_OF.get(type(a))
+    if xp is not None:
+        return xp
+    if type(a).__module__.startswith("cupy"):
         import cupy
-        return cupy
-    if SIMULATOR and isinstance(a, np.ndarray):
-        return np
+        xp = cupy
+    elif SIMULATOR and isinstance(a, np.ndarray):
+        xp = np
+    if xp is not None:
+        _MODULE_OF[type(a)] = xp
+        return xp
     want = "a cupy.ndarray (or a numpy.ndarray under NUMBA_ENABLE_CUDASIM=1)"
     raise TypeError(f"{fn}: '{name}' must be {want}, got {type(a).__name__}")
 
@@ -115,7 +123,7 @@ def launch(kernel, grid, block, *args):
         kernel[grid, block](*(device_array(a) for a in args))
         return
     kinds, params = _marshal(args)
-    key = (kernel, _device_id_of(args[0]), kinds)
+    key = (kernel, device_id(args[0]), kinds)
     fast = _FAST.get(key)
     if fast:
         fast(grid, block, params)
@@ -139,10 +147,12 @@ _FAST = {}
 _CONFIGS = {}
 
 
-def _device_id_of(a):
-    """The GPU of a CuPy array (a compiled kernel belongs to one device's context)."""
-    device = getattr(a, "device", None)
-    return getattr(device, "id", None)
+def device_id(a):
+    """The GPU a CuPy array is on (its memory's device: ``a.device`` would build a Device object
+    on every call), or None for anything else (a compiled kernel belongs to one device's context)."""
+    if isinstance(a, np.ndarray):       # (its .data is a memoryview, refused for ml_dtypes' bfloat16)
+        return None
+    return getattr(getattr(a, "data", None), "device_id", None)
 
 
 _SCALARS = (bool, int, float, np.generic)
@@ -150,21 +160,28 @@ _SCALARS = (bool, int, float, np.generic)
 
 def _marshal(args):
     """(kinds, params) in one pass over the arguments. kinds: what decides the compiled overload,
-    an array's dtype, ndim and layout, a scalar's type (not ``hasattr(a,
+    an array's dtype, ndim and layout (C, or else whether F), a scalar's type (not ``hasattr(a,
     "__cuda_array_interface__")``: that builds CuPy's interface dict, ~3 us). params: the flat
     values numba's `_Kernel._prepare_args` passes (an array is meminfo, parent, size, itemsize,
     data pointer, shape..., strides in bytes; a scalar itself, packed by the launcher)."""
     kinds, params = [], []
     for a in args:
-        flags = None if isinstance(a, _SCALARS) else getattr(a, "flags", None)
-        if flags is None:
+        strides = None if isinstance(a, _SCALARS) else getattr(a, "strides", None)
+        if strides is None:
             kinds.append(type(a))
             params.append(a)
             continue
-        c = flags.c_contiguous
-        kinds.append((a.dtype, a.ndim, c, flags.f_contiguous))
-        shape = a.shape
-        params += (0, 0, a.size, a.itemsize, a.data.ptr, *shape, *(_c_strides(shape, a.itemsize) if c else a.strides))
+        shape, item = a.shape, a.itemsize
+        c_strides = _c_strides(shape, item)
+        # C-contiguous by its strides (no flags object built), or by its flags where they differ
+        # (CuPy may report any stride for a dimension of size 0 or 1). numba types a C-contiguous
+        # array 'C' whatever its F flag, so the F flag is part of the kind only when it is not C.
+        if strides == c_strides or a.flags.c_contiguous:
+            kinds.append((a.dtype, len(shape)))
+            strides = c_strides
+        else:
+            kinds.append((a.dtype, len(shape), a.flags.f_contiguous))
+        params += (0, 0, a.size, item, a.data.ptr, *shape, *strides)
     return tuple(kinds), params
 
 

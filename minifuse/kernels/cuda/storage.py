@@ -98,6 +98,40 @@ if not SIMULATOR:  # pragma: no cover - compiled for the GPU only
         return _cvt_rn_bf16(f)
 
 
+    @intrinsic
+    def _cvt_rn_bf16x2(typingctx, hi, lo):
+        """Two float32 -> the bits of two bfloat16 in one uint32 (hi in the upper 16 bits), by
+        one conversion instruction; the rounding of `_cvt_rn_bf16`."""
+        def codegen(context, builder, sig, args):
+            fty = ir.FunctionType(ir.IntType(32), [ir.FloatType(), ir.FloatType()])
+            return builder.asm(fty, "cvt.rn.bf16x2.f32 $0, $1, $2;", "=r,f,f", args, False)
+        return types.uint32(types.float32, types.float32), codegen
+
+    @cuda.jit(device=True, inline=True)
+    def _bfloat16_pair_cvt(lo, hi):
+        """The bits of bfloat16(lo) | bfloat16(hi) << 16: one instruction for both, or where
+        either is NaN, each converted on its own (ml_dtypes' quiet NaN)."""
+        a, b = np.float32(lo), np.float32(hi)
+        if a != a or b != b:
+            return _U(_float_to_bfloat16_cvt(a)) | (_U(_float_to_bfloat16_cvt(b)) << _SIXTEEN)
+        return _cvt_rn_bf16x2(b, a)
+
+
+@cuda.jit(device=True, inline=True)
+def _bfloat16_pair_int(lo, hi):
+    """The bits of bfloat16(lo) | bfloat16(hi) << 16 by the integer rounding."""
+    return _U(float_to_bfloat16(lo)) | (_U(float_to_bfloat16(hi)) << _SIXTEEN)
+
+
+@functools.lru_cache(maxsize=None)
+def bfloat16_pair_store():
+    """`bfloat16_store` for two values at once: (lo, hi) -> the uint32 of their bits, lo in the
+    lower half; one conversion instruction for the pair where the GPU has it."""
+    if SIMULATOR or cuda.get_current_device().compute_capability < (8, 0):
+        return _bfloat16_pair_int
+    return _bfloat16_pair_cvt
+
+
 @functools.lru_cache(maxsize=None)
 def bfloat16_store():
     """The kernels' float32 -> bfloat16 conversion: `float_to_bfloat16`, or where the GPU has its

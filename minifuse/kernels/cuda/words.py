@@ -8,7 +8,10 @@ loads, so a word is loaded as a uint64 straight from the array's memory (`load`,
 intrinsic: no host-side view of the array is made) and split into its values by bit casts:
 float16 through the GPU's half <-> float conversions, float32 by reinterpreting its 32 bits,
 bfloat16 (whose arrays reach the kernels as their uint16 bits) by storage.py's conversions of
-each 16-bit lane. float64 is one value per word already.
+each 16-bit lane. A word of float16 or bfloat16 is stored from pairs of values, each pair
+converted by one instruction where the GPU has one (`cvt.rn.f16x2.f32`, `cvt.rn.bf16x2.f32`:
+compute capability 8.0 and later), with the rounding of the one-value conversions. float64 is
+one value per word already.
 
 A format is chosen per launch (`format_for`): words where every array of the launch has rows
 that start on 8-byte boundaries, elements contiguous along the row, and a row length that the
@@ -28,7 +31,7 @@ import functools
 import numpy as np
 
 from .runtime import SIMULATOR, cuda
-from .storage import BFLOAT16, access, bfloat16_store, bfloat16_to_float, int_as_float
+from .storage import BFLOAT16, access, bfloat16_pair_store, bfloat16_to_float, int_as_float
 
 WORD = 8                  # bytes
 ONE = "one"               # one element per word, in the array's dtype
@@ -137,6 +140,15 @@ else:  # pragma: no cover - compiled for the GPU only
         return types.uint64(x), codegen
 
     @intrinsic
+    def _half2_bits(typingctx, lo, hi):
+        """Two float32 -> their float16 bits (the rounding of `_half_bits`) in one uint32, lo in
+        the lower half, by one conversion instruction (compute capability 8.0 and later)."""
+        def codegen(context, builder, sig, args):
+            fty = ir.FunctionType(ir.IntType(32), [ir.FloatType(), ir.FloatType()])
+            return builder.asm(fty, "cvt.rn.f16x2.f32 $0, $1, $2;", "=r,f,f", [args[1], args[0]], False)
+        return types.uint32(lo, hi), codegen
+
+    @intrinsic
     def _float_bits(typingctx, x):
         def codegen(context, builder, sig, args):
             return builder.zext(builder.bitcast(args[0], ir.IntType(32)), _I64)
@@ -181,7 +193,7 @@ def functions(fmt, dtype):
         return word2, word1, value, put2
 
     _, n = FORMATS[fmt]
-    to_bfloat16 = bfloat16_store() if fmt == BF16X4 else None
+    pair = bfloat16_pair_store() if fmt == BF16X4 else None
     half = fmt == "half4"
     width = 16 if fmt in ("half4", BF16X4) else 32
     at = _half_at if half else _float_at
@@ -193,10 +205,11 @@ def functions(fmt, dtype):
         def word1(a, i):
             return _word_at(a, i * n, n)
 
-        if fmt == BF16X4:      # the lanes as on the GPU; the bits stored one lane at a time
+        if fmt == BF16X4:      # the lanes and pairs as on the GPU; the bits stored one lane at a time
             def put2(a, row, i, vals, base):
-                for k in range(n):
-                    a[row, i * n + k] = to_bfloat16(vals[base + k])
+                for k in range(0, n, 2):
+                    both = int(pair(vals[base + k], vals[base + k + 1]))
+                    a[row, i * n + k], a[row, i * n + k + 1] = both & 0xFFFF, both >> 16
             return word2, word1, _bfloat16_lane, put2
 
         def value(w, k):
@@ -218,24 +231,45 @@ def functions(fmt, dtype):
         return _load(a, 0, i)
 
     if fmt == BF16X4:
+        value = _bfloat16_lane
+    else:
+        @cuda.jit(device=True, inline=True)
+        def value(w, k):
+            return at(w, np.uint64(width * k))
+
+    # A 16-bit format converts its values two per instruction (the GPU's cvt.rn.{f16,bf16}x2.f32,
+    # where it has them): in the LayerNorm and bias + GELU kernels the stores' conversions, one
+    # instruction per value, cost more than the loads (BENCHMARKS.md).
+    pair = pair or (_half_pair_store() if half else None)
+    if pair is not None:
         @cuda.jit(device=True, inline=True)
         def put2(a, row, i, vals, base):
             w = zero
-            for k in range(n):
-                w |= np.uint64(to_bfloat16(vals[base + k])) << np.uint64(width * k)
+            for k in range(0, n, 2):
+                w |= np.uint64(pair(vals[base + k], vals[base + k + 1])) << np.uint64(width * k)
             _store(a, row, i, w)
-        return word2, word1, _bfloat16_lane, put2
-
-    bits = _half_bits if half else _float_bits
-
-    @cuda.jit(device=True, inline=True)
-    def value(w, k):
-        return at(w, np.uint64(width * k))
+        return word2, word1, value, put2
 
     @cuda.jit(device=True, inline=True)
     def put2(a, row, i, vals, base):
         w = zero
         for k in range(n):
-            w |= bits(np.float32(vals[base + k])) << np.uint64(width * k)
+            w |= _float_bits(np.float32(vals[base + k])) << np.uint64(width * k)
         _store(a, row, i, w)
     return word2, word1, value, put2
+
+
+@functools.lru_cache(maxsize=None)
+def _half_pair_store():  # pragma: no cover - GPU only
+    """(lo, hi) float32 -> their float16 bits in one uint32, lo in the lower half: one conversion
+    instruction for both where the GPU has it (compute capability 8.0 and later), else two."""
+    if cuda.get_current_device().compute_capability >= (8, 0):
+        @cuda.jit(device=True, inline=True)
+        def pair(lo, hi):
+            return _half2_bits(np.float32(lo), np.float32(hi))
+        return pair
+
+    @cuda.jit(device=True, inline=True)
+    def pair(lo, hi):
+        return np.uint32(_half_bits(np.float32(lo)) | (_half_bits(np.float32(hi)) << np.uint64(16)))
+    return pair

@@ -15,7 +15,8 @@ once, in its compute dtype (`mathfn.compute_dtype`), for every storage dtype.
   sign (0x7FC0 / 0xFFC0), as ml_dtypes makes it (rounding its payload could carry into the
   exponent and give inf). On GPUs of compute capability 8.0 and later the kernels get the same
   bits from the GPU's own conversion (``cvt.rn.bf16.f32``, with NaN set to that quiet NaN):
-  `bfloat16_store`. The integer rounding is the reference, and what the simulator runs.
+  `bfloat16_store`; `bfloat16_pair_store` converts two values at once (``cvt.rn.bf16x2.f32``),
+  for the 8-byte word stores. The integer rounding is the reference, and what the simulator runs.
 
 A kernel that takes arrays of several dtypes (half inputs with float32 row statistics, float64
 partial sums, an additive mask in the compute dtype) gets one pair per dtype; only the arrays
@@ -96,7 +97,6 @@ if not SIMULATOR:  # pragma: no cover - compiled for the GPU only
         if f != f:
             return np.uint16(((_U(float_as_int(f)) >> _SIXTEEN) & _SIGN) | _QUIET_NAN)
         return _cvt_rn_bf16(f)
-
 
     @intrinsic
     def _cvt_rn_bf16x2(typingctx, hi, lo):

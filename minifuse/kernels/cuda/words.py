@@ -193,7 +193,6 @@ def functions(fmt, dtype):
         return word2, word1, value, put2
 
     _, n = FORMATS[fmt]
-    pair = bfloat16_pair_store() if fmt == BF16X4 else None
     half = fmt == "half4"
     width = 16 if fmt in ("half4", BF16X4) else 32
     at = _half_at if half else _float_at
@@ -206,6 +205,8 @@ def functions(fmt, dtype):
             return _word_at(a, i * n, n)
 
         if fmt == BF16X4:      # the lanes and pairs as on the GPU; the bits stored one lane at a time
+            pair = bfloat16_pair_store()
+
             def put2(a, row, i, vals, base):
                 for k in range(0, n, 2):
                     both = int(pair(vals[base + k], vals[base + k + 1]))
@@ -240,7 +241,7 @@ def functions(fmt, dtype):
     # A 16-bit format converts its values two per instruction (the GPU's cvt.rn.{f16,bf16}x2.f32,
     # where it has them): in the LayerNorm and bias + GELU kernels the stores' conversions, one
     # instruction per value, cost more than the loads (BENCHMARKS.md).
-    pair = pair or (_half_pair_store() if half else None)
+    pair = bfloat16_pair_store() if fmt == BF16X4 else _half_pair_store() if half else None
     if pair is not None:
         @cuda.jit(device=True, inline=True)
         def put2(a, row, i, vals, base):

@@ -338,10 +338,13 @@ def _layer_traffic(b, s, d, f, h):
             "merge_heads": 2 * n * d}              # context back to (N, d)
 
 
+_KINDS = tuple(_layer_traffic(1, 1, 1, 1, 1))
+
+
 def _kind(name):
-    """The kind of a profiled kernel: one of _layer_traffic's (named in minifuse's kernel names),
-    'gemm' for cuBLAS(Lt)'s, or 'other' (the additive mask, memsets)."""
-    for kind in _layer_traffic(1, 1, 1, 1, 1):
+    """The kind of a profiled kernel: one of _KINDS (named in minifuse's kernel names), 'gemm' for
+    cuBLAS(Lt)'s, or 'other' (the additive mask, memsets)."""
+    for kind in _KINDS:
         if kind in name:
             return kind
     low = name.lower()

@@ -28,8 +28,9 @@ class ArrayChecks:
 
     dtypes: the float dtypes its kernels compute in. module_of(fn, name, a): the array module that
     owns `a` (numpy, cupy), a TypeError naming the argument for anything else. device_of(a): the
-    device `a` is on, for a backend with several (CUDA); None for one with a single place (CPU),
-    where comparing modules and devices could never fail and would only cost launch time.
+    device `a` is on (None for a host array), for a backend with several (CUDA); None for one
+    with a single place (CPU), where comparing modules and devices could never fail and would
+    only cost launch time.
     max_row: the longest row (LayerNorm width, softmax length) its row kernels take, or None.
 
     `like` = (name0, ref) names the argument whose dtype (and module and device) the others must
@@ -69,7 +70,7 @@ class ArrayChecks:
     def _same_place(self, fn, name, a, xp, name0, a0):
         if xp is not self.module_of(fn, name0, a0) or self.device_of(a) != self.device_of(a0):
             raise ValueError(f"{fn}: '{name}' is on another device than '{name0}' "
-                             f"({self.device_of(a)} vs {self.device_of(a0)}); move it with "
+                             f"({_place(self.device_of(a))} vs {_place(self.device_of(a0))}); move it with "
                              f"cupy.asarray under that device first")
 
     def row_length(self, fn, width):
@@ -103,6 +104,11 @@ class ArrayChecks:
             raise ValueError(f"{fn}: 'out' is read-only")
         no_overlap(xp, fn, ("out", out), inputs)
         return out
+
+
+def _place(device):
+    """A device id as the messages name it: the GPU's number, or 'host' (None: a NumPy array)."""
+    return "host" if device is None else f"GPU {device}"
 
 
 # ---- checks that hold for any array type ------------------------------------------------------

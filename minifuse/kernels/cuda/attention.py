@@ -45,15 +45,37 @@ SOFTMAX_FEWEST = MIN_THREADS if SIMULATOR else 8
 
 
 @functools.lru_cache(maxsize=None)
+def row_exp_sum(ctype):
+    """The softmax's reductions over a row held in registers by its block's row threads, for
+    values of the compute type ``ctype``: a device function (buf, vals, mx) -> (m, total) that every
+    thread of the block calls, with ``vals`` its values (-inf where it holds none) and ``mx`` their
+    max (a NaN wins); after it ``vals`` hold exp(v - m), m the row's max, total their row sum.
+    Shared by the padded softmax here and the variable-length attention (packing.py)."""
+    zero = ctype(0)
+
+    @cuda.jit(device=True, inline=True)
+    def exp_sum(buf, vals, mx):
+        mx = block_max(buf, mx)
+        total = zero
+        for i in range(vals.shape[0]):
+            e = math.exp(vals[i] - mx)       # -inf (no value) gives 0 for any finite or +inf max
+            vals[i] = e
+            total += e
+        return mx, block_sum(buf, total)
+    return exp_sum
+
+
+@functools.lru_cache(maxsize=None)
 def _softmax_kernel(dtype, stats, fmt, per):
     """For scores of `dtype` (in format `fmt`), rowmax and rowsum of `stats`; the mask in the
     compute dtype."""
     ctype = compute_dtype(dtype).type
-    zero, ninf = ctype(0), ctype(-np.inf)
+    ninf = ctype(-np.inf)
     n = words.values_per_word(fmt)
     held = per * n                  # values per thread (a compile-time size)
     word2, _, value, put2 = words.functions(fmt, dtype)
     store_stat = access(stats)[1]
+    exp_sum = row_exp_sum(ctype)
 
     @cuda.jit
     def masked_softmax(s, rows_per_batch, mask_add, has_mask, scale, rowmax, rowsum, keep):
@@ -83,15 +105,7 @@ def _softmax_kernel(dtype, stats, fmt, per):
                     if t > mx or t != t:
                         mx = t
                     vals[i * n + k] = t
-        mx = block_max(buf, mx)
-        total = zero
-        for i in range(per):
-            used = tid + i * nt < nw and live
-            for k in range(n):
-                e = math.exp(vals[i * n + k] - mx) if used else zero
-                vals[i * n + k] = e
-                total += e
-        total = block_sum(buf, total)
+        mx, total = exp_sum(buf, vals, mx)
         if not live:
             return
         inv = ctype(1) / total

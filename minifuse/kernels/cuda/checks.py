@@ -12,17 +12,10 @@ from ...dtypes import bfloat16
 from .. import checks as shared
 from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 from .blocks import MAX_ROW
-from .runtime import device_id as runtime_device_id
-from .runtime import xp_for
+from .runtime import device_id, xp_for
 
 DTYPES = ((np.dtype(np.float16),) + (() if bfloat16 is None else (bfloat16,))
           + (np.dtype(np.float32), np.dtype(np.float64)))
-
-
-def device_id(a):
-    """The GPU a CuPy array is on; -1 for a NumPy array (the simulator, or a host array)."""
-    found = runtime_device_id(a)
-    return -1 if found is None else found
 
 
 CHECKS = shared.ArrayChecks(DTYPES, xp_for, device_id, MAX_ROW)

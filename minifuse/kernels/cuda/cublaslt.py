@@ -81,8 +81,13 @@ def _load():
 
 
 def _capturing():
+    return _current_stream().is_capturing()
+
+
+def _current_stream():
+    """CuPy's current stream (imported here: this module imports without CuPy)."""
     import cupy
-    return cupy.cuda.get_current_stream().is_capturing()
+    return cupy.cuda.get_current_stream()
 
 
 def _time(launch, repeat=3):
@@ -189,36 +194,39 @@ class _CublasLt:
         ``trans_b``; (batch, rows, cols) or 2-D C-contiguous arrays of one dtype. ``epilogue``: a
         cuBLASLt epilogue other than the default / bias one (or any other cuBLASLt epilogue value).
         ``compute``: _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
-        import cupy
         if self.workspace is None:
+            import cupy
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)
-        batch = a.shape[0] if a.ndim == 3 else 1
-        k, n = a.shape[-2:]
+        shape = a.shape
+        batch = shape[0] if len(shape) == 3 else 1
+        k, n = shape[-2:]
         if not trans_a:
             n, k = k, n
-        m = out.shape[-1]
         if epilogue is None:
             epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
-        key = (batch, n, k, m, trans_a, trans_b, a.dtype, epilogue, compute)
-
-        def run(plan):
-            # Python ints for the pointers (ctypes converts them for c_void_p), everything else
-            # made once per plan: ~36 us of Python per call before, most of it ctypes objects.
-            desc, la, lb, ld, _, algo, bias_set = plan
-            if bias is not None and bias_set[0] != bias.data.ptr:
-                # (read when cublasLtMatmul is called, so setting it only when it changes is exact,
-                # also for a call captured into a CUDA graph)
-                self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
-                bias_set[0] = bias.data.ptr
-            out_ptr = out.data.ptr
-            status = self._matmul(self.handle, desc, self._one_ref, b.data.ptr, la, a.data.ptr, lb, self._zero_ref,
-                                  out_ptr, ld, out_ptr, ld, algo, self.workspace.data.ptr, WORKSPACE_BYTES,
-                                  cupy.cuda.get_current_stream().ptr)
-            if status != 0:
-                raise RuntimeError(f"cuBLASLt: cublasLtMatmul failed with status {status}")
+        key = (batch, n, k, out.shape[-1], trans_a, trans_b, a.dtype, epilogue, compute)
         plan = self.plans.get(key)
-        run(plan if plan is not None else self.plan(key, run))
+        if plan is None:
+            plan = self.plan(key, lambda p: self._run(p, a, b, out, bias))
+        self._run(plan, a, b, out, bias)
         return out
+
+    def _run(self, plan, a, b, out, bias):
+        """One cublasLtMatmul of `plan` on CuPy's current stream. Python ints for the pointers
+        (ctypes converts them for c_void_p), everything else made once per plan: the ctypes
+        objects made per call cost more than the call itself."""
+        desc, la, lb, ld, _, algo, bias_set = plan
+        if bias is not None and bias_set[0] != bias.data.ptr:
+            # (read when cublasLtMatmul is called, so setting it only when it changes is exact,
+            # also for a call captured into a CUDA graph)
+            self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
+            bias_set[0] = bias.data.ptr
+        out_ptr = out.data.ptr
+        status = self._matmul(self.handle, desc, self._one_ref, b.data.ptr, la, a.data.ptr, lb, self._zero_ref,
+                              out_ptr, ld, out_ptr, ld, algo, self.workspace.data.ptr, WORKSPACE_BYTES,
+                              _current_stream().ptr)
+        if status != 0:
+            raise RuntimeError(f"cuBLASLt: cublasLtMatmul failed with status {status}")
 
 
 _STATE = {}
@@ -236,22 +244,30 @@ def _instance():
     return _STATE["lt"]
 
 
-def _usable(*arrays):
+def _usable(arrays):
     """float32/float16/bfloat16, C-contiguous, non-empty, 256-byte aligned (the heuristic assumes CuPy's
-    allocation alignment; a sliced view may not have it), one dtype."""
-    dt = arrays[0].dtype
-    return (dt in _CUDA_R and all(a.dtype == dt and a.size and a.flags.c_contiguous and a.data.ptr % 256 == 0
-                                  for a in arrays))
+    allocation alignment; a sliced view may not have it), one dtype; None entries ignored."""
+    dt = None
+    for a in arrays:
+        if a is None:
+            continue
+        if dt is None:
+            dt = a.dtype
+            if dt not in _CUDA_R:
+                return False
+        if a.dtype != dt or not a.size or a.data.ptr % 256 or not a.flags.c_contiguous:
+            return False
+    return dt is not None
 
 
 def applies(*arrays):
     """True where `linear` / `bmm` would run these arrays (None entries ignored) in cuBLASLt."""
-    return _usable(*[a for a in arrays if a is not None]) and _instance() is not None
+    return _usable(arrays) and _instance() is not None
 
 
 def takes_activation(dtype, activation):
     """True where `linear` applies ``activation`` in the GEMM's epilogue for this dtype."""
-    return activation in EPILOGUE_ACTIVATIONS.get(np.dtype(dtype), ())
+    return activation in EPILOGUE_ACTIVATIONS.get(dtype, ())
 
 
 def linear(x2, w, bias, out2, tf32=False, activation="none"):

@@ -20,15 +20,14 @@ entries that the sequences have (B L^2 against the sum of their squared lengths:
 sequence among many short ones).
 """
 import functools
-import math
 
 import numpy as np
 
 from ...dtypes import finfo
 from .. import packing
 from . import checks
-from .attention import attend_packed
-from .blocks import MAX_THREADS, PER, block_max, block_sum, threads_for
+from .attention import attend_packed, row_exp_sum
+from .blocks import MAX_THREADS, PER, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
 from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
@@ -135,6 +134,7 @@ def _varlen_kernel(dtype):
     ctype = compute_dtype(dtype).type
     zero, ninf = ctype(0), ctype(-np.inf)
     load, store = access(dtype)
+    exp_sum = row_exp_sum(ctype)
 
     @cuda.jit
     def attention_varlen(qkv, seqlens, scale, probs, out):
@@ -165,13 +165,7 @@ def _varlen_kernel(dtype):
                 if s > mx or s != s:
                     mx = s
             vals[i] = s
-        mx = block_max(buf, mx)
-        total = zero
-        for i in range(PER):
-            e = math.exp(vals[i] - mx) if tid + i * nt < n else zero
-            vals[i] = e
-            total += e
-        total = block_sum(buf, total)
+        total = exp_sum(buf, vals, mx)[1]
         row = probs[h, t]
         for i in range(PER):
             j = tid + i * nt

@@ -172,7 +172,7 @@ def _marshal(args):
             params.append(a)
             continue
         shape, item = a.shape, a.itemsize
-        c_strides = _c_strides(shape, item)
+        c_strides = _C_STRIDES.get((shape, item)) or _c_strides(shape, item)
         # C-contiguous by its strides (no flags object built), or by its flags where they differ
         # (CuPy may report any stride for a dimension of size 0 or 1). numba types a C-contiguous
         # array 'C' whatever its F flag, so the F flag is part of the kind only when it is not C.

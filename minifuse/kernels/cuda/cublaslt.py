@@ -39,6 +39,7 @@ import ctypes.util
 import numpy as np
 
 from ...dtypes import bfloat16
+from .runtime import recording as _recording
 
 # cuBLASLt / CUDA enum values (cublasLt.h, library_types.h): CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF.
 _CUDA_R = {np.dtype(np.float32): 0, np.dtype(np.float16): 2, **({} if bfloat16 is None else {bfloat16: 14})}
@@ -184,6 +185,8 @@ class _CublasLt:
             raise RuntimeError(f"cuBLASLt: no algorithm for {key}")
         bias_set = [None]                 # the bias pointer last set on desc, shared by the candidates
         plans = [(desc, a, b, d, results[i], ctypes.byref(results[i].algo), bias_set) for i in range(count.value)]
+        if _recording() is not None:     # a shape first seen while recording: its timing runs would be kept
+            _recording().refuse("a cuBLASLt algorithm chosen")
         if len(plans) > 1 and not _capturing():
             plans.sort(key=lambda p: _time(lambda: run(p)))
         self.plans[key] = plans[0]
@@ -205,25 +208,29 @@ class _CublasLt:
         if epilogue is None:
             epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
         key = (batch, n, k, out.shape[-1], trans_a, trans_b, a.dtype, epilogue, compute)
+        pointers = (a.data.ptr, b.data.ptr, out.data.ptr, None if bias is None else bias.data.ptr)
         plan = self.plans.get(key)
         if plan is None:
-            plan = self.plan(key, lambda p: self._run(p, a, b, out, bias))
-        self._run(plan, a, b, out, bias)
+            plan = self.plan(key, lambda p: self._run(p, *pointers))
+        self._run(plan, *pointers)
         return out
 
     def _run(self, plan, a, b, out, bias):
-        """One cublasLtMatmul of `plan` on CuPy's current stream. Python ints for the pointers
-        (ctypes converts them for c_void_p), everything else made once per plan: the ctypes
-        objects made per call cost more than the call itself."""
+        """One cublasLtMatmul of `plan` on CuPy's current stream, a, b, out, bias the device
+        addresses (bias None or 0: none). Python ints for the pointers (ctypes converts them for
+        c_void_p), everything else made once per plan: the ctypes objects made per call cost
+        more than the call itself. While a Recording is active (replay.py) the call is recorded."""
+        recording = _recording()
+        if recording is not None:
+            recording.step(lambda v: self._run(plan, *v), [a, b, out, bias], (0, 1, 2, 3))
         desc, la, lb, ld, _, algo, bias_set = plan
-        if bias is not None and bias_set[0] != bias.data.ptr:
+        if bias and bias_set[0] != bias:
             # (read when cublasLtMatmul is called, so setting it only when it changes is exact,
             # also for a call captured into a CUDA graph)
-            self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
-            bias_set[0] = bias.data.ptr
-        out_ptr = out.data.ptr
-        status = self._matmul(self.handle, desc, self._one_ref, b.data.ptr, la, a.data.ptr, lb, self._zero_ref,
-                              out_ptr, ld, out_ptr, ld, algo, self.workspace.data.ptr, WORKSPACE_BYTES,
+            self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_BIAS_POINTER, ctypes.c_void_p(bias))
+            bias_set[0] = bias
+        status = self._matmul(self.handle, desc, self._one_ref, b, la, a, lb, self._zero_ref,
+                              out, ld, out, ld, algo, self.workspace.data.ptr, WORKSPACE_BYTES,
                               _current_stream().ptr)
         if status != 0:
             raise RuntimeError(f"cuBLASLt: cublasLtMatmul failed with status {status}")

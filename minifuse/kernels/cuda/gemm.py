@@ -17,7 +17,7 @@ import numpy as np
 from ...precision import get_float32_matmul_precision
 from . import cublaslt
 from .elementwise import apply_bias_act
-from .runtime import xp_for
+from .runtime import recording, xp_for
 from .storage import BFLOAT16
 from .tf32x3 import LO_FIRST, LO_MIDDLE, split3
 
@@ -28,7 +28,10 @@ __all__ = ["linear", "bmm"]
 def matmul(xp, a, b, out=None):
     """``xp.matmul(a, b, out=out)`` in a's dtype. bfloat16 operands are multiplied in float32 and
     the product rounded to bfloat16 once: NumPy's matmul returns ml_dtypes' bfloat16 products as
-    float32, and CuPy has no batched bfloat16 GEMM."""
+    float32, and CuPy has no batched bfloat16 GEMM. (CuPy's GEMMs are not steps a replay keeps:
+    replay.py.)"""
+    if recording() is not None:
+        recording().refuse("a GEMM through CuPy")
     if BFLOAT16 is None or a.dtype != BFLOAT16:
         return xp.matmul(a, b, out=out)
     product = xp.matmul(a.astype(np.float32), b.astype(np.float32))

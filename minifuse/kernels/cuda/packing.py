@@ -30,7 +30,7 @@ from .attention import attend_packed, row_exp_sum
 from .blocks import MAX_THREADS, PER, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
-from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for, zeros
 from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -193,7 +193,7 @@ def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
     """The padded route: scatter to (B, L, 3d), padded attention, gather the real rows."""
     t, width = qkv.shape
     nb, longest, d = pk.batch, pk.max_seqlen, out.shape[1]
-    padded = xp.zeros((nb * longest, width), qkv.dtype)     # zeros past the ends: finite, masked keys
+    padded = zeros(xp, (nb * longest, width), qkv.dtype)    # zeros past the ends: finite, masked keys
     th = row_threads(width)
     launch(_padded_rows, (t, blocks(width, th)), th, qkv, pk.seqlens, longest, padded, True)
     ct = compute_dtype(qkv.dtype)

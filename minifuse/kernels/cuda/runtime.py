@@ -14,6 +14,7 @@ kernel as a uint16 view of the same memory, its bits, which the kernels convert 
 (storage.py). Under the simulator too: given the ml_dtypes array, Python would convert each
 element correctly on its own and hide any error in the kernels' conversion.
 """
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -34,7 +35,7 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 MIN_THREADS = 4 if SIMULATOR else 32
 
 __all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_id", "device_array", "stream", "launch",
-           "blocks", "row_threads"]
+           "recording", "zeros", "memset", "blocks", "row_threads"]
 
 
 _MODULE_OF = {}      # array type -> its array module, for the types seen (every check asks)
@@ -118,20 +119,56 @@ def _current_stream(table, wrap):
 def launch(kernel, grid, block, *args):
     """``kernel[grid, block, stream](*args)`` with every array converted once; after the first
     launch of a kernel with given argument kinds, through `_fast_launcher`'s function (the same
-    launch with less Python)."""
+    launch with less Python). While a `Recording` is active (replay.py) the launch is recorded too."""
     if SIMULATOR:
         kernel[grid, block](*(device_array(a) for a in args))
         return
     kinds, params = _marshal(args)
     key = (kernel, device_id(args[0]), kinds)
     fast = _FAST.get(key)
+    recording = _RECORDING.active
     if fast:
+        if recording is not None:
+            recording.kernel(fast, grid, block, kinds, params)
         fast(grid, block, params)
         return
+    if recording is not None:
+        recording.refuse("a kernel launched through numba's own path")
     converted = tuple(device_array(a) for a in args)
     kernel[grid, block, stream()](*converted)
     if fast is None:
         _FAST[key] = _fast_launcher(kernel, converted)
+
+
+class _Recordings(threading.local):
+    active = None          # the Recording (replay.py) this thread's launches go to, or None
+
+
+_RECORDING = _Recordings()
+
+
+def recording():
+    """The active Recording of this thread, or None."""
+    return _RECORDING.active
+
+
+def zeros(xp, shape, dtype):
+    """``xp.zeros(shape, dtype)`` whose fill is one cudaMemsetAsync on CuPy's current stream, a step
+    a Recording keeps (CuPy's own fill would be invisible to it)."""
+    if SIMULATOR:
+        return xp.zeros(shape, dtype)
+    a = xp.empty(shape, dtype)
+    if a.nbytes:
+        if _RECORDING.active is not None:
+            _RECORDING.active.memset(a.data.ptr, a.nbytes)
+        memset(a.data.ptr, a.nbytes)
+    return a
+
+
+def memset(ptr, nbytes):
+    """Zero ``nbytes`` bytes at device address ``ptr`` on CuPy's current stream."""
+    import cupy
+    cupy.cuda.runtime.memsetAsync(ptr, 0, nbytes, cupy.cuda.get_current_stream().ptr)
 
 
 # ---- the fast path ------------------------------------------------------------------------------
@@ -186,10 +223,10 @@ def _marshal(args):
 
 
 def _fast_launcher(kernel, converted):
-    """A function (grid, block, args) launching the overload that `converted` selected, or False."""
+    """A `_Launcher` of the overload that `converted` selected, or False."""
     import ctypes
 
-    from cuda.core import LaunchConfig, Stream
+    from cuda.core import Stream
     from cuda.core import launch as core_launch
     from numba.cuda import types
     try:
@@ -217,19 +254,112 @@ def _fast_launcher(kernel, converted):
             return False
         slots.append((at, pack))
         at += 1
+    return _Launcher(cuda_kernel, tuple(slots), core_launch, Stream.from_handle)
 
-    def fast(grid, block, params):
-        for i, pack in slots:
+
+class _Launcher:
+    """One compiled kernel's launch from the flat parameter list `_marshal` builds: `pack` turns
+    its scalars into ctypes values (in place), `run` launches a packed list with a LaunchConfig,
+    `prepared` makes a `PreparedLaunch` of one list (what a recording keeps: replay.py)."""
+    __slots__ = ("cuda_kernel", "scalars", "core_launch", "stream_of")
+
+    def __init__(self, cuda_kernel, scalars, core_launch, stream_of):
+        self.cuda_kernel, self.scalars, self.core_launch, self.stream_of = cuda_kernel, scalars, core_launch, stream_of
+
+    def __call__(self, grid, block, params):
+        self.pack(params)
+        self.run(config(grid, block), params)
+
+    def pack(self, params):
+        for i, pack in self.scalars:
             params[i] = pack(params[i])
-        config = _CONFIGS.get((grid, block))
-        if config is None:
-            if len(_CONFIGS) > 4096:          # grids follow the shapes: keep the table bounded
-                _CONFIGS.clear()
-            config = _CONFIGS[(grid, block)] = LaunchConfig(grid=grid, block=block, shmem_size=0)
+
+    def run(self, config, params):
         # cuda.core's own Stream, cached by handle (given numba's stream object, cuda.core.launch
         # converts it on every call: 7.8 against 6.0 us per launch, H200 host)
-        core_launch(_current_stream(_CORE_STREAMS, Stream.from_handle), config, cuda_kernel, *params)
-    return fast
+        self.core_launch(_current_stream(_CORE_STREAMS, self.stream_of), config, self.cuda_kernel, *params)
+
+    def prepared(self, grid, block, params):
+        """A PreparedLaunch of these (packed) params, or None where the driver's entry point or
+        the kernel's handle cannot be had."""
+        launch_kernel = _driver_launch()
+        try:
+            handle = int(self.cuda_kernel._handle)
+        except Exception:
+            return None
+        if launch_kernel is None or not handle:
+            return None
+        return PreparedLaunch(launch_kernel, handle, _dims(grid), _dims(block), params)
+
+
+class PreparedLaunch:
+    """A kernel launch with its parameters packed once into ctypes values, launched through the
+    driver's cuLaunchKernel: cuda.core's launch converts every parameter on every call, about
+    80 for a row kernel of eight arrays. `run(pointers)` sets the given (position, address)
+    parameters first. Not reentrant: one thread at a time (replay.py holds a plan's lock)."""
+    __slots__ = ("launch_kernel", "handle", "grid", "block", "fields", "args")
+
+    def __init__(self, launch_kernel, handle, grid, block, params):
+        import ctypes
+        self.launch_kernel, self.handle, self.grid, self.block = launch_kernel, handle, grid, block
+        self.fields = [_field(v) for v in params]
+        self.args = (ctypes.c_void_p * max(1, len(self.fields)))(*[ctypes.addressof(f) for f in self.fields])
+
+    def run(self, pointers=()):
+        import cupy
+        for i, address in pointers:
+            self.fields[i].value = address
+        gx, gy, gz = self.grid
+        bx, by, bz = self.block
+        status = self.launch_kernel(self.handle, gx, gy, gz, bx, by, bz, 0, cupy.cuda.get_current_stream().ptr,
+                                    self.args, None)
+        if status != 0:
+            raise RuntimeError(f"cuLaunchKernel failed with status {status}")
+
+
+def _field(value):
+    """A parameter as the ctypes value cuLaunchKernel reads: packed scalars as they are, bools as
+    c_bool, every other int (an array's meminfo, parent, sizes, address, shape, strides) 8 bytes."""
+    import ctypes
+    if isinstance(value, bool):
+        return ctypes.c_bool(value)
+    if isinstance(value, int):
+        return ctypes.c_int64(value)
+    return type(value)(value.value)
+
+
+def _dims(n):
+    """A grid or block (an int or a tuple of up to three) as three ints."""
+    n = (n,) if isinstance(n, int) else tuple(n)
+    return tuple(int(v) for v in n) + (1,) * (3 - len(n))
+
+
+def _driver_launch():
+    """The driver's cuLaunchKernel through ctypes (libcuda is loaded by every CUDA process), or None."""
+    if "launch" not in _DRIVER:
+        import ctypes
+        try:
+            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+            fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+            fn.restype = ctypes.c_int
+        except (OSError, AttributeError):
+            fn = None
+        _DRIVER["launch"] = fn
+    return _DRIVER["launch"]
+
+
+_DRIVER = {}
+
+
+def config(grid, block):
+    """cuda.core's LaunchConfig of (grid, block), cached."""
+    found = _CONFIGS.get((grid, block))
+    if found is None:
+        from cuda.core import LaunchConfig
+        if len(_CONFIGS) > 4096:          # grids follow the shapes: keep the table bounded
+            _CONFIGS.clear()
+        found = _CONFIGS[(grid, block)] = LaunchConfig(grid=grid, block=block, shmem_size=0)
+    return found
 
 
 _CORE_STREAMS = {}

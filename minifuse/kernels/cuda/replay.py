@@ -13,8 +13,8 @@ the argument validation. So:
   (cublaslt) and memset (runtime.zeros) is kept with its parameters, and every buffer the call
   allocates comes from an allocator that notes its address. Each address in a parameter is then
   written as (buffer, offset), (input, offset) or a constant (a weight);
-- from the third call on, `Plan.run` allocates one arena for the buffers and the output, writes
-  the new addresses into copies of the kept parameter lists and issues the same steps.
+- from the third call on, `Plan.run` allocates one arena for the buffers and an array for the
+  output, writes the new addresses into the kept parameters and issues the same steps.
 
 Each call still launches every kernel on the current stream (a replay is not a CUDA graph, and
 can itself be captured into one). What a replay skips is only the Python that would decide the
@@ -27,9 +27,10 @@ kept it is replayed once into buffers filled with NaN bytes and must give the re
 output bit for bit, which a skipped copy, fill or product would not. A signature whose recording
 fails runs as written from then on.
 
-Not replayed: calls under the simulator, while a CUDA graph is being captured (the check above
-synchronises), arguments the signature functions do not describe (a host mask, a mask of
-numbers: its values are read every call; non-contiguous arrays) and calls that raise.
+Run as written: calls under the simulator, arguments the signature functions do not describe (a
+host mask, a mask of numbers: its values are read every call; non-contiguous arrays) and calls
+that raise. Nothing is recorded while a CUDA graph is being captured (the check synchronises); a
+plan made before replays inside a capture like any other launches.
 """
 import functools
 import threading

@@ -146,11 +146,13 @@ def test_a_recording_that_misses_gpu_work_is_refused(rng, monkeypatch):
 
 def test_replays_inside_a_cuda_graph(rng):
     from minifuse.kernels import cuda as K
+    from minifuse.kernels.cuda import replay
     dtype = np.dtype(np.float16)
     w = _weights(rng, dtype)
     x = _dev(rng, (2, 8, D), dtype)
     for _ in range(3):
         K.transformer_layer(x, w, None, HEADS, 1e-5, "gelu")
+    assert [type(p) for p in _plans()] == [replay.Plan], replay.REFUSED     # what the capture replays
     graph = K.CudaGraph(K.transformer_layer, x, w, None, HEADS, 1e-5, "gelu")
     x[...] = _dev(rng, (2, 8, D), dtype)
     got = graph.replay()
@@ -176,6 +178,10 @@ def test_arguments_outside_the_signature_run_and_fail_as_written(rng):
         K.transformer_layer(x, w, mask, HEADS, float("nan"), "gelu")
     with pytest.raises(ValueError, match="'num_heads' must be a positive int"):   # unhashable: no signature
         K.transformer_layer(x, w, mask, [HEADS], 1e-5, "gelu")
+    for _ in range(3):
+        K.transformer_layer(x, w, mask, HEADS, 1.0, "gelu")
+    with pytest.raises(TypeError, match="'eps' must be a real number, got True"):   # True == 1.0, another signature
+        K.transformer_layer(x, w, mask, HEADS, True, "gelu")
     host = np.ones((2, 8), bool)                              # a host mask: copied each call, as written
     np.testing.assert_array_equal(_bits(K.transformer_layer(x, w, host, HEADS, 1e-5, "gelu")),
                                   _bits(_as_written(K.transformer_layer, x, w, mask, HEADS, 1e-5, "gelu")))

@@ -42,7 +42,7 @@ from ...precision import get_float32_matmul_precision
 from ..packing import Packing
 from ..weights import LayerWeights
 from . import packing
-from .runtime import _RECORDING, SIMULATOR, config, memset
+from .runtime import SIMULATOR, config, data_positions, memset, recording_into
 
 __all__ = ["Plan", "Recording", "replayable", "set_enabled", "is_enabled", "clear"]
 
@@ -50,7 +50,7 @@ ALIGN = 512          # CuPy's allocation alignment: arena offsets keep every buf
 PLANS_MAX = 256            # each plan keeps its steps' parameters (tens of kB)
 _PLANS = OrderedDict()  # signature -> None (seen once), False (runs as written) or its Plan
 REFUSED = OrderedDict()  # signature -> why its recording was refused
-_UNSEEN = type("Unseen", (), {"__bool__": lambda self: False})()    # a key not in _PLANS (false, like None)
+_UNSEEN = object()      # what _PLANS.get gives for a signature not seen yet
 _STATE = threading.local()
 
 
@@ -101,13 +101,7 @@ class Recording:
         """Keep a launch of runtime's `_Launcher` with its flat params (before packing)."""
         values = list(params)
         launcher.pack(values)
-        pointers, at = [], 0
-        for kind in kinds:
-            if isinstance(kind, tuple):             # an array: meminfo, parent, size, itemsize, data, ...
-                pointers.append(at + 4)
-                at += 5 + 2 * kind[1]
-            else:
-                at += 1
+        pointers = data_positions(kinds)
         prepared = launcher.prepared(grid, block, values)
         if prepared is None:
             self.step(functools.partial(launcher.run, config(grid, block)), values, pointers)
@@ -125,7 +119,7 @@ class Recording:
             where = self._source(values[i])
             if where is not None:
                 slots.append((i, *where))
-            elif not _within(values[i], self.constants):
+            elif not any(_within(values[i], region) for region in self.constants):
                 self.refuse("an address outside the call's buffers, inputs and weights")
         return tuple(slots)
 
@@ -135,20 +129,21 @@ class Recording:
         An address one past an end (an empty view's) counts only where no region holds it:
         regions can touch."""
         for inclusive in (False, True):
-            for i in range(len(self.buffers) - 1, -1, -1):
-                if _within(ptr, self.buffers[i:i + 1], inclusive):
+            for i in reversed(range(len(self.buffers))):
+                if _within(ptr, self.buffers[i], inclusive):
                     return i, ptr - self.buffers[i][0]
             for j, region in enumerate(self.inputs):
-                if _within(ptr, (region,), inclusive):
+                if _within(ptr, region, inclusive):
                     return j - len(self.inputs), ptr - region[0]
-            if _within(ptr, self.constants, inclusive):
+            if any(_within(ptr, region, inclusive) for region in self.constants):
                 return None
         return None
 
 
-def _within(ptr, regions, inclusive=True):
-    """``ptr`` in one of the (start, bytes) regions (its end too where ``inclusive``)."""
-    return any(start <= ptr < start + size + inclusive for start, size in regions)
+def _within(ptr, region, inclusive=True):
+    """``ptr`` in the (start, bytes) region (its end too where ``inclusive``)."""
+    start, size = region
+    return start <= ptr < start + size + inclusive
 
 
 class _Call:
@@ -218,12 +213,8 @@ def _record(entry, args, kwargs, key, inputs, constants):
     recording was refused is kept in `REFUSED` (by signature)."""
     import cupy
     recording = Recording(inputs, constants)
-    _RECORDING.active = recording
-    try:
-        with cupy.cuda.using_allocator(recording.malloc):
-            out = entry(*args, **kwargs)
-    finally:
-        _RECORDING.active = None
+    with recording_into(recording), cupy.cuda.using_allocator(recording.malloc):
+        out = entry(*args, **kwargs)
     why = recording.refused
     if why is None and (type(out) is not cupy.ndarray or not out.flags.c_contiguous):
         why = "an output that is not one C-contiguous array"
@@ -261,7 +252,7 @@ def replayable(entry, signature):
         if described is None:
             return entry(*args, **kwargs)
         key, inputs, constants = described
-        if plan:
+        if type(plan) is Plan:
             return plan.run(inputs)
         if plan is None and not _capturing():
             out, _PLANS[key] = _record(entry, args, kwargs, key, inputs, constants)
@@ -312,6 +303,12 @@ def _weights(weights):
     return tuple(part)
 
 
+def _scalars(*values):
+    """The scalar arguments with their types: True == 1 == 1.0 as keys, but the checks refuse a
+    bool where they take a number."""
+    return tuple((type(v), v) for v in values)
+
+
 def layer_signature(x, weights, key_mask, num_heads, eps, activation="gelu", attention_method="loop"):
     """`transformer_layer`'s signature: x, a bool CuPy key mask or None, the weights, the scalars
     and the float32 matmul precision (which the GEMMs read)."""
@@ -325,7 +322,7 @@ def layer_signature(x, weights, key_mask, num_heads, eps, activation="gelu", att
         if ms is None or key_mask.dtype != np.bool_:
             return None
         inputs = (x, key_mask)
-    key = ("layer", xs, ms, ws, num_heads, eps, activation, attention_method, get_float32_matmul_precision())
+    key = ("layer", xs, ms, ws, _scalars(num_heads, eps, activation, attention_method), get_float32_matmul_precision())
     return key, inputs, weights
 
 
@@ -339,6 +336,6 @@ def varlen_signature(packed, packing_, weights, num_heads, eps, activation="gelu
     if offsets is None or index is None:
         return None
     key = ("varlen", xs, packing_.batch, packing_.seq, packing_.max_seqlen, packing_.cu_seqlens.tobytes(), offsets,
-           index, ws, num_heads, eps, activation, attention_method, get_float32_matmul_precision(),
+           index, ws, _scalars(num_heads, eps, activation, attention_method), get_float32_matmul_precision(),
            packing.PAD_WORK_RATIO)
     return key, (packed, packing_.seqlens, packing_.index), weights

@@ -14,6 +14,7 @@ kernel as a uint16 view of the same memory, its bits, which the kernels convert 
 (storage.py). Under the simulator too: given the ml_dtypes array, Python would convert each
 element correctly on its own and hide any error in the kernels' conversion.
 """
+import contextlib
 import threading
 from collections import OrderedDict
 
@@ -35,7 +36,7 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 MIN_THREADS = 4 if SIMULATOR else 32
 
 __all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_id", "device_array", "stream", "launch",
-           "recording", "zeros", "memset", "blocks", "row_threads"]
+           "recording", "recording_into", "zeros", "memset", "blocks", "row_threads"]
 
 
 _MODULE_OF = {}      # array type -> its array module, for the types seen (every check asks)
@@ -152,6 +153,16 @@ def recording():
     return _RECORDING.active
 
 
+@contextlib.contextmanager
+def recording_into(rec):
+    """Within the block this thread's launches, GEMMs and memsets are also kept by `rec`."""
+    _RECORDING.active = rec
+    try:
+        yield rec
+    finally:
+        _RECORDING.active = None
+
+
 def zeros(xp, shape, dtype):
     """``xp.zeros(shape, dtype)`` whose fill is one cudaMemsetAsync on CuPy's current stream, a step
     a Recording keeps (CuPy's own fill would be invisible to it)."""
@@ -193,6 +204,28 @@ def device_id(a):
 
 
 _SCALARS = (bool, int, float, np.generic)
+
+
+# An array argument is 5 + 2 ndim flat parameters (numba's array struct), its data pointer the 5th.
+_DATA = 4
+
+
+def array_params(ndim):
+    """How many flat parameters an array of `ndim` dimensions takes."""
+    return 5 + 2 * ndim
+
+
+def data_positions(kinds):
+    """The positions of the arrays' data pointers in the flat params of arguments of `kinds`
+    (`_marshal`)."""
+    positions, at = [], 0
+    for kind in kinds:
+        if isinstance(kind, tuple):             # an array: (dtype, ndim[, F])
+            positions.append(at + _DATA)
+            at += array_params(kind[1])
+        else:
+            at += 1
+    return positions
 
 
 def _marshal(args):
@@ -240,7 +273,7 @@ def _fast_launcher(kernel, converted):
     slots, at = [], 0           # (position in the flat params, ctypes packer) of each scalar
     for ty in argtypes:
         if isinstance(ty, types.Array):
-            at += 5 + 2 * ty.ndim
+            at += array_params(ty.ndim)
             continue
         if isinstance(ty, types.Integer):
             pack = getattr(ctypes, f"c_{ty}")

@@ -77,15 +77,21 @@ def cuda_available() -> bool:
         return False
 
 
+_MODULES = {np.ndarray: np}      # array type -> its module, for the types seen (every op asks)
+
+
 def array_module(array):
     """``numpy`` for NumPy arrays (and scalars), ``cupy`` for CuPy arrays."""
-    if isinstance(array, (np.ndarray, np.generic)):
-        return np
-    mod = type(array).__module__
-    if mod.startswith("cupy"):
-        import cupy
-        return cupy
-    return np
+    kind = type(array)
+    found = _MODULES.get(kind)
+    if found is None:
+        found = np
+        if kind.__module__.startswith("cupy"):
+            import cupy
+            found = cupy
+        if len(_MODULES) < 64:
+            _MODULES[kind] = found
+    return found
 
 
 def capturing(array) -> bool:
@@ -98,10 +104,17 @@ def capturing(array) -> bool:
     return cupy.cuda.get_current_stream().is_capturing()
 
 
+_CUDA_DEVICES = {}     # GPU index -> its Device (one object each: device_of runs for every op input)
+
+
 def device_of(array) -> Device:
     if array_module(array) is np:
         return CPU
-    return Device(f"cuda:{array.device.id}")
+    index = array.data.device_id
+    found = _CUDA_DEVICES.get(index)
+    if found is None:
+        found = _CUDA_DEVICES[index] = Device(f"cuda:{index}")
+    return found
 
 
 def to_device(array, dev: Device):

@@ -39,6 +39,7 @@ class ArrayChecks:
 
     def __init__(self, dtypes, module_of, device_of=None, max_row=None):
         self.dtypes = tuple(dtypes)
+        self._dtype_set = frozenset(self.dtypes)      # (a hash lookup: every argument of every call asks)
         self.max_row = max_row
         self.dtype_words = _words([d.name for d in self.dtypes])
         self.module_of = module_of
@@ -48,7 +49,7 @@ class ArrayChecks:
         """`a` is a float array of this backend (sharing `like`'s dtype, module and device when
         given) with `ndim`, or at least `min_ndim`, dims. Returns its array module."""
         xp = self.module_of(fn, name, a)
-        if a.dtype not in self.dtypes:
+        if a.dtype not in self._dtype_set:
             raise TypeError(f"{fn}: '{name}' must be {self.dtype_words}, got {a.dtype}")
         if like is not None:
             name0, ref = like

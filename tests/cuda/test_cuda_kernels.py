@@ -205,3 +205,19 @@ def test_tiled_gemm_checks_its_arguments(rng):
 def test_numpy_is_patched_for_numba_cuda():
     # numba-cuda 0.30 names np.row_stack, which NumPy 2.5 removed (runtime.py)
     assert np.row_stack is not None
+
+
+def test_packed_row_moves_use_the_widest_word_every_row_fits():
+    """Packing's row copies view rows as the widest unsigned words that every row of every array
+    is made of (aligned starts, whole words), else the elements as they are; the packed attention's
+    scatter and gather through them equal the elements' copies (tests/kernels covers the values)."""
+    P = importlib.import_module("minifuse.kernels.cuda.packing")
+    a = to_dev(np.zeros((4, 768), np.float16))
+    assert [w.dtype for w in P._as_words(a, to_dev(np.zeros((9, 768), np.float16)))] == [np.uint64] * 2
+    assert P._as_words(a[:, 1:767])[0].dtype == np.uint16            # starts 2 bytes past a word
+    assert P._as_words(a[:, 2:766])[0].dtype == np.uint32
+    assert P._as_words(to_dev(np.zeros((3, 6), np.float16)))[0].dtype == np.uint32
+    rows12 = to_dev(np.zeros((4, 3), np.float32))[:, :2]             # 8-byte rows 12 bytes apart
+    assert [w.dtype for w in P._as_words(a[:, :4], rows12)] == [np.uint32] * 2   # the word both fit
+    strided = a[:, ::2]
+    assert P._as_words(strided)[0] is strided                         # elements not adjacent: as they are

@@ -55,3 +55,25 @@ def test_scalar_arguments_keep_their_types_in_a_signature():
     from minifuse.kernels.cuda import replay
     assert replay._scalars(1.0) != replay._scalars(True) and replay._scalars(4) != replay._scalars(4.0)
     assert replay._scalars(4, 1e-5) == replay._scalars(4, 1e-5)
+
+
+def test_parameter_codes_and_layout_follow_the_kernels_parameters():
+    """An array is 5 + 2 ndim 8-byte parameters, each scalar its own code; the buffer places each
+    parameter at its natural alignment, as a C struct of them does (what cuLaunchKernel reads)."""
+    import ctypes
+
+    from minifuse.kernels.cuda import runtime
+    t = runtime._numba_types()
+    codes = runtime.parameter_codes((t.Array(t.float32, 2, "C"), t.int32, t.float32, t.boolean, t.int64,
+                                     t.float64, t.Array(t.uint16, 1, "A")))
+    assert codes == "q" * 9 + "if?qd" + "q" * 7
+    assert runtime.parameter_codes((t.complex64,)) is None        # not packed: numba's own launch
+    ctypes_of = {"q": ctypes.c_int64, "i": ctypes.c_int32, "f": ctypes.c_float, "?": ctypes.c_bool, "d": ctypes.c_double}
+    for c in (codes, "?q", "i?f", "?"):
+        struct = type("Params", (ctypes.Structure,), {"_fields_": [(f"p{i}", ctypes_of[k]) for i, k in enumerate(c)]})
+        layout = runtime.ParameterLayout(c)
+        assert layout.offsets == tuple(getattr(struct, f"p{i}").offset for i in range(len(c)))
+        assert layout.struct.size == layout.offsets[-1] + ctypes.sizeof(ctypes_of[c[-1]])   # no tail padding
+        data, size, extra = layout.buffer()
+        layout.struct.pack_into(data, 0, *[i % 2 == 0 for i in range(len(c))])
+        assert size.value == layout.struct.size and extra[1] == ctypes.addressof(data) and not extra[4]

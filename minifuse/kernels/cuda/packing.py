@@ -30,8 +30,9 @@ from .attention import attend_packed, row_exp_sum
 from .blocks import MAX_THREADS, PER, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
-from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for, zeros
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 from .storage import access
+from .words import address
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
@@ -56,17 +57,25 @@ def _sequence_of(seqlens, t):
 
 @cuda.jit
 def _padded_rows(packed, seqlens, longest, padded, to_padded):
-    """Row j of sequence b: packed (T, w) row seqlens[b] + j <-> padded (B * L, w) row b * L + j,
-    copied into padded (to_padded) or back into packed."""
-    t = cuda.blockIdx.x
-    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if c < packed.shape[1]:
-        b = _sequence_of(seqlens, t)
-        r = b * longest + t - seqlens[b]
-        if to_padded:
-            padded[r, c] = packed[t, c]
-        else:
-            packed[t, c] = padded[r, c]
+    """A block per padded row r = b * L + j: for j before sequence b's end, that row <-> packed row
+    seqlens[b] + j, copied into padded (to_padded) or back into packed; past the end, zeros into
+    padded (to_padded) or nothing. Rows are words (`_as_words`), a thread per word."""
+    r = cuda.blockIdx.x
+    b = r // longest
+    j = r - b * longest
+    c = cuda.threadIdx.x
+    if j < seqlens[b + 1] - seqlens[b]:
+        t = seqlens[b] + j
+        while c < padded.shape[1]:
+            if to_padded:
+                padded[r, c] = packed[t, c]
+            else:
+                packed[t, c] = padded[r, c]
+            c += cuda.blockDim.x
+    elif to_padded:
+        while c < padded.shape[1]:
+            padded[r, c] = 0
+            c += cuda.blockDim.x
 
 
 @cuda.jit
@@ -81,24 +90,51 @@ def _length_mask(seqlens, pad_value, out):
 @cuda.jit
 def _gather(src, index, out):
     t = cuda.blockIdx.x
-    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if c < out.shape[1]:
+    c = cuda.threadIdx.x
+    while c < out.shape[1]:
         out[t, c] = src[index[t], c]
+        c += cuda.blockDim.x
 
 
 @cuda.jit
 def _scatter(src, index, out):
     t = cuda.blockIdx.x
-    c = cuda.blockIdx.y * cuda.blockDim.x + cuda.threadIdx.x
-    if c < src.shape[1]:
+    c = cuda.threadIdx.x
+    while c < src.shape[1]:
         out[index[t], c] = src[t, c]
+        c += cuda.blockDim.x
+
+
+# A row move copies bits: the rows are viewed as the widest unsigned words that each row of every
+# array is made of (a float16 row of 768: 192 8-byte words), so the kernels load and store words,
+# not 2-byte halves, a thread per word.
+_WORDS = tuple(np.dtype(u) for u in (np.uint64, np.uint32, np.uint16, np.uint8))
+
+
+def _fits(a, unit):
+    """True where every row of the 2-D array `a` is whole `unit` words at `unit`-aligned addresses."""
+    size = unit.itemsize
+    return (a.strides[1] == a.itemsize and a.shape[1] * a.itemsize % size == 0 and address(a) % size == 0
+            and (a.shape[0] <= 1 or a.strides[0] % size == 0))
+
+
+def _as_words(*arrays):
+    """The 2-D arrays (rows of equal bytes) as views of rows of the widest word all of them fit,
+    or as they are (elements along a row not adjacent)."""
+    for unit in _WORDS:
+        if all(_fits(a, unit) for a in arrays):
+            try:
+                return tuple(a.view(unit) for a in arrays)
+            except (TypeError, ValueError):   # an array module that refuses the view: elements
+                break
+    return arrays
 
 
 def _rows(kernel, src2, index, out2):
     n, d = index.shape[0], src2.shape[1]
     if n and d:
-        t = row_threads(d)
-        launch(kernel, (n, blocks(d, t)), t, src2, index, out2)
+        src, out = _as_words(src2, out2)
+        launch(kernel, n, row_threads(src.shape[1]), src, index, out)
     return out2
 
 
@@ -191,20 +227,25 @@ def pads(pk):
 
 def _attend_padded(xp, qkv, pk, num_heads, scale, method, out):
     """The padded route: scatter to (B, L, 3d), padded attention, gather the real rows."""
-    t, width = qkv.shape
+    width = qkv.shape[1]
     nb, longest, d = pk.batch, pk.max_seqlen, out.shape[1]
-    padded = zeros(xp, (nb * longest, width), qkv.dtype)    # zeros past the ends: finite, masked keys
-    th = row_threads(width)
-    launch(_padded_rows, (t, blocks(width, th)), th, qkv, pk.seqlens, longest, padded, True)
+    padded = xp.empty((nb * longest, width), qkv.dtype)
+    _move_rows(qkv, pk, padded, True)         # zeros past the ends: finite, masked keys
     ct = compute_dtype(qkv.dtype)
     madd = xp.empty((nb, longest), ct)
     th = row_threads(longest)
     launch(_length_mask, (blocks(longest, th), nb), th, pk.seqlens, ct.type(finfo(qkv.dtype).min), madd)
     ctx = xp.empty((nb, longest, d), out.dtype)
     attend_packed(padded.reshape(nb, longest, width), madd, True, num_heads, scale, method, ctx)
-    th = row_threads(d)
-    launch(_padded_rows, (t, blocks(d, th)), th, out, pk.seqlens, longest, ctx.reshape(nb * longest, d), False)
+    _move_rows(out, pk, ctx.reshape(nb * longest, d), False)
     return out
+
+
+def _move_rows(packed, pk, padded, to_padded):
+    """Packed rows (T, w) <-> the (B * L, w) rows padded to the longest sequence (`_padded_rows`)."""
+    src, dst = _as_words(packed, padded)
+    launch(_padded_rows, pk.batch * pk.max_seqlen, row_threads(dst.shape[1]), src, pk.seqlens, pk.max_seqlen, dst,
+           to_padded)
 
 
 def attend_varlen(qkv, pk, num_heads, scale, method, out):

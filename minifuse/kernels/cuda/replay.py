@@ -42,7 +42,7 @@ from ...precision import get_float32_matmul_precision
 from ..packing import Packing
 from ..weights import LayerWeights
 from . import packing
-from .runtime import SIMULATOR, config, data_positions, memset, recording_into
+from .runtime import SIMULATOR, data_positions, memset, recording_into
 
 __all__ = ["Plan", "Recording", "replayable", "set_enabled", "is_enabled", "clear"]
 
@@ -98,15 +98,8 @@ class Recording:
         self.steps.append(_Call(fn, values, self._slots(values, pointers)))
 
     def kernel(self, launcher, grid, block, kinds, params):
-        """Keep a launch of runtime's `_Launcher` with its flat params (before packing)."""
-        values = list(params)
-        launcher.pack(values)
-        pointers = data_positions(kinds)
-        prepared = launcher.prepared(grid, block, values)
-        if prepared is None:
-            self.step(functools.partial(launcher.run, config(grid, block)), values, pointers)
-        else:
-            self.steps.append(_Launch(prepared, self._slots(values, pointers)))
+        """Keep a launch of runtime's `_Launcher` with its flat params."""
+        self.steps.append(_Launch(launcher.prepared(grid, block, params), self._slots(params, data_positions(kinds))))
 
     def memset(self, ptr, nbytes):
         self.step(lambda v: memset(v[0], v[1]), [ptr, nbytes], (0,))

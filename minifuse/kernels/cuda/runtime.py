@@ -15,6 +15,8 @@ kernel as a uint16 view of the same memory, its bits, which the kernels convert 
 element correctly on its own and hide any error in the kernels' conversion.
 """
 import contextlib
+import ctypes
+import struct
 import threading
 from collections import OrderedDict
 
@@ -184,15 +186,21 @@ def memset(ptr, nbytes):
 
 # ---- the fast path ------------------------------------------------------------------------------
 # numba's launch costs 40-100 us of Python per kernel (measured on the H200's host: a BERT layer's
-# ~16 launches took longer than its GPU work at small shapes). Most of it is generic work redone
-# on every call: typing the arguments, wrapping each array, building ctypes values, looking up
-# the CUDA context. After the first launch of a kernel with arguments of given kinds, the compiled
-# kernel is known, so `_fast_launcher` keeps it and marshals the arguments the way numba's
-# `_Kernel._prepare_args` does (an array is meminfo, parent, size, itemsize, data pointer,
-# shape..., strides in bytes), then calls the same `cuda.core.launch`. Any kind of argument it does
-# not know keeps numba's path.
+# ~16 launches took longer than its GPU work at small shapes), and cuda.core's launch, given the
+# flat parameters, still converts each one on every call (about 80 for a row kernel of eight
+# arrays). Most of it is generic work redone on every call: typing the arguments, wrapping each
+# array, building ctypes values. After the first launch of a kernel with arguments of given kinds,
+# the compiled kernel and its parameter layout are known, so `_fast_launcher` keeps them: the
+# arguments are marshalled the way numba's `_Kernel._prepare_args` does (an array is meminfo,
+# parent, size, itemsize, data pointer, shape..., strides in bytes), packed by one `struct` call
+# into the kernel's parameter buffer, and launched by the driver's cuLaunchKernel with that buffer
+# (CU_LAUNCH_PARAM_BUFFER_POINTER). Any kind of argument it does not know keeps numba's path.
 _FAST = {}
-_CONFIGS = {}
+
+# struct codes of the scalar parameters numba's kernels take, by numba type name; an array's flat
+# parameters are all 8-byte integers
+_SCALAR_CODES = {"int8": "b", "uint8": "B", "int16": "h", "uint16": "H", "int32": "i", "uint32": "I",
+                 "int64": "q", "uint64": "Q", "float32": "f", "float64": "d", "bool": "?"}
 
 
 def device_id(a):
@@ -255,124 +263,157 @@ def _marshal(args):
     return tuple(kinds), params
 
 
+def parameter_codes(argtypes):
+    """The `struct` codes of the flat parameters of a kernel compiled for numba types `argtypes`
+    (one code per parameter), or None where an argument is of a type the fast path does not pack."""
+    types = _numba_types()
+    codes = []
+    for ty in argtypes:
+        if isinstance(ty, types.Array):
+            codes.append("q" * array_params(ty.ndim))
+        elif isinstance(ty, (types.Integer, types.Float, types.Boolean)) and str(ty) in _SCALAR_CODES:
+            codes.append(_SCALAR_CODES[str(ty)])
+        else:
+            return None
+    return "".join(codes)
+
+
+def _numba_types():
+    """The module of the types numba's CUDA kernels are typed with: numba-cuda's own where it has
+    one (numba.cuda.types), else numba's."""
+    from numba.cuda import types
+    if not hasattr(types, "Array"):
+        from numba.core import types
+    return types
+
+
 def _fast_launcher(kernel, converted):
     """A `_Launcher` of the overload that `converted` selected, or False."""
-    import ctypes
-
-    from cuda.core import Stream
-    from cuda.core import launch as core_launch
-    from numba.cuda import types
+    launch_kernel = _driver_launch()
     try:
         argtypes = tuple(kernel.typeof_pyval(a) for a in converted)
         compiled = kernel.overloads[argtypes]
-        cuda_kernel = compiled._codelibrary.get_cufunc().kernel
+        handle = int(compiled._codelibrary.get_cufunc().kernel._handle)
     except Exception:                # an internal that moved: numba's own launch stays
         return False
     if getattr(compiled, "extensions", None) or getattr(compiled, "debug", False) or getattr(compiled, "cooperative", False):
         return False
-    slots, at = [], 0           # (position in the flat params, ctypes packer) of each scalar
-    for ty in argtypes:
-        if isinstance(ty, types.Array):
-            at += array_params(ty.ndim)
-            continue
-        if isinstance(ty, types.Integer):
-            pack = getattr(ctypes, f"c_{ty}")
-        elif ty == types.float32:
-            pack = ctypes.c_float
-        elif ty == types.float64:
-            pack = ctypes.c_double
-        elif ty == types.boolean:
-            pack = bool
-        else:
-            return False
-        slots.append((at, pack))
-        at += 1
-    return _Launcher(cuda_kernel, tuple(slots), core_launch, Stream.from_handle)
+    codes = parameter_codes(argtypes)
+    if launch_kernel is None or not handle or codes is None:
+        return False
+    return _Launcher(launch_kernel, handle, codes)
+
+
+class ParameterLayout:
+    """Where each flat parameter of a kernel sits in its parameter buffer: the kernel's parameters
+    in order, each at its natural alignment, as a C struct of them lays out (what cuLaunchKernel
+    reads from CU_LAUNCH_PARAM_BUFFER_POINTER). `codes` holds one `struct` code per parameter."""
+    __slots__ = ("struct", "offsets")
+
+    def __init__(self, codes):
+        self.struct = struct.Struct("@" + codes)
+        self.offsets = tuple(struct.calcsize("@" + codes[:i + 1]) - struct.calcsize(c) for i, c in enumerate(codes))
+
+    def buffer(self):
+        """(a parameter buffer, its size, the `extra` argument of cuLaunchKernel naming both)."""
+        data = ctypes.create_string_buffer(max(1, self.struct.size))
+        size = ctypes.c_size_t(self.struct.size)
+        extra = (ctypes.c_void_p * 5)(_BUFFER_POINTER, ctypes.addressof(data), _BUFFER_SIZE,
+                                      ctypes.addressof(size), _PARAMS_END)
+        return data, size, extra
+
+
+# cuLaunchKernel's `extra` keys (cuda.h)
+_PARAMS_END, _BUFFER_POINTER, _BUFFER_SIZE = 0, 1, 2
 
 
 class _Launcher:
-    """One compiled kernel's launch from the flat parameter list `_marshal` builds: `pack` turns
-    its scalars into ctypes values (in place), `run` launches a packed list with a LaunchConfig,
-    `prepared` makes a `PreparedLaunch` of one list (what a recording keeps: replay.py)."""
-    __slots__ = ("cuda_kernel", "scalars", "core_launch", "stream_of")
+    """One compiled kernel's launch from the flat parameter list `_marshal` builds, packed into
+    its parameter buffer and launched through the driver; `prepared` makes a `PreparedLaunch` of
+    one list (what a recording keeps: replay.py). One buffer a launcher, held under its lock
+    while packed and launched (cuLaunchKernel copies the parameters before it returns)."""
+    __slots__ = ("launch_kernel", "handle", "layout", "buffer", "lock")
 
-    def __init__(self, cuda_kernel, scalars, core_launch, stream_of):
-        self.cuda_kernel, self.scalars, self.core_launch, self.stream_of = cuda_kernel, scalars, core_launch, stream_of
+    def __init__(self, launch_kernel, handle, codes):
+        self.launch_kernel, self.handle, self.layout = launch_kernel, handle, ParameterLayout(codes)
+        self.buffer = self.layout.buffer()
+        self.lock = threading.Lock()
 
     def __call__(self, grid, block, params):
-        self.pack(params)
-        self.run(config(grid, block), params)
-
-    def pack(self, params):
-        for i, pack in self.scalars:
-            params[i] = pack(params[i])
-
-    def run(self, config, params):
-        # cuda.core's own Stream, cached by handle (given numba's stream object, cuda.core.launch
-        # converts it on every call: 7.8 against 6.0 us per launch, H200 host)
-        self.core_launch(_current_stream(_CORE_STREAMS, self.stream_of), config, self.cuda_kernel, *params)
+        data, _, extra = self.buffer
+        with self.lock:
+            self.layout.struct.pack_into(data, 0, *params)
+            _run(self.launch_kernel, self.handle, _dims(grid, block), extra)
 
     def prepared(self, grid, block, params):
-        """A PreparedLaunch of these (packed) params, or None where the driver's entry point or
-        the kernel's handle cannot be had."""
-        launch_kernel = _driver_launch()
-        try:
-            handle = int(self.cuda_kernel._handle)
-        except Exception:
-            return None
-        if launch_kernel is None or not handle:
-            return None
-        return PreparedLaunch(launch_kernel, handle, _dims(grid), _dims(block), params)
+        """A PreparedLaunch of these params."""
+        return PreparedLaunch(self, grid, block, params)
 
 
 class PreparedLaunch:
-    """A kernel launch with its parameters packed once into ctypes values, launched through the
-    driver's cuLaunchKernel: cuda.core's launch converts every parameter on every call, about
-    80 for a row kernel of eight arrays. `run(pointers)` sets the given (position, address)
-    parameters first. Not reentrant: one thread at a time (replay.py holds a plan's lock)."""
-    __slots__ = ("launch_kernel", "handle", "grid", "block", "fields", "args")
+    """A kernel launch with its parameters packed once into its own buffer; `run(pointers)` writes
+    the given (position, address) parameters first. Not reentrant: one thread at a time
+    (replay.py holds a plan's lock)."""
+    __slots__ = ("launch_kernel", "handle", "dims", "offsets", "buffer")
 
-    def __init__(self, launch_kernel, handle, grid, block, params):
-        import ctypes
-        self.launch_kernel, self.handle, self.grid, self.block = launch_kernel, handle, grid, block
-        self.fields = [_field(v) for v in params]
-        self.args = (ctypes.c_void_p * max(1, len(self.fields)))(*[ctypes.addressof(f) for f in self.fields])
+    def __init__(self, launcher, grid, block, params):
+        self.launch_kernel, self.handle, self.dims = launcher.launch_kernel, launcher.handle, _dims(grid, block)
+        self.offsets = launcher.layout.offsets
+        self.buffer = launcher.layout.buffer()
+        launcher.layout.struct.pack_into(self.buffer[0], 0, *params)
 
     def run(self, pointers=()):
-        import cupy
+        data, _, extra = self.buffer
         for i, address in pointers:
-            self.fields[i].value = address
-        gx, gy, gz = self.grid
-        bx, by, bz = self.block
-        status = self.launch_kernel(self.handle, gx, gy, gz, bx, by, bz, 0, cupy.cuda.get_current_stream().ptr,
-                                    self.args, None)
-        if status != 0:
-            raise RuntimeError(f"cuLaunchKernel failed with status {status}")
+            _POINTER.pack_into(data, self.offsets[i], address)
+        _run(self.launch_kernel, self.handle, self.dims, extra)
 
 
-def _field(value):
-    """A parameter as the ctypes value cuLaunchKernel reads: packed scalars as they are, bools as
-    c_bool, every other int (an array's meminfo, parent, sizes, address, shape, strides) 8 bytes."""
-    import ctypes
-    if isinstance(value, bool):
-        return ctypes.c_bool(value)
-    if isinstance(value, int):
-        return ctypes.c_int64(value)
-    return type(value)(value.value)
+_POINTER = struct.Struct("@q")      # an address written into a prepared buffer
 
 
-def _dims(n):
-    """A grid or block (an int or a tuple of up to three) as three ints."""
-    n = (n,) if isinstance(n, int) else tuple(n)
-    return tuple(int(v) for v in n) + (1,) * (3 - len(n))
+def _run(launch_kernel, handle, dims, extra):
+    """cuLaunchKernel of `handle` with grid and block `dims` (six ints) and the parameter buffer
+    named by `extra`, on CuPy's current stream."""
+    import cupy
+    gx, gy, gz, bx, by, bz = dims
+    status = launch_kernel(handle, gx, gy, gz, bx, by, bz, 0, cupy.cuda.get_current_stream().ptr, None, extra)
+    if status != 0:
+        raise RuntimeError(f"cuLaunchKernel failed: {_error_name(status)} (grid {dims[:3]}, block {dims[3:]})")
+
+
+def _error_name(status):
+    name = ctypes.c_char_p()
+    try:
+        ctypes.CDLL("libcuda.so.1").cuGetErrorName(status, ctypes.byref(name))
+    except (OSError, AttributeError):
+        pass
+    return f"{name.value.decode() if name.value else 'CUDA error'} ({status})"
+
+
+_DIMS = {}
+
+
+def _dims(grid, block):
+    """(grid, block), each an int or a tuple of up to three, as six ints (cached)."""
+    found = _DIMS.get((grid, block))
+    if found is None:
+        def three(n):
+            n = (n,) if isinstance(n, int) else tuple(n)
+            return tuple(int(v) for v in n) + (1,) * (3 - len(n))
+        if len(_DIMS) > 4096:          # grids follow the shapes: keep the table bounded
+            _DIMS.clear()
+        found = _DIMS[(grid, block)] = three(grid) + three(block)
+    return found
 
 
 def _driver_launch():
-    """The driver's cuLaunchKernel through ctypes (libcuda is loaded by every CUDA process), or None."""
+    """The driver's cuLaunchKernel through ctypes (libcuda is loaded by every CUDA process), or None.
+    Called with the GIL held (`ctypes.PyDLL`), as torch's launches are: a launch only queues work,
+    and releasing and taking back the GIL around each one costs more than the launch gains."""
     if "launch" not in _DRIVER:
-        import ctypes
         try:
-            fn = ctypes.CDLL("libcuda.so.1").cuLaunchKernel
+            fn = ctypes.PyDLL("libcuda.so.1").cuLaunchKernel
             fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
             fn.restype = ctypes.c_int
         except (OSError, AttributeError):
@@ -382,20 +423,6 @@ def _driver_launch():
 
 
 _DRIVER = {}
-
-
-def config(grid, block):
-    """cuda.core's LaunchConfig of (grid, block), cached."""
-    found = _CONFIGS.get((grid, block))
-    if found is None:
-        from cuda.core import LaunchConfig
-        if len(_CONFIGS) > 4096:          # grids follow the shapes: keep the table bounded
-            _CONFIGS.clear()
-        found = _CONFIGS[(grid, block)] = LaunchConfig(grid=grid, block=block, shmem_size=0)
-    return found
-
-
-_CORE_STREAMS = {}
 
 
 _C_STRIDES = {}

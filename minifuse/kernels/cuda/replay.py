@@ -9,8 +9,8 @@ addresses and the scalar arguments) every one of those decisions comes out the s
 the argument validation. So:
 
 - the first call with a signature runs the composition as written (`entry`);
-- the second runs it again while a `Recording` is active: every launch (runtime.launch), GEMM
-  (cublaslt) and memset (runtime.zeros) is kept with its parameters, and every buffer the call
+- the second runs it again while a `Recording` is active: every launch (runtime.launch) and
+  GEMM (cublaslt) is kept with its parameters, and every buffer the call
   allocates comes from an allocator that notes its address. Each address in a parameter is then
   written as (buffer, offset), (input, offset) or a constant (a weight);
 - from the third call on, `Plan.run` allocates one arena for the buffers and an array for the
@@ -20,8 +20,8 @@ Each call still launches every kernel on the current stream (a replay is not a C
 can itself be captured into one). What a replay skips is only the Python that would decide the
 same things again.
 
-A recording is kept only if it is complete: any GPU work that did not go through the three
-recorded paths (a CuPy copy, cuBLAS through CuPy, numba's own launch) would be missing from the
+A recording is kept only if it is complete: any GPU work that did not go through the two
+recorded paths (a CuPy copy or fill, cuBLAS through CuPy, numba's own launch) would be missing from the
 replays. Paths that know they are not recorded say so (`Recording.refuse`); and before a plan is
 kept it is replayed once into buffers filled with NaN bytes and must give the recorded call's
 output bit for bit, which a skipped copy, fill or product would not. A signature whose recording
@@ -42,7 +42,7 @@ from ...precision import get_float32_matmul_precision
 from ..packing import Packing
 from ..weights import LayerWeights
 from . import packing
-from .runtime import SIMULATOR, data_positions, memset, recording_into
+from .runtime import SIMULATOR, data_positions, recording_into
 
 __all__ = ["Plan", "Recording", "replayable", "set_enabled", "is_enabled", "clear"]
 
@@ -100,9 +100,6 @@ class Recording:
     def kernel(self, launcher, grid, block, kinds, params):
         """Keep a launch of runtime's `_Launcher` with its flat params."""
         self.steps.append(_Launch(launcher.prepared(grid, block, params), self._slots(params, data_positions(kinds))))
-
-    def memset(self, ptr, nbytes):
-        self.step(lambda v: memset(v[0], v[1]), [ptr, nbytes], (0,))
 
     def _slots(self, values, pointers):
         slots = []

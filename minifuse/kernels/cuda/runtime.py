@@ -38,7 +38,7 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 MIN_THREADS = 4 if SIMULATOR else 32
 
 __all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_id", "device_array", "stream", "launch",
-           "recording", "recording_into", "zeros", "memset", "blocks", "row_threads"]
+           "recording", "recording_into", "blocks", "row_threads"]
 
 
 _MODULE_OF = {}      # array type -> its array module, for the types seen (every check asks)
@@ -157,31 +157,12 @@ def recording():
 
 @contextlib.contextmanager
 def recording_into(rec):
-    """Within the block this thread's launches, GEMMs and memsets are also kept by `rec`."""
+    """Within the block this thread's launches and GEMMs are also kept by `rec`."""
     _RECORDING.active = rec
     try:
         yield rec
     finally:
         _RECORDING.active = None
-
-
-def zeros(xp, shape, dtype):
-    """``xp.zeros(shape, dtype)`` whose fill is one cudaMemsetAsync on CuPy's current stream, a step
-    a Recording keeps (CuPy's own fill would be invisible to it)."""
-    if SIMULATOR:
-        return xp.zeros(shape, dtype)
-    a = xp.empty(shape, dtype)
-    if a.nbytes:
-        if _RECORDING.active is not None:
-            _RECORDING.active.memset(a.data.ptr, a.nbytes)
-        memset(a.data.ptr, a.nbytes)
-    return a
-
-
-def memset(ptr, nbytes):
-    """Zero ``nbytes`` bytes at device address ``ptr`` on CuPy's current stream."""
-    import cupy
-    cupy.cuda.runtime.memsetAsync(ptr, 0, nbytes, cupy.cuda.get_current_stream().ptr)
 
 
 # ---- the fast path ------------------------------------------------------------------------------

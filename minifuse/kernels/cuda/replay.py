@@ -73,8 +73,9 @@ def clear():
 class Recording:
     """The steps of one call, each with its slots (position, source, offset): where its addresses
     come from, sources being the call's buffers (in allocation order) and, after them, its input
-    arrays (indexed from the end, as the buffers are not all known when a step is kept). Any other address must lie in one of the `constants` (the arrays whose addresses the
-    signature holds): memory the replays would not know otherwise refuses the recording."""
+    arrays (indexed from the end, as the buffers are not all known when a step is kept). Any other
+    address must lie in one of the `constants` (the arrays whose addresses the signature holds):
+    memory the replays would not know otherwise refuses the recording."""
 
     def __init__(self, inputs, constants):
         self.inputs = [(a.data.ptr, a.nbytes) for a in inputs]

@@ -2,8 +2,9 @@
 import contextlib
 
 from .device import Device, _cupy, cuda_available
+from .graphed import make_graphed_callables  # noqa: F401  (torch.cuda's name)
 
-__all__ = ["is_available", "device_count", "synchronize", "CUDAGraph", "graph"]
+__all__ = ["is_available", "device_count", "synchronize", "CUDAGraph", "graph", "make_graphed_callables"]
 
 
 def is_available() -> bool:

@@ -9,8 +9,11 @@ Workloads (the CPU benchmark's, at GPU sizes):
          minifuse fused runs packed (the default), plus a ``minifuse fused padded`` case
          (``nn.packing(False)``); torch gets ``src_key_padding_mask``.
 Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` / ``fused_mlp``),
-minifuse fused graph (the fused step captured once by ``mf.cuda.graph`` and replayed: one launch
-a step; not for layer_padded, whose packing reads the lengths on the host), each in float32 and
+minifuse fused graphed (the layer, or the MLP function, passed once through
+``mf.cuda.make_graphed_callables``: the same eager loop, whose forward and backward each launch
+one graph), minifuse fused graph (the whole fused step captured once by ``mf.cuda.graph`` and
+replayed: one launch a step); neither for layer_padded, whose packing reads the lengths on the
+host. Each in float32 and
 under ``mf.autocast("cuda", float16)`` (float32 master weights), against torch eager in float32
 and under ``torch.autocast("cuda", torch.float16)``. A step is forward, ``backward(g)`` with a
 fixed random g, gradients cleared. Each variant is timed with CUDA events
@@ -49,10 +52,13 @@ def _minifuse_case(workload, variant, half):
         x = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to("cuda")
         params = tuple(layer.parameters())
         mask = _mask() if workload == "layer_padded" else None
+        if variant == "graphed":
+            with mf.autocast("cuda", mf.float16, enabled=half):
+                mf.cuda.make_graphed_callables(layer, (x,))
 
         def forward():
             with nn.packing(variant != "padded"):
-                return layer(x, mask)
+                return layer(x) if mask is None else layer(x, mask)
     else:
         c = MLP
         x = mf.tensor(rng.standard_normal((c["tokens"], c["dim"]), dtype=np.float32)).to("cuda")
@@ -63,9 +69,15 @@ def _minifuse_case(workload, variant, half):
         params = (w1, w2)
         F = nn.functional
 
+        def fused(x, w1, w2):
+            return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
+        if variant == "graphed":
+            with mf.autocast("cuda", mf.float16, enabled=half):
+                fused = mf.cuda.make_graphed_callables(fused, (x, w1, w2))
+
         def forward():
-            if variant in ("fused", "graph", "graph high"):
-                return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
+            if variant != "unfused":
+                return fused(x, w1, w2)
             return F.linear(F.swiglu(F.linear(x, w1)), w2)
     step = _step(params, forward, lambda: mf.autocast("cuda", mf.float16, enabled=half),
                  lambda y: mf.tensor(rng.standard_normal(y.shape).astype(y.dtype)).to("cuda"))
@@ -216,6 +228,7 @@ def run(workloads, repeat, inner, profile=False):
             if w == "layer_padded":
                 cases["minifuse fused padded"] = _minifuse_case(w, "padded", half)
             else:      # (packing reads the sequence lengths on the host: not capturable)
+                cases["minifuse fused graphed"] = _minifuse_case(w, "graphed", half)
                 cases["minifuse fused graph"] = _minifuse_case(w, "graph", half)
             if not half:
                 cases["minifuse fused high"] = _at_precision(_minifuse_case(w, "fused", half), "high")

@@ -16,20 +16,21 @@ replayed: one launch a step); neither for layer_padded, whose packing reads the 
 host. Each in float32 and
 under ``mf.autocast("cuda", float16)`` (float32 master weights), against torch eager in float32
 and under ``torch.autocast("cuda", torch.float16)``. A step is forward, ``backward(g)`` with a
-fixed random g, gradients cleared. Each variant is timed with CUDA events
-over ``--inner`` steps, round-robin with the others for ``--repeat`` rounds (paired ratios per
-round, then the median), all in one process. TF32 is off on both sides (float32 means float32),
-except in the float32 cases that say otherwise: ``minifuse fused high`` / ``minifuse fused graph
-high`` run minifuse's float32 GEMMs at ``mf.set_float32_matmul_precision("high")`` (the 3xTF32
-split: float32-accurate products on the tensor cores), ``torch eager tf32`` runs torch's with
-``allow_tf32 = True`` (one TF32 product, about 1e-3 relative error); their ratios are still to
-torch's float32 step.
+fixed random g, gradients cleared. Each variant is timed with CUDA events over ``--inner``
+steps, round-robin with the others for ``--repeat`` rounds (paired ratios per round, then the
+median), all in one process. TF32 is off on both sides (float32 means float32), except in the
+float32 cases that say otherwise: ``minifuse fused high`` / ``minifuse fused graphed high`` /
+``minifuse fused graph high`` run minifuse's float32 GEMMs at
+``mf.set_float32_matmul_precision("high")`` (the 3xTF32 split: float32-accurate products on the
+tensor cores), ``torch eager tf32`` runs torch's with ``allow_tf32 = True`` (one TF32 product,
+about 1e-3 relative error); their ratios are still to torch's float32 step.
 Prints one JSON line per case; ``--profile`` adds, per case, the host time per step and the GPU
 kernels of 3 steps from torch.profiler (which sees CuPy's and numba's kernels too), largest first.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 
@@ -52,8 +53,8 @@ def _minifuse_case(workload, variant, half):
         x = mf.tensor(rng.standard_normal(shape, dtype=np.float32)).to("cuda")
         params = tuple(layer.parameters())
         mask = _mask() if workload == "layer_padded" else None
-        if variant == "graphed":
-            with mf.autocast("cuda", mf.float16, enabled=half):
+        if variant.startswith("graphed"):
+            with _capturing(half, variant):
                 mf.cuda.make_graphed_callables(layer, (x,))
 
         def forward():
@@ -71,8 +72,8 @@ def _minifuse_case(workload, variant, half):
 
         def fused(x, w1, w2):
             return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
-        if variant == "graphed":
-            with mf.autocast("cuda", mf.float16, enabled=half):
+        if variant.startswith("graphed"):
+            with _capturing(half, variant):
                 fused = mf.cuda.make_graphed_callables(fused, (x, w1, w2))
 
         def forward():
@@ -84,6 +85,20 @@ def _minifuse_case(workload, variant, half):
     if variant == "graph high":
         return _graphed(_at_precision(step, "high"))
     return _graphed(step) if variant == "graph" else step
+
+
+@contextlib.contextmanager
+def _capturing(half, variant):
+    """The state a graphed callable is captured in, which its calls must match: autocast when
+    ``half``, the float32 matmul precision "high" for the variants that say so."""
+    import minifuse as mf
+    before = mf.get_float32_matmul_precision()
+    mf.set_float32_matmul_precision("high" if variant.endswith("high") else before)
+    try:
+        with mf.autocast("cuda", mf.float16, enabled=half):
+            yield
+    finally:
+        mf.set_float32_matmul_precision(before)
 
 
 def _graphed(step):
@@ -233,6 +248,8 @@ def run(workloads, repeat, inner, profile=False):
             if not half:
                 cases["minifuse fused high"] = _at_precision(_minifuse_case(w, "fused", half), "high")
                 if w != "layer_padded":
+                    cases["minifuse fused graphed high"] = _at_precision(_minifuse_case(w, "graphed high", half),
+                                                                         "high")
                     cases["minifuse fused graph high"] = _minifuse_case(w, "graph high", half)
                 cases["torch eager tf32"] = _torch_tf32(_torch_case(w, half))
             for step in cases.values():      # warm-up: kernel compilation, cuBLAS heuristics, caches

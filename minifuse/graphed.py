@@ -21,7 +21,11 @@ What it needs, checked on every call (a clear error, never a silent answer):
 - a call's backward runs before the next call of the same graphed callable: its saved
   activations live in the graph's buffers, which the next call overwrites (a later backward of
   an earlier output raises).
-Under ``no_grad`` the original callable runs (its inference path), not the graph. Inside, the
+The samples' arrays become the forward graph's inputs (as in PyTorch): a call with a sample
+itself copies nothing, and what was written into it is what the call computes on; a call with
+another Tensor copies it into the sample's array (the sample is the graph's buffer now). Outputs are
+returned as copies, so an output stays valid after the next call. Under ``no_grad`` the
+original callable runs (its inference path), not the graph. Inside, the
 callable may do only what a capture allows (``mf.cuda.graph``: no host reads such as a mask
 that packs sequences, no CuPy cuBLAS), with no random numbers (a module with active dropout is
 refused: every replay would draw the same mask) and no control flow that depends on values.
@@ -122,7 +126,8 @@ class GraphedCallable:
                 t._post_accumulate_hooks = None
             for _ in range(warmup):
                 self._run(sample_args, leaves)
-            self.inputs = tuple(Tensor(a.data.copy(), requires_grad=a.requires_grad) for a in sample_args)
+            # the samples' arrays are the forward graph's inputs: a call with a sample itself copies nothing
+            self.inputs = tuple(Tensor(a.data, requires_grad=a.requires_grad) for a in sample_args)
             for p in params:
                 p.grad = None
             self._forward_graph, self._backward_graph = CUDAGraph(), CUDAGraph()

@@ -92,10 +92,13 @@ def test_a_graphed_function_returns_its_arguments_gradients(rng):
 
     def mlp(x, w1, w2):
         return fusions.fused_mlp(x, w1, None, w2, None, "swiglu")
-    fn = graphed(mlp, (x, w1, w2))
+    fn, again = graphed((mlp, mlp), ((x, w1, w2), (x, w1, w2)))
     assert x.grad is None and w1.grad is None           # the capture leaves the samples' grads alone
-    for _ in range(2):
+    for i in range(3):
         x2 = _data(rng, (40, 32), requires_grad=True)
+        if i == 2:                                      # the sample itself, new values written into it
+            x.data[...] = x2.data
+            x2 = x
         dy = _data(rng, (40, 32))
         fn(x2, w1, w2).backward(dy)
         got = [t.grad.numpy() for t in (x2, w1, w2)]
@@ -104,7 +107,8 @@ def test_a_graphed_function_returns_its_arguments_gradients(rng):
         mlp(x2, w1, w2).backward(dy)
         for a, t in zip(got, (x2, w1, w2)):
             np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-5, atol=1e-6)
-        w1.grad = w2.grad = None
+        x2.grad = w1.grad = w2.grad = None
+    np.testing.assert_allclose(again(x, w1, w2).detach().numpy(), mlp(x, w1, w2).detach().numpy(), rtol=1e-6)
 
 
 @needs_gpu

@@ -199,3 +199,38 @@ def test_disabled_keeps_no_plans(rng):
     for _ in range(3):
         K.transformer_layer(x, w, None, HEADS, 1e-5, "gelu")
     assert not replay.is_enabled() and _plans() == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("activation, with_bias, into", [("gelu_tanh", True, False), ("gelu", True, True),
+                                                         ("none", False, True), ("relu", True, False)])
+def test_linear_act_replays_bit_for_bit(rng, dtype, activation, with_bias, into):
+    """linear_act (FusedLinear's eager call): a new output each call, or written into ``out=``,
+    which is then one of the plan's inputs."""
+    from minifuse.kernels import cuda as K
+    from minifuse.kernels.cuda import replay
+    w, b = _dev(rng, (48, D), dtype, 0.1), (_dev(rng, (48,), dtype, 0.1) if with_bias else None)
+    outs = []
+    for _ in range(4):
+        x = _dev(rng, (3, 7, D), dtype)
+        out = _dev(rng, (3, 7, 48), dtype) if into else None
+        got = K.linear_act(x, w, b, activation, out=out)
+        assert got is out if into else got.shape == (3, 7, 48)
+        got = got.copy()
+        want = _as_written(K.linear_act, x, w, b, activation)
+        np.testing.assert_array_equal(_bits(got), _bits(want))
+        outs.append(got)
+    assert [type(p) for p in _plans()] == [replay.Plan], replay.REFUSED
+    assert (_plans()[0].out_input is not None) == into
+
+
+def test_linear_act_into_an_overlapping_out_fails_as_written(rng):
+    from minifuse.kernels import cuda as K
+    dtype = np.dtype(np.float32)
+    w = _dev(rng, (D, D), dtype, 0.1)
+    buf = _dev(rng, (2 * 8 * D + D,), dtype)
+    x, out = buf[:2 * 8 * D].reshape(2, 8, D), buf[D:].reshape(2, 8, D)
+    for _ in range(3):
+        K.linear_act(x, w, None, "none", out=_dev(rng, (2, 8, D), dtype))
+    with pytest.raises(ValueError, match="'out' overlaps 'x'"):
+        K.linear_act(x, w, None, "none", out=out)

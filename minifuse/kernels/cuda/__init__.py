@@ -17,7 +17,7 @@ from .gemm import *  # noqa: F401,F403
 from .graphs import CudaGraph  # noqa: F401
 from .layernorm import *  # noqa: F401,F403
 from .packing import *  # noqa: F401,F403
-from .replay import layer_signature, replayable, varlen_signature
+from .replay import layer_signature, linear_signature, replayable, varlen_signature
 from .runtime import SIMULATOR
 
 if SIMULATOR:
@@ -29,6 +29,7 @@ else:  # pragma: no cover - CUDA only
 # package's primitives
 (linear_act, mlp, transformer_layer, pack, unpack, attention_varlen,
  transformer_layer_varlen) = compose.bind(sys.modules[__name__])
-# the layers' eager calls replay their recorded launches (replay.py; not under the simulator)
+# the layers' and linear_act's eager calls replay their recorded launches (replay.py; not under the simulator)
+linear_act = replayable(linear_act, linear_signature)
 transformer_layer = replayable(transformer_layer, layer_signature)
 transformer_layer_varlen = replayable(transformer_layer_varlen, varlen_signature)

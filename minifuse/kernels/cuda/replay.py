@@ -1,12 +1,12 @@
 """Eager calls without Python per kernel: a composition's GPU work recorded once per argument
 signature, then replayed with each new call's addresses.
 
-An eager transformer layer is 13 steps of GPU work (7 kernels, 6 cuBLASLt GEMMs) that take a
-few microseconds each to launch, and several times that in the Python that decides them: which
-kernel, which grid, which word format, which buffers, each argument's shape and strides. For a
-given signature (the arguments' types, shapes, strides, dtypes, alignments, the weights'
-addresses and the scalar arguments) every one of those decisions comes out the same, and so does
-the argument validation. So:
+An eager transformer layer is 13 steps of GPU work (7 kernels, 6 cuBLASLt GEMMs; `linear_act`
+is one GEMM with its epilogue) that take a few microseconds each to launch, and several times
+that in the Python that decides them: which kernel, which grid, which word format, which
+buffers, each argument's shape and strides. For a given signature (the arguments' types,
+shapes, strides, dtypes, alignments, the weights' addresses and the scalar arguments) every one
+of those decisions comes out the same, and so does the argument validation. So:
 
 - the first call with a signature runs the composition as written (`entry`);
 - the second runs it again while a `Recording` is active: every launch (runtime.launch) and
@@ -14,7 +14,8 @@ the argument validation. So:
   allocates comes from an allocator that notes its address. Each address in a parameter is then
   written as (buffer, offset), (input, offset) or a constant (a weight);
 - from the third call on, `Plan.run` allocates one arena for the buffers and an array for the
-  output, writes the new addresses into the kept parameters and issues the same steps.
+  output (or takes the call's ``out=`` array), writes the new addresses into the kept
+  parameters and issues the same steps.
 
 Each call still launches every kernel on the current stream (a replay is not a CUDA graph, and
 can itself be captured into one). What a replay skips is only the Python that would decide the
@@ -164,7 +165,8 @@ class _Launch:
 
 class Plan:
     """A recorded call replayable with new inputs: the steps, where each buffer sits in one arena
-    and which buffer is the output (allocated on its own, so that it alone outlives the call)."""
+    and which buffer is the output (allocated on its own, so that it alone outlives the call), or
+    which input it is (an ``out=`` argument, written in place)."""
 
     def __init__(self, recording, out):
         self.steps = recording.steps
@@ -172,6 +174,8 @@ class Plan:
         self.out_index = next((i for i in reversed(range(len(recording.buffers)))
                                if recording.buffers[i][0] == out.data.ptr and recording.buffers[i][1] >= out.nbytes),
                               None)
+        self.out_input = None if self.out_index is not None else next(
+            (j for j, region in enumerate(recording.inputs) if region == (out.data.ptr, out.nbytes)), None)
         self.offsets, at = [], 0
         for i, (_, size) in enumerate(recording.buffers):
             self.offsets.append(at)
@@ -184,14 +188,15 @@ class Plan:
         """The recorded call on new `inputs` (as many as recorded, same signature); returns its
         output. ``poison``: fill the buffers and the output with NaN bytes first (the check)."""
         import cupy
-        out = cupy.empty(self.out_shape, self.out_dtype)
+        out = cupy.empty(self.out_shape, self.out_dtype) if self.out_input is None else inputs[self.out_input]
         arena = cupy.empty(self.arena_bytes, np.uint8)
         if poison:
             arena.fill(255)
             out.view(np.uint8).fill(255)
         base = arena.data.ptr
         sources = [base + o for o in self.offsets]
-        sources[self.out_index] = out.data.ptr
+        if self.out_index is not None:
+            sources[self.out_index] = out.data.ptr
         sources += [a.data.ptr for a in inputs]
         with self.lock:
             for step in self.steps:
@@ -210,10 +215,12 @@ def _record(entry, args, kwargs, key, inputs, constants):
     if why is None and (type(out) is not cupy.ndarray or not out.flags.c_contiguous):
         why = "an output that is not one C-contiguous array"
     plan = None if why else Plan(recording, out)
-    if plan is not None and plan.out_index is None:
-        why = "an output that is not one of the call's buffers"
-    if why is None and not _same_bits(plan.run(inputs, poison=True), out):
-        why = "a replay into NaN-filled buffers differs from the call"
+    if plan is not None and plan.out_index is None and plan.out_input is None:
+        why = "an output that is neither one of the call's buffers nor one of its inputs"
+    if why is None:
+        recorded = out if plan.out_input is None else out.copy()    # (the check rewrites an out= input)
+        if not _same_bits(plan.run(inputs, poison=True), recorded):
+            why = "a replay into NaN-filled buffers differs from the call"
     if why is not None:
         REFUSED[key] = why
         if len(REFUSED) > PLANS_MAX:
@@ -278,6 +285,20 @@ def _input(a):
     return a.shape, a.dtype, a.data.ptr % 256, a.data.device_id
 
 
+def _overlap(a, b):
+    """The memory of arrays a and b (C-contiguous a) intersects: by address ranges."""
+    start, end = b.data.ptr, b.data.ptr + max(b.nbytes, 1)
+    if not b.flags.c_contiguous:            # a strided view: its span, from its extent
+        start, end = _span(b)
+    return a.data.ptr < end and start < a.data.ptr + max(a.nbytes, 1)
+
+
+def _span(b):
+    low = b.data.ptr + sum(min(0, (n - 1) * st) for n, st in zip(b.shape, b.strides) if n)
+    high = b.data.ptr + sum(max(0, (n - 1) * st) for n, st in zip(b.shape, b.strides) if n) + b.itemsize
+    return low, high
+
+
 def _weights(weights):
     """The weights' part: each array's address, shape, strides and dtype (None stays None), or
     False where the record is not a LayerWeights of CuPy arrays."""
@@ -298,6 +319,26 @@ def _scalars(*values):
     """The scalar arguments with their types: True == 1 == 1.0 as keys, but the checks refuse a
     bool where they take a number."""
     return tuple((type(v), v) for v in values)
+
+
+def linear_signature(x, weight, bias, activation, out=None):
+    """`linear_act`'s: x, an ``out=`` array (an input, written in place) or None, the weight and
+    bias (constants), the activation and the float32 matmul precision."""
+    cupy_array = _ndarray()
+    xs = _input(x)
+    if xs is None or type(weight) is not cupy_array or (bias is not None and type(bias) is not cupy_array):
+        return None
+    inputs = (x,)
+    outs = None
+    if out is not None:
+        outs = _input(out)
+        if outs is None or any(a is not None and _overlap(out, a) for a in (x, weight, bias)):
+            return None             # (as written, the checks refuse an output that overlaps an input)
+        inputs = (x, out)
+    constants = (weight, bias)
+    part = tuple(None if a is None else (a.data.ptr, a.shape, a.strides, a.dtype) for a in constants)
+    key = ("linear", xs, outs, part, _scalars(activation), get_float32_matmul_precision())
+    return key, inputs, constants
 
 
 def layer_signature(x, weights, key_mask, num_heads, eps, activation="gelu", attention_method="loop"):

@@ -17,15 +17,16 @@ What it needs, checked on every call (a clear error, never a silent answer):
   the float32 matmul precision and the CUDA autocast dtype are those of the capture (both are
   compiled into the graph);
 - the parameters keep their arrays: the graph reads them where they were (optimizers update in
-  place; a new ``p.data`` array would not be seen);
+  place; a new ``p.data`` array would not be seen); and none starts requiring grad after the
+  capture (the backward graph computes no gradient for it; one frozen after it is fine);
 - a call's backward runs before the next call of the same graphed callable: its saved
   activations live in the graph's buffers, which the next call overwrites (a later backward of
   an earlier output raises).
 The samples' arrays become the forward graph's inputs (as in PyTorch): a call with a sample
 itself copies nothing, and what was written into it is what the call computes on; a call with
-another Tensor copies it into the sample's array (the sample is the graph's buffer now). Outputs are
-returned as copies, so an output stays valid after the next call. Under ``no_grad`` the
-original callable runs (its inference path), not the graph. Inside, the
+another Tensor copies it into the sample's array (the sample is the graph's buffer now).
+Outputs are returned as copies, so an output stays valid after the next call. Under
+``no_grad`` the original callable runs (its inference path), not the graph. Inside, the
 callable may do only what a capture allows (``mf.cuda.graph``: no host reads such as a mask
 that packs sequences, no CuPy cuBLAS), with no random numbers (a module with active dropout is
 refused: every replay would draw the same mask) and no control flow that depends on values.
@@ -71,6 +72,8 @@ def _graph_one(fn, args, warmup):
     from .nn.module import Module
     if not callable(fn):
         raise TypeError(f"{FN}: each callable must be a Module or a function, got {_kind(fn)}")
+    if isinstance(fn, GraphedCallable) or isinstance(getattr(fn, "forward", None), GraphedCallable):
+        raise ValueError(f"{FN}: this callable is graphed already (its replay cannot be captured again)")
     if isinstance(fn, Module):
         active = [n for n, m in fn.named_modules() if isinstance(m, Dropout) and not inactive(m)]
         if active:
@@ -83,13 +86,10 @@ def _graph_one(fn, args, warmup):
             raise TypeError(f"{FN}: sample argument {i} must be a Tensor, got {_kind(a)}")
         if a.device.type != "cuda":
             raise ValueError(f"{FN}: sample argument {i} must be on a CUDA device, got {a.device}")
-    params = ()
     if isinstance(fn, Module):
-        params = tuple(p for p in fn.parameters() if p.requires_grad)
-        graph = GraphedCallable(fn.forward, args, params, warmup)
-        fn.forward = graph
+        fn.forward = GraphedCallable(fn.forward, args, tuple(fn.parameters()), warmup)
         return fn
-    return GraphedCallable(fn, args, params, warmup)
+    return GraphedCallable(fn, args, (), warmup)
 
 
 def _check_leaves(outputs, known):
@@ -113,11 +113,12 @@ class GraphedCallable:
     """``fn`` with its forward and backward replayed from two CUDA graphs (the module docstring).
     Build it with `make_graphed_callables`."""
 
-    def __init__(self, fn, sample_args, params, warmup):
+    def __init__(self, fn, sample_args, parameters, warmup):
         from .cuda import CUDAGraph, graph
-        self.fn, self.params = fn, params
+        self.fn = fn
+        self.params = params = tuple(p for p in parameters if p.requires_grad)   # those that get gradients
         self._signature = [(a.shape, a.dtype, a.device, a.requires_grad) for a in sample_args]
-        self._addresses = [p.data.data.ptr for p in params]
+        self._parameters = [(p, p.data.data.ptr) for p in parameters]     # the graphs read them all
         self._context = (get_float32_matmul_precision(), get_autocast_dtype("cuda"))
         leaves = [a for a in sample_args if a.requires_grad] + list(params)
         kept = [(t.grad, t._post_accumulate_hooks) for t in leaves]
@@ -190,7 +191,10 @@ class GraphedCallable:
             raise RuntimeError(f"graphed callable: captured at float32 matmul precision {self._context[0]!r} and "
                                f"CUDA autocast {self._context[1]}, called at {context[0]!r} and {context[1]}; "
                                f"graph it again in the state it runs in")
-        for p, address in zip(self.params, self._addresses):
+        for p, address in self._parameters:
+            if p.requires_grad and not any(p is q for q in self.params):
+                raise RuntimeError("graphed callable: a parameter requires grad that did not at the capture (the "
+                                   "backward graph computes no gradient for it); graph again")
             if p.data.data.ptr != address:
                 raise RuntimeError("graphed callable: a parameter's array was replaced after the capture (the "
                                    "graph reads the old one); update parameters in place, or graph again")

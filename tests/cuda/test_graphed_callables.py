@@ -128,10 +128,21 @@ def test_calls_outside_the_captures_rules_are_refused(rng):
     with pytest.raises(RuntimeError, match="backward of an earlier call after a later one overwrote"):
         y1.sum().backward()
     y2.sum().backward()                                  # the latest call's backward is fine
-    p = layer.fc1.weight
+    with pytest.raises(ValueError, match="this callable is graphed already"):
+        graphed(layer, (x,))
+    layer.ln1.weight.requires_grad_(False)               # frozen after the capture: still read by the graphs
+    layer(x).sum().backward()
+    assert layer.ln1.weight.grad is None
+    p = layer.ln1.weight
     p.data = p.data.copy()
     with pytest.raises(RuntimeError, match="a parameter's array was replaced after the capture"):
         layer(x)
+    frozen = nn.TransformerLayer(32, 4, 64, fused_training=True).to("cuda")
+    frozen.fc2.bias.requires_grad_(False)
+    graphed(frozen, (x,))
+    frozen.fc2.bias.requires_grad_(True)
+    with pytest.raises(RuntimeError, match="a parameter requires grad that did not at the capture"):
+        frozen(x)
     w = _data(rng, (32, 32), requires_grad=True)
     with pytest.raises(ValueError, match="uses a tensor requiring grad .* neither an argument nor a parameter"):
         graphed(lambda t: fusions.fused_linear_act(t, w), (x,))

@@ -234,3 +234,22 @@ def test_linear_act_into_an_overlapping_out_fails_as_written(rng):
         K.linear_act(x, w, None, "none", out=_dev(rng, (2, 8, D), dtype))
     with pytest.raises(ValueError, match="'out' overlaps 'x'"):
         K.linear_act(x, w, None, "none", out=out)
+
+
+def test_a_refused_recording_into_out_leaves_the_calls_result(rng, monkeypatch):
+    """The NaN check of a recording writes into the call's ``out=``; when it refuses the plan,
+    ``out`` gets the call's own result back."""
+    from minifuse.kernels import cuda as K
+    real = K.linear
+
+    def through_a_copy(x2, w, bias, activation, out2):
+        out2[...] = real(x2, w, bias, activation, out2.copy())
+        return out2
+    monkeypatch.setattr(K, "linear", through_a_copy)
+    dtype = np.dtype(np.float16)
+    w, b = _dev(rng, (48, D), dtype, 0.1), _dev(rng, (48,), dtype, 0.1)
+    for _ in range(4):
+        x = _dev(rng, (5, D), dtype)
+        got = K.linear_act(x, w, b, "gelu_tanh", out=_dev(rng, (5, 48), dtype))
+        np.testing.assert_array_equal(_bits(got), _bits(_as_written(K.linear_act, x, w, b, "gelu_tanh")))
+    assert _plans() == [False]

@@ -296,6 +296,7 @@ def _overlap(a, b):
 
 
 def _span(b):
+    """(lowest, one past the highest) address a strided view b touches."""
     low = b.data.ptr + sum(min(0, (n - 1) * st) for n, st in zip(b.shape, b.strides) if n)
     high = b.data.ptr + sum(max(0, (n - 1) * st) for n, st in zip(b.shape, b.strides) if n) + b.itemsize
     return low, high

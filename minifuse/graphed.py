@@ -156,6 +156,12 @@ class GraphedCallable:
                 t.grad, t._post_accumulate_hooks = g, hooks
         self.generation = 0          # calls so far: a backward must belong to the latest
 
+    def __deepcopy__(self, memo):
+        raise TypeError("graphed callable: cannot be copied or pickled (it holds CUDA graphs and their "
+                        "buffers); copy the module before graphing it, and graph the copy")
+
+    __reduce_ex__ = __deepcopy__
+
     def _run(self, args, leaves):
         """One eager forward + backward (a warm-up), the output gradient zeros."""
         outputs = self.fn(*args)

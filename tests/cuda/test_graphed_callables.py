@@ -130,6 +130,8 @@ def test_calls_outside_the_captures_rules_are_refused(rng):
     y2.sum().backward()                                  # the latest call's backward is fine
     with pytest.raises(ValueError, match="this callable is graphed already"):
         graphed(layer, (x,))
+    with pytest.raises(TypeError, match="cannot be copied or pickled"):
+        copy.deepcopy(layer)
     layer.ln1.weight.requires_grad_(False)               # frozen after the capture: still read by the graphs
     for q in layer.parameters():
         q.grad = None

@@ -84,6 +84,9 @@ def _graph_one(fn, args, warmup):
     for i, a in enumerate(args):
         if not isinstance(a, Tensor):
             raise TypeError(f"{FN}: sample argument {i} must be a Tensor, got {_kind(a)}")
+        if a.data.size == 0:            # every call has the sample's shape: nothing to capture
+            raise ValueError(f"{FN}: sample argument {i} has no elements (shape {a.shape}); capture with a "
+                             f"batch of the shape the calls will have")
         if a.device.type != "cuda":
             raise ValueError(f"{FN}: sample argument {i} must be on a CUDA device, got {a.device}")
     if isinstance(fn, Module):

@@ -28,6 +28,8 @@ def test_the_arguments_are_checked_before_anything_runs():
         graphed(layer, (x.data,))
     with pytest.raises(ValueError, match="sample argument 0 must be on a CUDA device, got cpu"):
         graphed(layer, (x,))
+    with pytest.raises(ValueError, match=r"sample argument 0 has no elements \(shape \(0, 4, 8\)\)"):
+        graphed(layer, (mf.tensor(np.zeros((0, 4, 8), np.float32)),))
     with pytest.raises(ValueError, match=r"'num_warmup_iters' must be an int >= 1, got 0"):
         graphed(layer, (x,), num_warmup_iters=0)
     dropping = nn.TransformerLayer(8, 2, 16, dropout=0.1, fused_training=True)

@@ -97,3 +97,17 @@ def test_activations_signed_zero_and_exact_limits(backend, dtype, act):
         assert got[0, 0] == got[0, 1] == 0.5 and got[0, 2] == 1 and 0 <= float(got[0, 3]) < 1e-21, got
     else:
         np.testing.assert_array_equal(got[0], [0, 0, 50, 0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_never_makes_a_denormal(dtype):
+    """Below the smallest x whose exp is a normal number, exp is exactly 0 (making a denormal is
+    a microcode assist on Intel cores); from that x on, a normal number."""
+    tiny = np.finfo(dtype).tiny
+    edge = mathfn._EXP32[1] if dtype == np.float32 else mathfn._EXP64[1]
+    x = np.array([-np.inf, -1e4, edge - 5, np.nextafter(dtype(edge), dtype(-np.inf)), edge,
+                  np.nextafter(dtype(edge), dtype(np.inf)), edge + 1], dtype)
+    y = np.empty_like(x)
+    KERNELS["exp"](x, y)
+    np.testing.assert_array_equal(y[:4], 0)
+    assert np.all(y[4:] >= tiny), y

@@ -25,7 +25,9 @@ CHUNK = 8     # head-dim steps per pass of the score sums (a longer unrolled bod
 @inline
 def _keys_blocked(qkv, lo, n, col, dh, kb, vb, vcol):
     """kb[(jb*dh + e)*KEYS + jj] = K[jb*KEYS + jj, e] (K^T per key block); vb (L padded to KEYS, dh)
-    = V, its padded rows 0 (a padded key's probability is 0, and 0 * garbage could be NaN)."""
+    = V. A padded key's entries are 0 in both: its probability is 0, and 0 * garbage could be NaN;
+    its score is computed before it is masked, and a product with garbage could be a denormal
+    (slow on Intel cores, mathfn._EXP32)."""
     for jb in range((n + KEYS - 1) // KEYS):
         m = min(KEYS, n - jb * KEYS)
         for jj in range(m):
@@ -33,6 +35,7 @@ def _keys_blocked(qkv, lo, n, col, dh, kb, vb, vcol):
                 kb[(jb * dh + e) * KEYS + jj] = qkv[lo + jb * KEYS + jj, col + e]
         for jj in range(m, KEYS):
             for e in range(dh):
+                kb[(jb * dh + e) * KEYS + jj] = 0
                 vb[(jb * KEYS + jj) * dh + e] = 0
     for j in range(n):
         for e in range(dh):

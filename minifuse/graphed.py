@@ -121,7 +121,8 @@ class GraphedCallable:
         self.fn = fn
         self.params = params = tuple(p for p in parameters if p.requires_grad)   # those that get gradients
         self._signature = [(a.shape, a.dtype, a.device, a.requires_grad) for a in sample_args]
-        self._parameters = [(p, p.data.data.ptr) for p in parameters]     # the graphs read them all
+        # the graphs read them all; the backward graph computes gradients for those that required them
+        self._parameters = [(p, p.data.data.ptr, p.requires_grad) for p in parameters]
         self._context = (get_float32_matmul_precision(), get_autocast_dtype("cuda"))
         leaves = [a for a in sample_args if a.requires_grad] + list(params)
         kept = [(t.grad, t._post_accumulate_hooks) for t in leaves]
@@ -200,8 +201,8 @@ class GraphedCallable:
             raise RuntimeError(f"graphed callable: captured at float32 matmul precision {self._context[0]!r} and "
                                f"CUDA autocast {self._context[1]}, called at {context[0]!r} and {context[1]}; "
                                f"graph it again in the state it runs in")
-        for p, address in self._parameters:
-            if p.requires_grad and not any(p is q for q in self.params):
+        for p, address, graded in self._parameters:
+            if p.requires_grad and not graded:
                 raise RuntimeError("graphed callable: a parameter requires grad that did not at the capture (the "
                                    "backward graph computes no gradient for it); graph again")
             if p.data.data.ptr != address:

@@ -208,3 +208,60 @@ def test_function_returning_wrong_shape_is_reported():
 def test_no_node_recorded_when_no_input_requires_grad():
     y = mf.randn(3) * mf.randn(3)
     assert y.grad_fn is None and not y.requires_grad
+
+
+class _Fresh(Function):
+    """Returns one new array for its first input and the same array for its other two."""
+    new_gradients = True
+
+    @staticmethod
+    def forward(ctx, a, b, c):
+        return a + b + c
+
+    @staticmethod
+    def backward(ctx, g):
+        shared = g * 2
+        return g * 3, shared, shared
+
+
+def test_a_new_gradient_becomes_the_leafs_grad_and_shared_ones_are_copied():
+    a, b, c = (mf.tensor([1.0, 2.0], requires_grad=True) for _ in range(3))
+    captured = []
+
+    class Spy(_Fresh):
+        @staticmethod
+        def backward(ctx, g):
+            out = _Fresh.backward(ctx, g)
+            captured.extend(out)
+            return out
+    Spy.apply(a, b, c).sum().backward()
+    assert a.grad.data is captured[0]                     # kept as it is: nothing else holds it
+    assert b.grad.data is not captured[1] and c.grad.data is not captured[2]
+    assert not np.shares_memory(b.grad.data, c.grad.data)  # one array returned twice: two .grads
+    b.grad.data[0] = 99.0
+    np.testing.assert_array_equal(c.grad.numpy(), [2.0, 2.0])
+    np.testing.assert_array_equal(a.grad.numpy(), [3.0, 3.0])
+
+
+def test_gradients_of_ops_that_return_views_are_copied():
+    x = mf.tensor([1.0, 2.0], requires_grad=True)
+    y = mf.tensor([3.0, 4.0], requires_grad=True)
+    (x + y).sum().backward()                              # add hands one array to both inputs
+    assert not np.shares_memory(x.grad.data, y.grad.data)
+    x.grad.data[0] = 7.0
+    np.testing.assert_array_equal(y.grad.numpy(), [1.0, 1.0])
+
+
+def test_fused_function_gradients_are_kept_and_correct():
+    from minifuse import fusions
+    rng = np.random.default_rng(0)
+    x = mf.tensor(rng.standard_normal((5, 4)), requires_grad=True)
+    w = mf.tensor(rng.standard_normal((3, 4)), requires_grad=True)
+    b = mf.tensor(rng.standard_normal(3), requires_grad=True)
+    fusions.fused_linear_act(x, w, b, "gelu").sum().backward()
+    ref = [t.grad.numpy().copy() for t in (x, w, b)]
+    for t in (x, w, b):
+        t.grad = None
+    mf.nn.functional.gelu(mf.nn.functional.linear(x, w, b)).sum().backward()
+    for got, t in zip(ref, (x, w, b)):
+        np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -105,11 +105,13 @@ def _topological_order(roots):
     return order
 
 
-def _accumulate_leaf(leaf, grad):
+def _accumulate_leaf(leaf, grad, own=False):
+    """leaf.grad += grad. A first gradient is copied, as ops may hand the same array to several
+    inputs (add) or return views, unless ``own``: an array nothing else holds (PyTorch's
+    AccumulateGrad keeps such a gradient too)."""
     from ..tensor import Tensor
     if leaf.grad is None:
-        # a copy: ops may hand the same array to several inputs (add) or return views
-        leaf.grad = Tensor(grad.copy())
+        leaf.grad = Tensor(grad if own else grad.copy())
     else:
         leaf.grad = Tensor(leaf.grad.data + grad)
 
@@ -226,9 +228,11 @@ def _backward_node(node, out_grads, pending, hooked):
     elif len(in_grads) > len(node.inputs):
         raise RuntimeError(f"{node.name()} returned {len(in_grads)} gradients for "
                            f"{len(node.inputs)} inputs")
+    new = node.fn.new_gradients
     for i, (inp, g) in enumerate(zip(node.inputs, in_grads)):
         if inp is None or g is None or not inp.requires_grad:
             continue
+        returned = g
         g = unbroadcast(g, inp.shape)
         if tuple(g.shape) != inp.shape:
             raise RuntimeError(f"{node.name()} returned a gradient of shape {tuple(g.shape)} for "
@@ -236,7 +240,9 @@ def _backward_node(node, out_grads, pending, hooked):
         if g.dtype != inp.dtype:
             g = g.astype(inp.dtype)
         if inp.grad_fn is None:
-            _accumulate_leaf(inp, g)
+            # the engine's own array (a sum, a cast), or one the op made for this input alone
+            own = g is not returned or (new and sum(r is g for r in in_grads) == 1)
+            _accumulate_leaf(inp, g, own and g.flags.c_contiguous)
             if id(inp) in hooked:
                 hooked[id(inp)][2] = True
         else:

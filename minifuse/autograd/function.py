@@ -114,6 +114,10 @@ class Function:
       name         the op's name in error messages (default: the class name, lower case)
       autocast     its precision under ``mf.autocast``: None, "lower", "float32" or "promote"
                    (autograd/autocast.py)
+      new_gradients  ``backward`` returns arrays it made for the purpose: none is a view of an
+                   output gradient or of a saved array, and none is kept anywhere (the same
+                   array may be returned for two inputs). A leaf's first gradient from such an op
+                   becomes its ``.grad`` as it is; otherwise the engine copies it (default False)
     ``backward`` returns one gradient per forward argument (None where there is none; trailing
     non-tensor arguments such as ``dim`` may be left out); a
     gradient may have the broadcast shape of the output: the engine sums it down to the input's.
@@ -124,6 +128,7 @@ class Function:
     differentiable = True
     name = None
     autocast = None
+    new_gradients = False
 
     @staticmethod
     def forward(ctx, *args, **kwargs):

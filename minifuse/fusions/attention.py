@@ -45,6 +45,7 @@ class FusedAttention(Function):
     """context = concat_h softmax(Q_h K_h^T * scale + mask) V_h from the packed qkv (B, S, 3d)."""
 
     autocast = "lower"        # under mf.autocast: the batched products in the autocast dtype
+    new_gradients = True
 
     @staticmethod
     def forward(ctx, qkv, mask_add, has_mask, num_heads, scale):

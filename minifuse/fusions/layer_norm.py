@@ -20,6 +20,7 @@ class ResidualLayerNorm(Function):
     """LayerNorm(x + residual) * gamma + beta; one node, gradients for all four inputs."""
 
     autocast = "float32"      # under mf.autocast: a reduction, in float32 (as the taped LayerNorm)
+    new_gradients = True      # (dx is returned for x and residual alike: the engine copies those)
 
     @staticmethod
     def forward(ctx, x, residual, gamma, beta, eps, store_dtype=None):

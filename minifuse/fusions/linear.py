@@ -49,6 +49,7 @@ class FusedLinearAct(Function):
     dx = dz W,  dW = dz^T x,  db = sum of dz over all leading dims."""
 
     autocast = "lower"        # under mf.autocast: the GEMM and its epilogue in the autocast dtype
+    new_gradients = True
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation, save_preact, store_dtype=None):

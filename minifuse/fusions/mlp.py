@@ -20,6 +20,7 @@ __all__ = ["fused_mlp", "FusedMLP"]
 
 class FusedMLP(Function):
     autocast = "lower"        # under mf.autocast: both GEMMs and the activation in the autocast dtype
+    new_gradients = True
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, activation, save_preact, store_dtype=None):

@@ -381,6 +381,7 @@ class Cast(Function):
     """out = input converted to ``dtype``; the gradient is converted back."""
     float_only = False
     same_dtype = False      # one tensor argument; and its output dtype is the point of the op
+    new_gradients = True    # (astype copies)
 
     @staticmethod
     def forward(ctx, input, dtype):

@@ -16,6 +16,12 @@ import os
 # minifuse is imported before NumPy (or when the shell sets it), and a value set by the user wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
+# The kernels' vectors at the full AVX-512 width on Intel cores too (cpu_features.py): before
+# anything is compiled, and not over a user's own NUMBA_CPU_FEATURES / NUMBA_CPU_NAME.
+from .cpu_features import prefer_512_bit_vectors  # noqa: E402
+
+prefer_512_bit_vectors()
+
 from . import autograd, dtypes  # noqa: E402
 from .autograd import (autocast, enable_grad, get_autocast_dtype, is_autocast_enabled, is_grad_enabled, no_grad,
                        set_grad_enabled)

@@ -3,10 +3,10 @@
 LLVM compiles for Intel's server cores (Skylake-X to Emerald Rapids) with a preference for
 256-bit vectors ("prefer-256-bit": wide instructions once lowered the clock of the whole core), so
 Numba's kernels there use half of the AVX-512 width that the same code gets on AMD's Zen 4 and 5.
-The fused kernels' math (exp, erf, the activations' slopes) is bound by that width: on a 2-core
-Emerald Rapids the GELU backward over 1024 x 3072 took 6.3-6.7 ms with 256-bit vectors and 3.8-4.7
-ms with 512-bit ones (BENCHMARKS.md). So, where the host has AVX-512, `import minifuse` compiles
-with the host's features minus that preference, through Numba's ``NUMBA_CPU_FEATURES``.
+The fused kernels' math (exp, erf, the activations' slopes) is bound by that width: their
+backward kernels run up to twice as fast at 512 bits (BENCHMARKS.md). So, where the host has
+AVX-512, `import minifuse` compiles with the host's features minus that preference, through
+Numba's ``NUMBA_CPU_FEATURES``.
 
 It takes effect for kernels compiled after it, so when minifuse is imported before anything is
 compiled with Numba; a user who sets ``NUMBA_CPU_FEATURES`` or ``NUMBA_CPU_NAME`` keeps their

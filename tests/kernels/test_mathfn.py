@@ -105,6 +105,8 @@ def test_exp_never_makes_a_denormal(dtype):
     a microcode assist on Intel cores); from that x on, a normal number."""
     tiny = np.finfo(dtype).tiny
     edge = mathfn._EXP32[1] if dtype == np.float32 else mathfn._EXP64[1]
+    # the edge itself, independently: the smallest x of the dtype whose exact exp is normal
+    assert math.exp(float(edge)) >= tiny > math.exp(float(np.nextafter(dtype(edge), dtype(-np.inf))))
     x = np.array([-np.inf, -1e4, edge - 5, np.nextafter(dtype(edge), dtype(-np.inf)), edge,
                   np.nextafter(dtype(edge), dtype(np.inf)), edge + 1], dtype)
     y = np.empty_like(x)

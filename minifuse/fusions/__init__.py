@@ -11,12 +11,14 @@ the kernels of its tensors' backend (``minifuse.kernels.registry``). See docs/fu
     residual_layer_norm(x, residual, gamma, beta, eps)
     fused_attention(qkv, key_mask, num_heads)      multi-head softmax(Q K^T / sqrt(Dh) + mask) V
     gather_rows(x, index), scatter_rows(rows, index, n)   rows moved by an index (packed training)
+    fused_transformer_layer(x, weights, key_mask, num_heads, eps)   a post-LN layer, the five above as one node
 
 ``input_store_dtype=float16`` (every function) keeps the saved activations in half precision.
 """
 # each module's __all__: its Function classes and their checked public functions
 from .activation import *  # noqa: F401,F403
 from .attention import *  # noqa: F401,F403
+from .layer import *  # noqa: F401,F403
 from .layer_norm import *  # noqa: F401,F403
 from .linear import *  # noqa: F401,F403
 from .mlp import *  # noqa: F401,F403

@@ -101,20 +101,28 @@ def fused_attention(qkv, key_mask, num_heads, scale=None):
     A.tensor(fn, "qkv", qkv)
     if qkv.ndim != 3:
         raise ValueError(f"{fn}: 'qkv' must be (batch, seq, 3 * d_model), got shape {qkv.shape}")
+    return FusedAttention.apply(qkv, *attention_args(fn, ("qkv", qkv), qkv.shape, key_mask, num_heads, scale))
+
+
+def attention_args(fn, like, shape, key_mask, num_heads, scale=None):
+    """The checked arguments of ``FusedAttention.forward`` after qkv: (mask_add, has_mask,
+    num_heads, scale), for a qkv of ``shape`` (B, S, 3d) with the dtype and device of ``like`` =
+    (name, Tensor), and key_mask (B, S) or None."""
     if not isinstance(num_heads, (int, np.integer)) or isinstance(num_heads, bool) or num_heads < 1:
         raise ValueError(f"{fn}: 'num_heads' must be a positive int, got {num_heads!r}")
-    nb, s, width = qkv.shape
+    nb, s, width = shape
     if width % (3 * num_heads):
-        raise ValueError(f"{fn}: 'qkv' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
-                         f"got shape {qkv.shape}")
+        raise ValueError(f"{fn}: '{like[0]}' last dim must be 3 * num_heads * Dh = 3 * {num_heads} * Dh, "
+                         f"got shape {tuple(shape)}")
+    t = like[1]
     if isinstance(key_mask, Tensor):
-        if key_mask.device != qkv.device:
-            raise mixed_devices(fn, "qkv", qkv.device, "key_mask", key_mask.device)
+        if key_mask.device != t.device:
+            raise mixed_devices(fn, like[0], t.device, "key_mask", key_mask.device)
         key_mask = key_mask.data
-    K = A.kernels(qkv.data)
+    K = A.kernels(t.data)
     K.CHECKS.row_length(fn, s)
-    mask_add = K.mask_add(fn, key_mask, nb, s, ("qkv", qkv.data))   # a host mask goes to qkv's GPU
+    mask_add = K.mask_add(fn, key_mask, nb, s, (like[0], t.data))   # a host mask goes to the tensor's GPU
     # a scalar of the inputs' dtype; float32 for bfloat16, whose 8 bits would move 1/sqrt(Dh) by up to 0.4%
-    stype = np.float32 if qkv.dtype == A.bfloat16 else qkv.dtype.type
+    stype = np.float32 if t.dtype == A.bfloat16 else t.dtype.type
     scale = stype(real_number(fn, "scale", head_scale(width // (3 * num_heads)) if scale is None else scale))
-    return FusedAttention.apply(qkv, mask_add, key_mask is not None, int(num_heads), scale)
+    return mask_add, key_mask is not None, int(num_heads), scale

@@ -89,12 +89,13 @@ def transformer_layer(x, weights, key_mask, num_heads, eps, activation):
                                      activation, attention_method(*x.shape[:2])))
 
 
-def transformer_layers(x, layers, key_mask, all_outputs=False):
+def transformer_layers(x, layers, key_mask, all_outputs=False, weights=None):
     """x through ``layers`` (TransformerLayers whose whole-layer kernel computes them) packed: the
     real tokens gathered once, every layer on them, scattered back once (zeros at padding). With
     all_outputs, [x, every layer's output] (each unpacked), else the last output. None when the
-    batch does not pack (`_packed`) or fused inference does not apply: take the padded path."""
-    weights = [layer.weights() for layer in layers]
+    batch does not pack (`_packed`) or fused inference does not apply: take the padded path.
+    ``weights``: the layers' ``weights()``, when the caller has them."""
+    weights = [layer.weights() for layer in layers] if weights is None else weights
     k = fused_kernels(x, [w for ws in weights for w in ws])
     p = None if k is None else packed(k, x.data, key_mask)
     if p is None:

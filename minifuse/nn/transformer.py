@@ -19,7 +19,7 @@ from ..kernels.weights import LayerWeights
 from . import functional as F, fused
 from .attention import MultiHeadAttention, _mask_array, zero_padding
 from .containers import ModuleList
-from .dispatch import packed_mask, packing as packing_switch, packing_enabled, training_kernels
+from .dispatch import packed_mask, packing as packing_switch, packing_enabled, training_kernels, use_fused
 from .dropout import Dropout, inactive
 from .linear import Linear
 from .module import Module, check_input
@@ -65,19 +65,20 @@ class TransformerLayer(Module):
         check_input("TransformerLayer", x, self.attn.d_model, self.fc1.weight.dtype, name="x")
         if x.ndim != 3:
             raise ValueError(f"TransformerLayer: argument 'x' must be (batch, seq, d_model), got shape {x.shape}")
-        if self._fusable(x):   # inference: the whole layer in one call of fused kernels
-            mask = _mask_array(attention_mask, *x.shape[:2], "TransformerLayer")
-            y = fused.transformer_layers(x, [self], mask)
+        mask = _mask_array(attention_mask, *x.shape[:2], "TransformerLayer")    # checked here on every path
+        weights = self.weights()
+        if self._fusable(x) and use_fused(x, *weights):   # inference: the whole layer in one call of fused kernels
+            y = fused.transformer_layers(x, [self], mask, weights=[weights])
             if y is None:
-                y = fused.transformer_layer(x, self.weights(), mask, self.attn.num_heads, self.ln1.eps,
-                                            self.activation)
+                y = fused.transformer_layer(x, weights, mask, self.attn.num_heads, self.ln1.eps, self.activation)
             if y is not None:
                 return y
         if self.fused_training and training_kernels(x) is not None:
             packed = _packed_training([self], x, attention_mask)
             if packed is not None:
                 return packed
-            return zero_padding(self._fused_training_forward(x, attention_mask), attention_mask, "TransformerLayer")
+            return zero_padding(self._fused_training_forward(x, attention_mask, mask, weights), attention_mask,
+                                "TransformerLayer")
         h = self.ln1(x + self.dropout(self.attn._forward(x, attention_mask)))
         y = self.ln2(h + self.dropout(self.fc2(self._act(self.fc1(h)))))
         return zero_padding(y, attention_mask, "TransformerLayer")
@@ -86,13 +87,17 @@ class TransformerLayer(Module):
     fused_save = "preact"              # or 'recompute': fc1's GEMM is redone in backward, only its input kept
     fused_input_store_dtype = None     # e.g. float16: the saved activations kept in half precision
 
-    def _fused_training_forward(self, x, attention_mask):
-        """QKV projection, attention, output projection, residual + LN1, the MLP (fc1 + bias +
-        activation + fc2 + bias), residual + LN2: one fused node each. With active attention dropout the
-        attention is the taped module (the fused one has no dropout on the probabilities)."""
+    def _fused_training_forward(self, x, attention_mask, mask, weights):
+        """The layer as one fused node (``fusions.fused_transformer_layer``) when nothing in it is
+        random; with active dropout, the QKV projection, attention, output projection, residual +
+        LN1, the MLP (fc1 + bias + activation + fc2 + bias), residual + LN2 as one fused node each
+        (with active attention dropout the attention is the taped module: the fused one has no
+        dropout on the probabilities). ``mask``: attention_mask as a checked array."""
         a = self.attn
-        if inactive(a.dropout) and x.ndim == 3:
-            mask = _mask_array(attention_mask, *x.shape[:2], "TransformerLayer")
+        if self._one_node():
+            return fusions.fused_transformer_layer(x, weights, mask, a.num_heads, self.ln1.eps, self.activation,
+                                                   self.fused_save, self.fused_input_store_dtype)
+        if inactive(a.dropout):
             return self._fused_rows(x, lambda qkv: fusions.fused_attention(qkv, mask, a.num_heads))
         return self._fused_rows(x, None, a._forward(x, attention_mask))
 
@@ -120,8 +125,12 @@ class TransformerLayer(Module):
     def _fusable(self, x):
         """The whole-layer kernel computes this layer's function for x: no active dropout, one
         LayerNorm eps, x (B, S, d_model)."""
-        return (inactive(self.dropout) and inactive(self.attn.dropout) and self.ln1.eps == self.ln2.eps
-                and x.ndim == 3 and x.shape[-1] == self.attn.d_model)
+        return self._one_node() and x.ndim == 3 and x.shape[-1] == self.attn.d_model
+
+    def _one_node(self):
+        """The layer is one function of its input and weights: no active dropout, one LayerNorm eps
+        (what the whole-layer kernels and ``fused_transformer_layer`` compute)."""
+        return inactive(self.dropout) and inactive(self.attn.dropout) and self.ln1.eps == self.ln2.eps
 
     def extra_repr(self):
         return f"activation='{self.activation}'"
@@ -155,7 +164,13 @@ def _packed_training(layers, x, attention_mask):
         return attend
     rows = FU.GatherRows.apply(x, index)                                       # (T, d)
     for layer in layers:
-        rows = layer._fused_rows(rows, attention(layer.attn.num_heads))
+        if layer._one_node():
+            packed = fusions.packed_attention(rows, block, nb, longest, keep, layer.attn.num_heads)
+            rows = fusions.fused_transformer_layer(rows, layer.weights(), None, layer.attn.num_heads, layer.ln1.eps,
+                                                   layer.activation, layer.fused_save, layer.fused_input_store_dtype,
+                                                   attention=packed)
+        else:
+            rows = layer._fused_rows(rows, attention(layer.attn.num_heads))
     return FU.ScatterRows.apply(rows, index, nb * s).reshape(nb, s, d)
 
 

@@ -249,7 +249,7 @@ def test_fused_linear_on_cuda(rng):
     assert kinds == ["FusedLinearAct"]
 
 
-FUSED_LAYER = ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
+FUSED_LAYER = ["FusedLayer"]
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -259,10 +259,38 @@ def test_transformer_layer_fused_training_on_cuda(rng, packing):
     mask = np.array([[1, 1, 0], [1, 0, 0]])
     with nn.packing(packing):
         kinds = _layer_cpu_and_cuda(layer, rng.standard_normal((2, 3, 8)).astype(np.float32), mask)
-    if packing:   # on the real rows: moved into attention's block and out, and back to (B, S)
-        assert kinds == sorted(FUSED_LAYER + ["GatherRows"] + ["ScatterRows", "Reshape"] * 2)
-    else:         # the fused nodes, and the taped Where that zeroes the padded positions
-        assert kinds == FUSED_LAYER + ["Where"]
+    if packing:   # the layer as one node on the real rows, scattered back to (B, S)
+        assert kinds == ["FusedLayer", "Reshape", "ScatterRows"]
+    else:         # the layer as one node, and the taped Where that zeroes the padded positions
+        assert kinds == ["FusedLayer", "Where"]
+
+
+@pytest.mark.parametrize("autocast", [None] + HALF)
+@pytest.mark.parametrize("masked", [False, True])
+def test_fused_layer_on_cuda_equals_the_five_functions(masked, autocast):
+    """fused_transformer_layer on the CUDA kernels computes what the five fused functions compute,
+    in float32 and under mf.autocast (float16 / bfloat16 GEMMs, float32 LayerNorms, float32
+    gradients for the float32 parameters)."""
+    from fusions.test_fused_layer import _grads, five_nodes, layer_arrays, one_node
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    ws = layer_arrays(rng, 8, 12, np.float32)
+    g = rng.standard_normal((2, 3, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 0], [1, 1, 1]]) if masked else None
+    kind = "cuda" if GPU else "cpu"
+    results = []
+    for layer in (one_node, five_nodes):
+        with on_cuda(), mf.autocast(kind, autocast or mf.float16, enabled=autocast is not None):
+            out, got = _grads(lambda x, w, m, h: layer(x.to(DEVICE), w.map(lambda t: t.to(DEVICE)), m, h),
+                              x, ws, mask, 2, g)
+        results.append([np.asarray(a) for a in got[:1]] + got[2:])
+        assert out.dtype == mf.float32
+    # the same kernels in the same order: only the order in which two gradients of one array
+    # are added differs (the engine's, the node's)
+    for k, (a, b) in enumerate(zip(*results)):
+        assert a.dtype == b.dtype == np.float32, (k, a.dtype, b.dtype)
+        scale = max(float(np.max(np.abs(b), initial=0.0)), 1.0)
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * scale, err_msg=f"output/gradient {k}")
 
 
 @pytest.mark.skipif(mf.bfloat16 is None, reason="bfloat16: needs ml_dtypes")

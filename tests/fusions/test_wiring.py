@@ -74,7 +74,7 @@ def test_mlp_fused_recompute_and_float16_store():
         np.testing.assert_allclose(a, b, atol=1e-2 * float(np.abs(b).max()))
 
 
-FUSED_LAYER = ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
+FUSED_PARTS = ["FusedAttention"] + ["FusedLinearAct"] * 2 + ["FusedMLP"] + ["ResidualLayerNorm"] * 2
 
 
 @pytest.mark.parametrize("packing", [False, True])
@@ -92,11 +92,26 @@ def test_transformer_layer_fused_training(packing):
     _, want = _step(plain, x, mask)
     _assert_same(got, want)
     names = sorted(k.__name__ for k in kinds)
-    if packing:    # the 6 fused nodes on the real rows; rows scattered into and gathered from attention's
-        # block, scattered back at the end (x's gather is not recorded: x needs no gradient)
-        assert names == sorted(FUSED_LAYER + ["GatherRows"] + ["ScatterRows", "Reshape"] * 2)
-    else:          # the 6 fused nodes, and one taped Where that zeroes the padded positions
-        assert names == FUSED_LAYER + ["Where"]
+    if packing:    # the layer as one node on the real rows, scattered back at the end (x's gather is
+        # not recorded: x needs no gradient)
+        assert names == ["FusedLayer", "Reshape", "ScatterRows"]
+    else:          # the layer as one node, and one taped Where that zeroes the padded positions
+        assert names == ["FusedLayer", "Where"]
+
+
+@pytest.mark.parametrize("packing", [False, True])
+def test_transformer_layer_with_dropout_is_the_fused_parts(packing):
+    mf.manual_seed(2)
+    layer = nn.TransformerLayer(16, 2, 32, dropout=0.1, fused_training=True)
+    layer.attn.dropout.p = 0.0          # the attention's fused node stays; the layer's own dropout is taped
+    mask = np.ones((2, 5))
+    mask[1, 3:] = 0
+    with nn.packing(packing):
+        kinds, _ = _step(layer, mf.randn(2, 5, 16), mask)
+    names = [k.__name__ for k in kinds]
+    for part in set(FUSED_PARTS):
+        assert names.count(part) == FUSED_PARTS.count(part)
+    assert "FusedLayer" not in names
 
 
 def test_fused_linear_fused_training():

@@ -69,7 +69,7 @@ def test_fused_training_under_autocast_matches_the_taped_path(make):
     functions run under autocast with the same policy as the taped ops: GEMMs and their epilogues
     in float16, LayerNorm in float32, gradients back to the float32 weights. Elsewhere (the CPU's
     kernels take float32/float64) the layer trains through the taped ops."""
-    from minifuse.fusions.layer_norm import ResidualLayerNorm
+    from minifuse.fusions.layer import FusedLayer
     from minifuse.fusions.linear import FusedLinearAct
     from minifuse.fusions.mlp import FusedMLP
     from minifuse.kernels import registry
@@ -88,7 +88,7 @@ def test_fused_training_under_autocast_matches_the_taped_path(make):
     assert yf.dtype == yt.dtype
     half_kernels = mf.float16 in registry.for_array(x.data).dtypes
     node = yf.grad_fn.fn
-    assert (node in (ResidualLayerNorm, FusedMLP, FusedLinearAct)) == half_kernels, node
+    assert (node in (FusedLayer, FusedMLP, FusedLinearAct)) == half_kernels, node
     np.testing.assert_allclose(yf.detach().float().numpy(), yt.detach().float().numpy(), rtol=2e-2, atol=2e-2)
     for (name, pf), pt in zip(lf.named_parameters(), lt.parameters()):
         assert pf.grad.dtype == mf.float32, name

@@ -51,6 +51,7 @@ class Context:
         self.xp = xp                   # numpy or cupy: the array module of the inputs
         self.inputs = None             # the Tensor arguments (None elsewhere), set when recorded
         self.num_outputs = 1
+        self.grad_dtype = None         # a fused op's parameter gradients' dtype; None: the parameters'
         self._saved = ()
         self._freed = False
 

@@ -125,27 +125,32 @@ def linear(K, x2, w):
     return out
 
 
-def matmul(K, a, b):
-    """a @ b for 2-D a, b in a's dtype, through the same calls as `linear`; an operand that is the
-    transpose of a C-contiguous array (the ``dz.T`` of a weight gradient) is read in place."""
-    if K.xp is np and not _bfloat16(a):
-        return a @ b
-    out = K.xp.empty((a.shape[0], b.shape[1]), a.dtype)
+def matmul(K, a, b, dtype=None):
+    """a @ b for 2-D a, b, through the same calls as `linear`; an operand that is the transpose of
+    a C-contiguous array (the ``dz.T`` of a weight gradient) is read in place. ``dtype``: the
+    product's (default a's); float32 for half-precision a and b keeps the float32 sums unrounded
+    (a weight gradient for float32 master weights: cuBLASLt writes them so on a GPU)."""
+    dtype = a.dtype if dtype is None else dtype
+    if K.xp is np and (dtype != a.dtype or not _bfloat16(a)):
+        return a @ b if dtype == a.dtype else a.astype(dtype) @ b.astype(dtype)
+    out = K.xp.empty((a.shape[0], b.shape[1]), dtype)
     ta, tb = (not m.flags.c_contiguous and m.T.flags.c_contiguous for m in (a, b))
     K.bmm((a.T if ta else contiguous(K.xp, a))[None], (b.T if tb else contiguous(K.xp, b))[None], out[None],
           trans_a=ta, trans_b=tb)
     return out
 
 
-def sum_rows(K, a2):
-    """a2 (N, M) summed over its rows (a bias gradient), in a2's dtype. On a GPU as one product
-    with a row of ones (the backend's ``bmm``: cuBLASLt reads a2 at the memory bandwidth, where
-    CuPy's reduction over the rows of a wide array walks each column with a stride)."""
+def sum_rows(K, a2, dtype=None):
+    """a2 (N, M) summed over its rows (a bias gradient), in ``dtype`` (default a2's; float32 for a
+    half-precision a2: the float32 sum unrounded). On a GPU as one product with a row of ones
+    (the backend's ``bmm``: cuBLASLt reads a2 at the memory bandwidth, where CuPy's reduction over
+    the rows of a wide array walks each column with a stride)."""
     xp = K.xp
-    if xp is np and not _bfloat16(a2):    # (NumPy would add bfloat16 rows in bfloat16)
-        return a2.sum(axis=0)
+    dtype = a2.dtype if dtype is None else dtype
+    if xp is np and (dtype != a2.dtype or not _bfloat16(a2)):    # (NumPy would add bfloat16 rows in bfloat16)
+        return a2.sum(axis=0, dtype=dtype)
     n, m = a2.shape
-    out = xp.empty((1, 1, m), a2.dtype)
+    out = xp.empty((1, 1, m), dtype)
     K.bmm(xp.ones((1, 1, n), a2.dtype), contiguous(xp, a2).reshape(1, n, m), out)
     return out.reshape(m)
 
@@ -156,4 +161,5 @@ def store(a, dtype):
 
 
 def restore(a, dtype):
-    return a if a is None or a.dtype == dtype else a.astype(dtype)
+    """``a`` in ``dtype`` (an astype where it differs; None: as it is)."""
+    return a if a is None or dtype is None or a.dtype == dtype else a.astype(dtype)

@@ -15,8 +15,11 @@ microseconds of Python each on a GPU, where one layer's kernels take about a mil
 
 Under autocast the parts run in the precisions the separate functions would: the GEMMs, the
 attention and the MLP in the autocast dtype, the LayerNorms (and the output) in float32; the
-casts are plain ``astype`` inside the node, and the parameters' gradients come back in their own
-dtype (float32 master weights). Dropout is not part of the node: layers with active dropout
+casts are plain ``astype`` inside the node. The parameters' gradients come back in their own
+dtype (float32 master weights): the weight-gradient GEMMs and the bias sums write their float32
+sums directly (``Context.grad_dtype``), where the separate functions round them to half
+precision and a cast node widens them again; so the one node's weight gradients are a little
+closer to float32 than the five nodes'. Dropout is not part of the node: layers with active dropout
 call the five functions (docs/fused-training.md).
 
 Attention is one of two parts: ``PaddedAttention`` (the batch as it is, padded keys masked) and
@@ -100,6 +103,8 @@ class FusedLayer(Function):
                  Context(FusedMLP, (up3,) + need[7:11], None),
                  Context(ResidualLayerNorm, (True, up3) + need[11:13], None)]
         c_qkv, c_att, c_out, c_ln1, c_mlp, c_ln2 = parts
+        for c in (c_qkv, c_out, c_mlp):     # weight gradients straight in the weights' dtype (float32 sums)
+            c.grad_dtype = x.dtype
         norm = _FLOAT32 if lower != x.dtype else x.dtype    # the LayerNorms' dtype: float32 under autocast
         wqkv, bqkv, wo, bo, w1, b1, w2, b2 = (_to(w, lower) for w in (wqkv, bqkv, wo, bo, w1, b1, w2, b2))
         g1, be1, g2, be2 = (_to(w, norm) for w in (g1, be1, g2, be2))
@@ -123,7 +128,7 @@ class FusedLayer(Function):
         if any(c_mlp.needs_input_grad):
             dh_mlp, grads[7], grads[8], grads[9], grads[10] = FusedMLP.backward(c_mlp, _to(df, lower))
             if dh_mlp is not None:
-                dh = dh + _to(dh_mlp, dh.dtype)
+                dh = dh + dh_mlp            # (a half dh_mlp is widened inside the add)
         if any(c_ln1.needs_input_grad):
             da, grads[0], grads[5], grads[6] = ResidualLayerNorm.backward(c_ln1, dh)
             if any(c_out.needs_input_grad):
@@ -131,10 +136,11 @@ class FusedLayer(Function):
                 if dcontext is not None:
                     dx, grads[1], grads[2] = FusedLinearAct.backward(c_qkv, attention.backward(c_att, dcontext))
                     if dx is not None:
-                        grads[0] = _to(grads[0], dtype) + _to(dx, dtype)
+                        grads[0] = grads[0] + dx
         if not ctx.needs_input_grad[0]:
             grads[0] = None
-        # each gradient in its parameter's dtype (the float32 master weights' under autocast)
+        # each gradient in its parameter's dtype (the float32 master weights' under autocast;
+        # the GEMMs wrote the weights' so already)
         return tuple(_to(gw, dtype) for gw in grads)
 
 

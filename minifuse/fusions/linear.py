@@ -71,14 +71,15 @@ class FusedLinearAct(Function):
         x2 = A.restore(x2, dtype)
         g2 = A.rows(K.xp, g, g.shape[-1])
         want_db = bias is not None and need_b
+        gd = ctx.grad_dtype
         if activation == "none":                            # identity: dz is g itself
-            dz, db = g2, (A.sum_rows(K, g2) if want_db else None)
+            dz, db = g2, (A.sum_rows(K, g2, gd) if want_db else None)
         else:
             z = A.linear(K, x2, weight) if z is None else A.restore(z, dtype)
             dz, db = act_backward(K, g2, z, bias, activation, want_db)
         dx = A.matmul(K, dz, weight).reshape(x_shape) if need_x else None
-        dw = A.matmul(K, dz.T, x2) if need_w else None
-        return dx, dw, db
+        dw = A.matmul(K, dz.T, x2, gd) if need_w else None
+        return dx, dw, A.restore(db, gd)
 
 
 def fused_linear_act(x, weight, bias=None, activation="none", save="preact", input_store_dtype=None):

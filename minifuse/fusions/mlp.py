@@ -44,13 +44,14 @@ class FusedMLP(Function):
         x2 = A.restore(x2, dtype)
         z = A.linear(K, x2, w1) if z is None else A.restore(z, dtype)
         g2 = A.rows(K.xp, g, g.shape[-1])
+        gd = ctx.grad_dtype
         h = act_forward(K, z, b1, activation, keep_z=True)      # fc2's input, recomputed
-        dw2 = A.matmul(K, g2.T, h) if need_w2 else None
-        db2 = A.sum_rows(K, g2) if has_b2 and need_b2 else None
+        dw2 = A.matmul(K, g2.T, h, gd) if need_w2 else None
+        db2 = A.sum_rows(K, g2, gd) if has_b2 and need_b2 else None
         dz, db1 = act_backward(K, A.matmul(K, g2, w2), z, b1, activation, b1 is not None and need_b1)
         dx = A.matmul(K, dz, w1).reshape(x_shape) if need_x else None
-        dw1 = A.matmul(K, dz.T, x2) if need_w1 else None
-        return dx, dw1, db1, dw2, db2
+        dw1 = A.matmul(K, dz.T, x2, gd) if need_w1 else None
+        return dx, dw1, A.restore(db1, gd), dw2, db2
 
 
 def fused_mlp(x, w1, b1, w2, b2, activation="gelu", save="preact", input_store_dtype=None):

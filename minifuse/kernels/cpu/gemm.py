@@ -26,7 +26,10 @@ def linear(x2, w, bias, activation, out2):
 
 def bmm(a, b, out, trans_a=False, trans_b=False):
     """Checked-arguments entry: out[i] = op(a[i]) @ op(b[i]) for (batch, ., .) arrays, op the
-    transpose for ``trans_a`` / ``trans_b`` (a view: BLAS reads it in place); out C-contiguous.
+    transpose for ``trans_a`` / ``trans_b`` (a view: BLAS reads it in place); out C-contiguous, of
+    a's dtype or float32 for half-precision a and b (the float32 sums, not rounded to a's dtype).
     Many small products (attention's, per head): in chunks on a pool of threads, BLAS at one
     thread each (`batched`). Returns out."""
+    if out.dtype != a.dtype:        # NumPy's matmul would multiply in a's dtype, then widen
+        a, b = a.astype(out.dtype), b.astype(out.dtype)
     return batched.matmul(a.transpose(0, 2, 1) if trans_a else a, b.transpose(0, 2, 1) if trans_b else b, out)

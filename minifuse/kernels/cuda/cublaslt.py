@@ -159,13 +159,13 @@ class _CublasLt:
 
     def plan(self, key, run):
         """(descriptor, A/B/D layouts, algorithm) for ``key`` = (batch, n, k, m, trans_a, trans_b,
-        dtype, epilogue, compute type), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
+        dtype, out dtype, epilogue, compute type), cached. ``run(plan)`` launches with a plan: the heuristic's first CANDIDATES
         algorithms are each timed on the real arrays and the fastest is kept. While a CUDA graph is
         being captured nothing may be timed: the heuristic's first choice is used."""
         found = self.plans.get(key)
         if found is not None:
             return found
-        batch, n, k, m, trans_a, trans_b, dtype, epilogue, compute = key
+        batch, n, k, m, trans_a, trans_b, dtype, out_dtype, epilogue, compute = key
         desc = self._new("cublasLtMatmulDescCreate", compute, 0)          # scale type float32
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSA, ctypes.c_int32(_OP_T if trans_b else _OP_N))
         self._set("cublasLtMatmulDescSetAttribute", desc, _DESC_TRANSB, ctypes.c_int32(_OP_T if trans_a else _OP_N))
@@ -174,7 +174,7 @@ class _CublasLt:
         # out: row-major (n, m)
         a = self._layout(dtype, k, m, batch) if trans_b else self._layout(dtype, m, k, batch)
         b = self._layout(dtype, n, k, batch) if trans_a else self._layout(dtype, k, n, batch)
-        d = self._layout(dtype, m, n, batch)
+        d = self._layout(out_dtype, m, n, batch)
         pref = self._new("cublasLtMatmulPreferenceCreate")
         self._set("cublasLtMatmulPreferenceSetAttribute", pref, _PREF_MAX_WORKSPACE_BYTES,
                   ctypes.c_uint64(WORKSPACE_BYTES))
@@ -196,7 +196,9 @@ class _CublasLt:
         """out = op(a) @ op(b) (+ bias per output column), op the transpose for ``trans_a`` /
         ``trans_b``; (batch, rows, cols) or 2-D C-contiguous arrays of one dtype. ``epilogue``: a
         cuBLASLt epilogue other than the default / bias one (or any other cuBLASLt epilogue value).
-        ``compute``: _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32."""
+        ``compute``: _COMPUTE_32F_FAST_TF32 lets float32 products run on the tensor cores as TF32.
+        ``out`` may be float32 for float16 / bfloat16 a and b: the float32 sums are then stored
+        without the rounding to half precision (a weight gradient for float32 master weights)."""
         if self.workspace is None:
             import cupy
             self.workspace = cupy.empty(WORKSPACE_BYTES, cupy.uint8)
@@ -207,7 +209,7 @@ class _CublasLt:
             n, k = k, n
         if epilogue is None:
             epilogue = _EPILOGUE_DEFAULT if bias is None else _EPILOGUE_BIAS
-        key = (batch, n, k, out.shape[-1], trans_a, trans_b, a.dtype, epilogue, compute)
+        key = (batch, n, k, out.shape[-1], trans_a, trans_b, a.dtype, out.dtype, epilogue, compute)
         pointers = (a.data.ptr, b.data.ptr, out.data.ptr, None if bias is None else bias.data.ptr)
         plan = self.plans.get(key)
         if plan is None:
@@ -251,25 +253,26 @@ def _instance():
     return _STATE["lt"]
 
 
-def _usable(arrays):
+def _usable(arrays, out=None):
     """float32/float16/bfloat16, C-contiguous, non-empty, 256-byte aligned (the heuristic assumes CuPy's
-    allocation alignment; a sliced view may not have it), one dtype; None entries ignored."""
-    dt = None
+    allocation alignment; a sliced view may not have it), one dtype; None entries ignored. ``out``
+    (checked the same way) may also be float32 where the others are half precision."""
+    arrays = [a for a in arrays if a is not None] + ([] if out is None else [out])
+    if not arrays or arrays[0].dtype not in _CUDA_R:
+        return False
+    dt = arrays[0].dtype
     for a in arrays:
-        if a is None:
-            continue
-        if dt is None:
-            dt = a.dtype
-            if dt not in _CUDA_R:
-                return False
-        if a.dtype != dt or not a.size or a.data.ptr % 256 or not a.flags.c_contiguous:
+        if not a.size or a.data.ptr % 256 or not a.flags.c_contiguous:
             return False
-    return dt is not None
+        if a.dtype != dt and not (a is out and dt.itemsize == 2 and a.dtype == np.float32):
+            return False
+    return True
 
 
-def applies(*arrays):
-    """True where `linear` / `bmm` would run these arrays (None entries ignored) in cuBLASLt."""
-    return _usable(arrays) and _instance() is not None
+def applies(*arrays, out=None):
+    """True where `linear` / `bmm` would run these arrays (None entries ignored) into ``out`` (of
+    their dtype, or float32 for half-precision arrays) in cuBLASLt."""
+    return _usable(arrays, out) and _instance() is not None
 
 
 def takes_activation(dtype, activation):
@@ -293,8 +296,9 @@ def linear(x2, w, bias, out2, tf32=False, activation="none"):
 def bmm(a, b, out, trans_a=False, trans_b=False, tf32=False):
     """out[i] = op(a[i]) @ op(b[i]), op the transpose for ``trans_a`` / ``trans_b``, for C-contiguous
     (batch, ., .) arrays; ``tf32``: float32 products as TF32 on the tensor cores. Returns False
-    (nothing done) where cuBLASLt does not apply."""
-    if not applies(a, b, out):
+    (nothing done) where cuBLASLt does not apply. ``out`` float32 for half a and b: the float32
+    sums stored as they are."""
+    if not applies(a, b, out=out):
         return False
     compute = _COMPUTE_32F_FAST_TF32 if tf32 and a.dtype == np.float32 else _COMPUTE_32F
     _instance().matmul(a, b, out, trans_b=trans_b, trans_a=trans_a, compute=compute)

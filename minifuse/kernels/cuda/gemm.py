@@ -29,9 +29,13 @@ def matmul(xp, a, b, out=None):
     """``xp.matmul(a, b, out=out)`` in a's dtype. bfloat16 operands are multiplied in float32 and
     the product rounded to bfloat16 once: NumPy's matmul returns ml_dtypes' bfloat16 products as
     float32, and CuPy has no batched bfloat16 GEMM. (CuPy's GEMMs are not steps a replay keeps:
-    replay.py.)"""
+    replay.py.) ``out`` float32 for half-precision a and b: the product of their float32 values,
+    as cuBLASLt's float32 sums."""
     if recording() is not None:
         recording().refuse("a GEMM through CuPy")
+    if out is not None and out.dtype != a.dtype:
+        out[...] = xp.matmul(a.astype(out.dtype), b.astype(out.dtype))
+        return out
     if BFLOAT16 is None or a.dtype != BFLOAT16:
         return xp.matmul(a, b, out=out)
     product = xp.matmul(a.astype(np.float32), b.astype(np.float32))

@@ -29,12 +29,15 @@ Attention is one of two parts: ``PaddedAttention`` (the batch as it is, padded k
 import numpy as np
 
 from ..autograd.autocast import dtype_for
-from ..autograd.function import Context, Function
+from ..autograd.function import Context, Function, active_tracer
+from ..autograd.grad_mode import is_grad_enabled
 from ..kernels import checks
 from ..kernels.activations import NAMES
 from ..kernels.weights import LayerWeights
+from ..precision import get_float32_matmul_precision
 from ..tensor import Tensor
 from . import _args as A
+from . import node_graphs
 from .attention import FusedAttention, attention_args
 from .layer_norm import ResidualLayerNorm
 from .linear import SAVE, FusedLinearAct
@@ -53,6 +56,21 @@ class PaddedAttention:
     def __init__(self, mask_add, has_mask, num_heads, scale):
         self.args = (mask_add, has_mask, num_heads, scale)
 
+    def arrays(self):
+        """The arrays that change from call to call (the additive mask, where there is one)."""
+        return self.args[:1] if self.args[1] else ()
+
+    def key(self):
+        """What the kernels depend on besides `arrays`' values (None: no CUDA-graph replay)."""
+        mask_add, has_mask, num_heads, scale = self.args
+        if has_mask and not _device_array(mask_add):
+            return None
+        return (type(self).__name__, has_mask and (mask_add.shape, mask_add.dtype), num_heads, type(scale), scale)
+
+    def on(self, arrays):
+        """The same attention reading ``arrays`` in place of `arrays()`."""
+        return PaddedAttention(arrays[0], *self.args[1:]) if arrays else self
+
     def forward(self, ctx, qkv):
         return FusedAttention.forward(ctx, qkv, *self.args)
 
@@ -68,6 +86,18 @@ class PackedAttention(PaddedAttention):
     def __init__(self, block, batch, longest, mask_add, num_heads, scale):
         super().__init__(mask_add, True, num_heads, scale)
         self.block, self.shape = block, (batch, longest)
+
+    def arrays(self):
+        return (self.block, self.args[0])
+
+    def key(self):
+        padded = super().key()
+        if padded is None or not _device_array(self.block):
+            return None
+        return padded + (self.block.shape, self.block.dtype, self.shape)
+
+    def on(self, arrays):
+        return PackedAttention(arrays[0], *self.shape, arrays[1], *self.args[2:])
 
     def forward(self, ctx, qkv):
         K = A.kernels(qkv)
@@ -93,55 +123,92 @@ class FusedLayer(Function):
     @staticmethod
     def forward(ctx, x, wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2,
                 attention, lower, eps, activation, save_preact, store_dtype):
-        need = ctx.needs_input_grad
-        up1 = any(need[:3])                       # a gradient flows into the attention's output
-        up2 = up1 or any(need[3:5])               # ... into LN1's input
-        up3 = up2 or need[0] or any(need[5:7])    # ... into h
-        parts = [Context(FusedLinearAct, need[:3], None), Context(FusedAttention, (up1,), None),
-                 Context(FusedLinearAct, (up1,) + need[3:5], None),
-                 Context(ResidualLayerNorm, (up2, need[0]) + need[5:7], None),
-                 Context(FusedMLP, (up3,) + need[7:11], None),
-                 Context(ResidualLayerNorm, (True, up3) + need[11:13], None)]
-        c_qkv, c_att, c_out, c_ln1, c_mlp, c_ln2 = parts
-        for c in (c_qkv, c_out, c_mlp):     # weight gradients straight in the weights' dtype (float32 sums)
-            c.grad_dtype = x.dtype
-        norm = _FLOAT32 if lower != x.dtype else x.dtype    # the LayerNorms' dtype: float32 under autocast
-        wqkv, bqkv, wo, bo, w1, b1, w2, b2 = (_to(w, lower) for w in (wqkv, bqkv, wo, bo, w1, b1, w2, b2))
-        g1, be1, g2, be2 = (_to(w, norm) for w in (g1, be1, g2, be2))
-        qkv = FusedLinearAct.forward(c_qkv, _to(x, lower), wqkv, bqkv, "none", True, store_dtype)
-        context = attention.forward(c_att, qkv)
-        a = FusedLinearAct.forward(c_out, context, wo, bo, "none", True, store_dtype)
-        h = ResidualLayerNorm.forward(c_ln1, _to(a, norm), _to(x, norm), g1, be1, eps, store_dtype)
-        f = FusedMLP.forward(c_mlp, _to(h, lower), w1, b1, w2, b2, activation, save_preact, store_dtype)
-        out = ResidualLayerNorm.forward(c_ln2, _to(f, norm), h, g2, be2, eps, store_dtype)
-        ctx.save_for_backward(*parts)
-        ctx.meta = (attention, x.dtype, lower)
+        weights = (wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2)
+        scalars = (lower, eps, activation, save_preact, store_dtype)
+        need = ctx.needs_input_grad[:13]
+
+        def run(x, *arrays):
+            return _forward(need, x, weights, attention.on(arrays), *scalars)
+        # on a GPU, from the second call of a signature on: CUDA graphs of the node (node_graphs.py)
+        out, state = node_graphs.forward(_graph_key(x, weights, attention, need, scalars), run,
+                                         (x,) + attention.arrays())
+        ctx.save_for_backward(state)        # (freed after backward: the graphs' buffers are free again)
+        ctx.meta = (x.dtype, lower, need[0])
         return out
 
     @staticmethod
     def backward(ctx, g):
-        c_qkv, c_att, c_out, c_ln1, c_mlp, c_ln2 = ctx.saved_tensors
-        attention, dtype, lower = ctx.meta
-        grads = [None] * 13             # x and the twelve parameters, in forward's order
-        # each part runs when a gradient is wanted from it: for one of its own inputs or below it
-        df, dh, grads[11], grads[12] = ResidualLayerNorm.backward(c_ln2, g)
-        if any(c_mlp.needs_input_grad):
-            dh_mlp, grads[7], grads[8], grads[9], grads[10] = FusedMLP.backward(c_mlp, _to(df, lower))
-            if dh_mlp is not None:
-                dh = dh + dh_mlp            # (a half dh_mlp is widened inside the add)
-        if any(c_ln1.needs_input_grad):
-            da, grads[0], grads[5], grads[6] = ResidualLayerNorm.backward(c_ln1, dh)
-            if any(c_out.needs_input_grad):
-                dcontext, grads[3], grads[4] = FusedLinearAct.backward(c_out, _to(da, lower))
-                if dcontext is not None:
-                    dx, grads[1], grads[2] = FusedLinearAct.backward(c_qkv, attention.backward(c_att, dcontext))
-                    if dx is not None:
-                        grads[0] = grads[0] + dx
-        if not ctx.needs_input_grad[0]:
-            grads[0] = None
-        # each gradient in its parameter's dtype (the float32 master weights' under autocast;
-        # the GEMMs wrote the weights' so already)
-        return tuple(_to(gw, dtype) for gw in grads)
+        (state,) = ctx.saved_tensors
+        return node_graphs.backward(state, lambda aux, g: _backward(*ctx.meta, aux, g), g)
+
+
+def _forward(need, x, weights, attention, lower, eps, activation, save_preact, store_dtype):
+    """The layer's output and what backward needs: the six parts' Contexts and the attention."""
+    wqkv, bqkv, wo, bo, g1, be1, w1, b1, w2, b2, g2, be2 = weights
+    up1 = any(need[:3])                       # a gradient flows into the attention's output
+    up2 = up1 or any(need[3:5])               # ... into LN1's input
+    up3 = up2 or need[0] or any(need[5:7])    # ... into h
+    parts = [Context(FusedLinearAct, need[:3], None), Context(FusedAttention, (up1,), None),
+             Context(FusedLinearAct, (up1,) + need[3:5], None),
+             Context(ResidualLayerNorm, (up2, need[0]) + need[5:7], None),
+             Context(FusedMLP, (up3,) + need[7:11], None),
+             Context(ResidualLayerNorm, (True, up3) + need[11:13], None)]
+    c_qkv, c_att, c_out, c_ln1, c_mlp, c_ln2 = parts
+    for c in (c_qkv, c_out, c_mlp):     # weight gradients straight in the weights' dtype (float32 sums)
+        c.grad_dtype = x.dtype
+    norm = _FLOAT32 if lower != x.dtype else x.dtype    # the LayerNorms' dtype: float32 under autocast
+    wqkv, bqkv, wo, bo, w1, b1, w2, b2 = (_to(w, lower) for w in (wqkv, bqkv, wo, bo, w1, b1, w2, b2))
+    g1, be1, g2, be2 = (_to(w, norm) for w in (g1, be1, g2, be2))
+    qkv = FusedLinearAct.forward(c_qkv, _to(x, lower), wqkv, bqkv, "none", True, store_dtype)
+    context = attention.forward(c_att, qkv)
+    a = FusedLinearAct.forward(c_out, context, wo, bo, "none", True, store_dtype)
+    h = ResidualLayerNorm.forward(c_ln1, _to(a, norm), _to(x, norm), g1, be1, eps, store_dtype)
+    f = FusedMLP.forward(c_mlp, _to(h, lower), w1, b1, w2, b2, activation, save_preact, store_dtype)
+    out = ResidualLayerNorm.forward(c_ln2, _to(f, norm), h, g2, be2, eps, store_dtype)
+    return out, (parts, attention)
+
+
+def _backward(dtype, lower, need_x, aux, g):
+    """The gradients of x and the twelve parameters (None where not wanted), from `_forward`'s aux."""
+    (c_qkv, c_att, c_out, c_ln1, c_mlp, c_ln2), attention = aux
+    grads = [None] * 13             # x and the twelve parameters, in forward's order
+    # each part runs when a gradient is wanted from it: for one of its own inputs or below it
+    df, dh, grads[11], grads[12] = ResidualLayerNorm.backward(c_ln2, g)
+    if any(c_mlp.needs_input_grad):
+        dh_mlp, grads[7], grads[8], grads[9], grads[10] = FusedMLP.backward(c_mlp, _to(df, lower))
+        if dh_mlp is not None:
+            dh = dh + dh_mlp            # (a half dh_mlp is widened inside the add)
+    if any(c_ln1.needs_input_grad):
+        da, grads[0], grads[5], grads[6] = ResidualLayerNorm.backward(c_ln1, dh)
+        if any(c_out.needs_input_grad):
+            dcontext, grads[3], grads[4] = FusedLinearAct.backward(c_out, _to(da, lower))
+            if dcontext is not None:
+                dx, grads[1], grads[2] = FusedLinearAct.backward(c_qkv, attention.backward(c_att, dcontext))
+                if dx is not None:
+                    grads[0] = grads[0] + dx
+    if not need_x:
+        grads[0] = None
+    # each gradient in its parameter's dtype (the float32 master weights' under autocast;
+    # the GEMMs wrote the weights' so already)
+    return tuple(_to(gw, dtype) for gw in grads)
+
+
+def _graph_key(x, weights, attention, need, scalars):
+    """The node's signature for CUDA-graph replay (``node_graphs``): on CuPy arrays of a dtype
+    whose GEMMs a graph captures (not float64), with gradients recorded; else None."""
+    if not _device_array(x) or x.dtype == np.float64 or not any(need) or not is_grad_enabled() \
+            or active_tracer() is not None:
+        return None
+    part = attention.key()
+    if part is None or any(w is not None and not _device_array(w) for w in weights):
+        return None
+    ws = tuple(None if w is None else (w.data.ptr, w.shape, w.strides, w.dtype) for w in weights)
+    return ("layer", x.shape, x.dtype, x.data.device_id, ws, need, part, scalars, get_float32_matmul_precision())
+
+
+def _device_array(a):
+    """A CuPy array (a GPU's: the simulator's CUDA arrays are NumPy's)."""
+    return type(a).__module__.partition(".")[0] == "cupy"
 
 
 def fused_transformer_layer(x, weights, key_mask, num_heads, eps=1e-12, activation="gelu", save="preact",

@@ -29,23 +29,29 @@ from .runtime import SIMULATOR
 
 
 @contextlib.contextmanager
-def recording(held, before=None, caller="CudaGraph"):
+def recording(held, before=None, caller="CudaGraph", pool=None):
     """Record the GPU work queued inside the block: yields a dict whose "graph" is the captured
     cupy Graph once the block exits without an error. The work runs on a private non-blocking
     stream that first waits for the caller's (the arguments may still be being written there: an
     upload queued behind work in flight); ``before()``, if given, runs on that stream before the
     capture starts (a warm-up), then the stream is synchronized. Every buffer allocated during
     the capture is appended to ``held``: kept alive with the graph, so that the memory pool
-    cannot hand it to anyone else while the graph may still write it."""
+    cannot hand it to anyone else while the graph may still write it. Or, with ``pool`` (a
+    ``cupy.cuda.MemoryPool`` that only the graphs of one owner use, ``held`` None), buffers
+    come from that pool: one freed during the capture is reused later in it (the graph runs its
+    work in order), and no one else can be handed it."""
     if SIMULATOR:
         raise RuntimeError(f"{caller}: CUDA graphs need a real GPU (not NUMBA_ENABLE_CUDASIM)")
     import cupy
-    pool = cupy.get_default_memory_pool()
+    if pool is not None:
+        hold = pool.malloc
+    else:
+        default = cupy.get_default_memory_pool()
 
-    def hold(size):
-        mem = pool.malloc(size)
-        held.append(mem)
-        return mem
+        def hold(size):
+            mem = default.malloc(size)
+            held.append(mem)
+            return mem
 
     stream = cupy.cuda.Stream(non_blocking=True)
     stream.wait_event(cupy.cuda.get_current_stream().record())

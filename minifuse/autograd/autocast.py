@@ -90,15 +90,14 @@ def dtype_for(tensor):
     return _state.dtypes.get(tensor.device.type)
 
 
-def cast_inputs(cls, args):
-    """``args`` with the Tensor arguments of op class ``cls`` cast by its ``autocast`` policy."""
+def cast_inputs(policy, args):
+    """``args`` with their Tensor arguments cast by an op's ``autocast`` policy."""
     from ..ops.elementwise import Cast
     from ..tensor import Tensor
     tensors = [a for a in args if isinstance(a, Tensor) and is_floating(a.dtype)]
     if not tensors:
         return args
     lower = dtype_for(tensors[0])
-    policy = cls.autocast
     if lower is None or policy is None:
         return args
     if policy == "lower":

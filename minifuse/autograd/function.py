@@ -148,7 +148,7 @@ class Function:
         from ..tensor import Tensor
 
         if cls.autocast is not None and _autocast_state.dtypes:
-            args = cast_inputs(cls, args)
+            args = cast_inputs(cls.autocast, args)
         tensors = [(i, a) for i, a in enumerate(args) if isinstance(a, Tensor)]
         xp = cls._check_inputs(tensors)
         needs = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)

@@ -12,8 +12,8 @@ Variants: minifuse taped (``unfused``), minifuse fused (``fused_training=True`` 
 minifuse fused graphed (the layer, or the MLP function, passed once through
 ``mf.cuda.make_graphed_callables``: the same eager loop, whose forward and backward each launch
 one graph), minifuse fused graph (the whole fused step captured once by ``mf.cuda.graph`` and
-replayed: one launch a step), minifuse fused written (the layer's node run as written: its CUDA-graph
-replay, ``fusions.node_graphs``, off); neither graphed nor graph for layer_padded, whose packing reads the lengths on the
+replayed: one launch a step), minifuse fused written (the fused node, the layer's or the MLP's, run as
+written: its CUDA-graph replay, ``fusions.node_graphs``, off); neither graphed nor graph for layer_padded, whose packing reads the lengths on the
 host. Each in float32 and
 under ``mf.autocast("cuda", float16)`` (float32 master weights), against torch eager in float32
 and under ``torch.autocast("cuda", torch.float16)``. A step is forward, ``backward(g)`` with a
@@ -129,7 +129,7 @@ def _at_precision(step, precision):
 
 
 def _written(step):
-    """``step`` with every fused layer node run as written (``fusions.node_graphs`` off)."""
+    """``step`` with every fused node run as written (``fusions.node_graphs`` off)."""
     from minifuse.fusions import node_graphs
 
     def run():
@@ -254,8 +254,8 @@ def run(workloads, repeat, inner, profile=False):
             cases = {"minifuse unfused": _minifuse_case(w, "unfused", half),
                      "minifuse fused": _minifuse_case(w, "fused", half),
                      "torch eager": _torch_case(w, half)}
-            if w != "mlp":       # the layer's node replayed from CUDA graphs (the default), and not
-                cases["minifuse fused written"] = _written(_minifuse_case(w, "fused", half))
+            # the fused node replayed from CUDA graphs (the default), and not
+            cases["minifuse fused written"] = _written(_minifuse_case(w, "fused", half))
             if w == "layer_padded":
                 cases["minifuse fused padded"] = _minifuse_case(w, "padded", half)
             else:      # (packing reads the sequence lengths on the host: not capturable)

@@ -47,22 +47,29 @@ def stats_dtype(dtype):
     return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
 
 
-def autocast(fn, cls, *args):
-    """``args`` cast by fused function ``cls``'s ``autocast`` policy under ``mf.autocast`` (the
-    GEMM-based functions run in the autocast dtype, LayerNorm in float32), before the checks,
-    as the taped ops are; unchanged outside autocast. Where the backend's kernels do not take the
-    autocast dtype (float16 on the CPU), a clear error: running in the inputs' dtype instead would
+def autocast(fn, cls, *args, policy=None):
+    """``args`` cast by fused function ``cls``'s ``autocast`` policy (or ``policy``) under
+    ``mf.autocast`` (the GEMM-based functions run in the autocast dtype, LayerNorm in float32),
+    before the checks, as the taped ops are; unchanged outside autocast."""
+    policy = cls.autocast if policy is None else policy
+    if autocast_dtype(fn, policy, *args) is None:
+        return args
+    return cast_inputs(policy, args)
+
+
+def autocast_dtype(fn, policy, *args):
+    """The autocast dtype on the device of the first Tensor of ``args`` (None: autocast off
+    there). Where the backend's kernels do not take it (float16 on the CPU) and the function
+    runs in it (``policy`` "lower"), a clear error: running in the inputs' dtype instead would
     compute another function than the taped ops under the same autocast."""
     first = next((a for a in args if isinstance(a, Tensor)), None)
     lower = None if first is None else dtype_for(first)
-    if lower is None:
-        return args
-    if cls.autocast == "lower" and lower not in dtypes(first.data):
+    if lower is not None and policy == "lower" and lower not in dtypes(first.data):
         names = ", ".join(str(d) for d in dtypes(first.data))
         raise TypeError(f"{fn}: under mf.autocast('{first.device.type}', {lower}) its inputs run in {lower}, "
                         f"which the {first.device.type} kernels do not take ({names}); call it outside "
                         f"autocast, or use the taped ops (layers do this themselves)")
-    return cast_inputs(cls, args)
+    return lower
 
 
 def tensor(fn, name, t, like=None, min_ndim=None):

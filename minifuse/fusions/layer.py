@@ -29,12 +29,10 @@ Attention is one of two parts: ``PaddedAttention`` (the batch as it is, padded k
 import numpy as np
 
 from ..autograd.autocast import dtype_for
-from ..autograd.function import Context, Function, active_tracer
-from ..autograd.grad_mode import is_grad_enabled
+from ..autograd.function import Context, Function
 from ..kernels import checks
 from ..kernels.activations import NAMES
 from ..kernels.weights import LayerWeights
-from ..precision import get_float32_matmul_precision
 from ..tensor import Tensor
 from . import _args as A
 from . import node_graphs
@@ -63,7 +61,7 @@ class PaddedAttention:
     def key(self):
         """What the kernels depend on besides `arrays`' values (None: no CUDA-graph replay)."""
         mask_add, has_mask, num_heads, scale = self.args
-        if has_mask and not _device_array(mask_add):
+        if has_mask and not node_graphs.device_array(mask_add):
             return None
         return (type(self).__name__, has_mask and (mask_add.shape, mask_add.dtype), num_heads, type(scale), scale)
 
@@ -92,7 +90,7 @@ class PackedAttention(PaddedAttention):
 
     def key(self):
         padded = super().key()
-        if padded is None or not _device_array(self.block):
+        if padded is None or not node_graphs.device_array(self.block):
             return None
         return padded + (self.block.shape, self.block.dtype, self.shape)
 
@@ -194,21 +192,9 @@ def _backward(dtype, lower, need_x, aux, g):
 
 
 def _graph_key(x, weights, attention, need, scalars):
-    """The node's signature for CUDA-graph replay (``node_graphs``): on CuPy arrays of a dtype
-    whose GEMMs a graph captures (not float64), with gradients recorded; else None."""
-    if not _device_array(x) or x.dtype == np.float64 or not any(need) or not is_grad_enabled() \
-            or active_tracer() is not None:
-        return None
+    """The node's signature for CUDA-graph replay (``node_graphs.signature``), or None."""
     part = attention.key()
-    if part is None or any(w is not None and not _device_array(w) for w in weights):
-        return None
-    ws = tuple(None if w is None else (w.data.ptr, w.shape, w.strides, w.dtype) for w in weights)
-    return ("layer", x.shape, x.dtype, x.data.device_id, ws, need, part, scalars, get_float32_matmul_precision())
-
-
-def _device_array(a):
-    """A CuPy array (a GPU's: the simulator's CUDA arrays are NumPy's)."""
-    return type(a).__module__.partition(".")[0] == "cupy"
+    return None if part is None else node_graphs.signature("layer", x, weights, need, part, scalars)
 
 
 def fused_transformer_layer(x, weights, key_mask, num_heads, eps=1e-12, activation="gelu", save="preact",

@@ -23,6 +23,11 @@ precision; the caller makes it):
   backward graph and returns the gradients as views of one fresh copy of the graph's gradient
   block.
 
+A captured signature is replayed where that pays: when the GPU has done the work queued before
+the signature's previous call (the host is less than a step ahead of it, so the GPU waits for
+the host's Python). When the host is further ahead, the GPU is what bounds the loop (a float32
+step of large GEMMs), the replay would only add its copies, and the call runs as written.
+
 A signature's buffers hold one call's saved activations. A call takes them (its ``lease``)
 from its forward until the engine frees its saved arrays after backward (or the output is
 dropped); a call of the same signature while they are taken runs as written (two forwards
@@ -39,7 +44,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-__all__ = ["forward", "backward", "set_enabled", "is_enabled", "clear", "REFUSED", "PLANS_MAX"]
+__all__ = ["forward", "backward", "signature", "device_array", "kept", "set_enabled", "is_enabled", "clear",
+           "REFUSED", "PLANS_MAX"]
 
 PLANS_MAX = 64              # each keeps its own memory pool: one node's activations and temporaries
 CAPTURE_AT = 2              # the call of a signature that is captured (earlier ones run as written)
@@ -67,6 +73,29 @@ def clear():
         REFUSED.clear()
 
 
+def signature(name, x, weights, need, *rest):
+    """A node's signature for `forward`, or None where it is not replayed: unless ``x`` and every
+    weight are CuPy arrays of a dtype whose GEMMs a graph captures (not float64), a gradient is
+    wanted and recorded, no graph pass traces and the call is not inside another node's forward
+    or backward (the outer node is the one replayed). ``weights``: arrays or None, read where
+    they are (their addresses are part of the signature); ``rest``: the scalars the kernels
+    depend on."""
+    from ..autograd.function import active_tracer
+    from ..autograd.grad_mode import is_grad_enabled
+    from ..precision import get_float32_matmul_precision
+    if getattr(_STATE, "depth", 0) or not device_array(x) or x.dtype == np.float64 or not any(need) \
+            or not is_grad_enabled() or active_tracer() is not None \
+            or any(w is not None and not device_array(w) for w in weights):
+        return None
+    ws = tuple(None if w is None else (w.data.ptr, w.shape, w.strides, w.dtype) for w in weights)
+    return (name, x.shape, x.strides, x.dtype, x.data.device_id, ws, need, rest, get_float32_matmul_precision())
+
+
+def device_array(a):
+    """A CuPy array (a GPU's: the simulator's CUDA arrays are NumPy's)."""
+    return type(a).__module__.partition(".")[0] == "cupy"
+
+
 class _Plan:
     """One signature: how often it was called, its graphs and static buffers once captured."""
 
@@ -78,6 +107,8 @@ class _Plan:
         self.forward_graph = self.backward_graph = None
         self.grad_in = self.block = self.layout = None
         self.lease = None            # weakref to the state of the call whose activations the buffers hold
+        self.marks, self.turn = None, 0     # events recorded at the calls' starts (`_gpu_caught_up`)
+        self.replays = 0
 
     def busy(self):
         return self.lease is not None and self.lease() is not None
@@ -123,20 +154,24 @@ def forward(key, run, inputs):
     ones ``run`` reads besides the weights named in ``key``."""
     plan = _take(key)
     if plan is None:
-        out, aux = run(*inputs)
+        out, aux = _inside(run, *inputs)
         return out, _Written(aux)
     if plan.backward_graph is not None:
+        if not _gpu_caught_up(plan):
+            out, aux = _inside(run, *inputs)
+            return out, _Written(aux)
+        plan.replays += 1
         for static, a in zip(plan.inputs, inputs):
             static[...] = a
         plan.forward_graph.launch(stream=_stream())
         state = _Replayed(plan)
         plan.lease = weakref.ref(state)
         return plan.out.copy(), state
-    out, aux = run(*inputs)       # (a captured forward whose call's backward never ran: checked again)
+    out, aux = _inside(run, *inputs)       # (a captured forward whose call's backward never ran: checked again)
     try:
         if plan.forward_graph is None:
             plan.inputs = plan.static(inputs)
-            plan.forward_graph, (plan.out, plan.aux) = _capture(plan, lambda: run(*plan.inputs))
+            plan.forward_graph, (plan.out, plan.aux) = _capture(plan, lambda: _inside(run, *plan.inputs))
         else:
             for static, a in zip(plan.inputs, inputs):
                 static[...] = a
@@ -154,18 +189,18 @@ def forward(key, run, inputs):
 def backward(state, back, g):
     """The gradients ``back(aux, g)`` (a tuple of arrays and None) for the call of ``state``."""
     if type(state) is _Written:
-        return back(state.aux, g)
+        return _inside(back, state.aux, g)
     plan = state.plan
     if type(state) is _Replayed:
         plan.grad_in[...] = g
         plan.backward_graph.launch(stream=_stream())
         return _views(plan.block.copy(), plan.layout)
-    grads = back(state.aux, g)
+    grads = _inside(back, state.aux, g)
     if plan.backward_graph is not None or _refused(plan):      # (a second backward of the call)
         return grads
     try:
         (plan.grad_in,) = plan.static((g,))
-        graph, (plan.block, plan.layout) = _capture(plan, lambda: _gathered(back(plan.aux, plan.grad_in)))
+        graph, (plan.block, plan.layout) = _capture(plan, lambda: _gathered(_inside(back, plan.aux, plan.grad_in)))
         graph.launch(stream=_stream())
         replayed = _views(plan.block, plan.layout)
         if any((a is None) != (b is None) or (a is not None and not _same_bits(a, b))
@@ -176,6 +211,33 @@ def backward(state, back, g):
         return grads
     plan.backward_graph = graph
     return grads
+
+
+def _gpu_caught_up(plan):
+    """Whether the GPU has reached the start of this signature's previous call (an event recorded
+    there has completed); records this call's start."""
+    import cupy
+    if plan.marks is None:
+        plan.marks = [cupy.cuda.Event(block=False, disable_timing=True) for _ in range(2)]
+    previous, this = plan.marks[plan.turn], plan.marks[1 - plan.turn]
+    caught_up = previous.done           # (True for an event never recorded)
+    this.record(_stream())
+    plan.turn = 1 - plan.turn
+    return caught_up
+
+
+def kept(state):
+    """What the call of ``state`` keeps for backward (``run``'s aux; replayed: the plan's buffers)."""
+    return state.plan.aux if type(state) is _Replayed else state.aux
+
+
+def _inside(fn, *args):
+    """fn(*args) as a node's own work: the nodes it calls run as written (`signature`)."""
+    _STATE.depth = getattr(_STATE, "depth", 0) + 1
+    try:
+        return fn(*args)
+    finally:
+        _STATE.depth -= 1
 
 
 class _Differs(Exception):

@@ -1,9 +1,10 @@
-"""The fused layer's CUDA-graph replay (``minifuse.fusions.node_graphs``): an eager training loop
-whose layers replay their node from graphs computes, bit for bit, what the same loop computes
-with every call run as written (float32, float16 and bfloat16 autocast, a padding mask whose
-values change, packed rows, frozen parameters), a signature whose buffers are taken runs as
-written, a retained graph's second backward is the first's, and nothing is captured inside a
-user's CUDA graph."""
+"""The fused nodes' CUDA-graph replay (``minifuse.fusions.node_graphs``): an eager training loop
+whose layers (the one-node transformer layer, the fused MLP) replay their node from graphs
+computes, bit for bit, what the same loop computes with every call run as written (float32,
+float16 and bfloat16 autocast, a padding mask whose values change, packed rows, frozen
+parameters, an empty batch, NaN and Inf inputs), a signature whose buffers are taken runs as
+written, a retained graph's second backward is the first's, a node inside another runs as
+written, and nothing is captured inside a user's CUDA graph."""
 import copy
 
 import numpy as np
@@ -77,8 +78,65 @@ def test_replayed_steps_are_the_written_steps_bit_for_bit(dtype, masked, rng):
     want = _train(twin, batches, dtype, replay=False)
     assert not node_graphs._PLANS
     got = _train(layer, batches, dtype, replay=True)
+    # one signature: the MLP inside the layer's node runs as written (the layer is replayed)
+    assert len(_captured()) == 1 and len(node_graphs._PLANS) == 1 and not node_graphs.REFUSED
+    _same(got, want)
+
+
+@pytest.mark.parametrize("dtype", [None, mf.float16, mf.bfloat16], ids=["float32", "float16", "bfloat16"])
+@pytest.mark.parametrize("activation, bias", [("swiglu", False), ("gelu", True)])
+def test_the_fused_mlp_replays_bit_for_bit(dtype, activation, bias, rng):
+    mf.manual_seed(5)
+    mlp = nn.MLP(64, activation, expansion_factor=1.5, bias=bias, backend="fused").to("cuda")
+    twin = copy.deepcopy(mlp)
+    batches = _batches(rng, (3, 16, 64), 5)
+    want = _train(twin, batches, dtype, replay=False)
+    got = _train(mlp, batches, dtype, replay=True)
     assert len(_captured()) == 1 and not node_graphs.REFUSED
     _same(got, want)
+
+
+def test_a_layer_with_dropout_replays_its_mlp_node(rng):
+    """With active dropout the layer is five nodes; its fused MLP is one of them and replays."""
+    mf.manual_seed(6)
+    layer = nn.TransformerLayer(32, 2, 64, dropout=0.1, fused_training=True).to("cuda")
+    batches = _batches(rng, (2, 8, 32), 4)
+    mf.manual_seed(7)
+    want = _train(copy.deepcopy(layer), batches, None, replay=False)
+    mf.manual_seed(7)
+    got = _train(layer, batches, None, replay=True)
+    assert [k[0] for k in node_graphs._PLANS] == ["mlp"] and len(_captured()) == 1
+    _same(got, want)
+
+
+NODES = pytest.mark.parametrize("make", [lambda: nn.TransformerLayer(32, 2, 64, fused_training=True),
+                                        lambda: nn.MLP(32, "swiglu", backend="fused")], ids=["layer", "mlp"])
+
+
+@NODES
+def test_nan_and_inf_replay_as_written(make, rng):
+    mf.manual_seed(8)
+    model = make().to("cuda")
+    batches = _batches(rng, (2, 8, 32), 5)
+    for (x, dy, _), bad in zip(batches[2:], (np.nan, np.inf, -np.inf)):    # after the capture
+        x.data[0, 3, 5] = bad
+    for dtype in (None, mf.float16):
+        node_graphs.clear()
+        want = _train(copy.deepcopy(model), batches, dtype, replay=False)
+        got = _train(copy.deepcopy(model), batches, dtype, replay=True)
+        assert len(_captured()) == 1
+        assert any(np.isnan(a).any() for a in got)
+        _same(got, want)
+
+
+@NODES
+def test_an_empty_batch_trains_as_written(make, rng):
+    mf.manual_seed(9)
+    model = make().to("cuda")
+    batches = _batches(rng, (0, 8, 32), 4)
+    want = _train(copy.deepcopy(model), batches, None, replay=False)
+    _same(_train(model, batches, None, replay=True), want)
+    assert all(not np.any(a) for a in want[2:5])      # no tokens: zero parameter gradients
 
 
 def test_packed_rows_replay_when_the_lengths_repeat(rng):
@@ -153,3 +211,21 @@ def test_nothing_is_captured_inside_a_users_graph(rng):
             layer(x).backward(dy)
     assert not node_graphs._PLANS
     g.replay()
+
+
+def test_a_call_while_the_gpu_is_behind_runs_as_written(rng):
+    """Where the GPU has not reached the signature's previous call the host is not what bounds
+    the loop, and the replay would only add its copies: those calls run as written."""
+    import cupy
+    mlp = nn.MLP(32, "swiglu", backend="fused").to("cuda")
+    x, dy, _ = _batches(rng, (2, 8, 32), 1)[0]
+    for _ in range(3):                     # written, captured, replayed
+        mlp(x).backward(dy)
+    (plan,) = node_graphs._PLANS.values()
+    assert plan.replays == 1
+    big = cupy.ones((8192, 8192), cupy.float32)
+    for _ in range(3):
+        big @ big                          # about 20 ms of GPU work queued before each call
+        mlp(x).backward(dy)
+    # the first of them finds the GPU past its previous call (replayed), the others do not
+    assert plan.replays == 2

@@ -65,7 +65,6 @@ class ScatterRows(Function):
 
 def _index(fn, index, bound, like):
     """``index`` as an int64 array of the backend of ``like`` (a Tensor), distinct values in [0, bound)."""
-    K = A.kernels(like.data)
     host = index.get() if hasattr(index, "get") else np.asarray(index)
     if host.ndim != 1 or host.dtype.kind not in "iu":
         raise TypeError(f"{fn}: 'index' must be a 1-D integer array, got {host.dtype} of shape {host.shape}")
@@ -73,15 +72,12 @@ def _index(fn, index, bound, like):
         raise ValueError(f"{fn}: 'index' values must be in [0, {bound}), got [{host.min()}, {host.max()}]")
     if np.unique(host).size != host.size:
         raise ValueError(f"{fn}: 'index' values must be distinct (each row moved once)")
-    return device_index(K.xp, host, like.data)
+    return device_index(host, like.data)
 
 
-def device_index(xp, host, like):
-    """A host index (checked) as int64 on the device of the array ``like`` (module ``xp``)."""
-    if xp is np:
-        return host.astype(np.int64, copy=False)
-    with xp.cuda.Device(like.device.id):
-        return xp.asarray(host, dtype=np.int64)
+def device_index(host, like):
+    """A host index (checked) as int64 on the device of the array ``like``."""
+    return A.kernels(like).to_device(host, np.int64, like)
 
 
 def gather_rows(x, index):

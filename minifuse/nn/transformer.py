@@ -155,7 +155,7 @@ def _packed_training(layers, x, attention_mask):
     # packed row t of sequence b, position j, is row b * L + j of the (B, L) attention block
     block = np.repeat(np.arange(nb) * longest - cu[:-1], lengths) + np.arange(int(cu[-1]))
     keep = np.arange(longest)[None, :] < lengths[:, None]                     # (B, L)
-    index, block = (FU.device_index(x.xp, i, x.data) for i in (index, block))
+    index, block = (FU.device_index(i, x.data) for i in (index, block))
 
     def attention(num_heads):
         def attend(qkv):

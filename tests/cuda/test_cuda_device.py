@@ -150,3 +150,25 @@ def test_kernels_run_on_cupys_current_stream(rng):
         host = y.get(stream=s)   # ordered after the kernel only if it ran on s
     s.synchronize()
     np.testing.assert_array_equal(host, expected)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.bool_, np.int32, np.int64, np.float16, np.float32])
+@pytest.mark.parametrize("shape", [(0,), (1,), (7, 5), (3, 0, 2)])
+def test_host_arrays_reach_the_device_without_waiting_for_it(dtype, shape):
+    """Masks and packing offsets go to the GPU through a pinned buffer on the current stream:
+    the call returns while earlier GPU work still runs, and the copy is the host array's values
+    at the call (changed afterwards, the device copy keeps them)."""
+    import cupy
+    from minifuse.kernels.cuda import packing
+    host = (np.arange(int(np.prod(shape))).reshape(shape) % 2).astype(dtype)
+    like = cupy.zeros(1, cupy.float32)
+    big = cupy.ones((8192, 8192), cupy.float32)
+    big @ big                             # about 20 ms of GPU work queued first
+    out = packing.to_device(host, host.dtype, like)
+    waited = cupy.cuda.get_current_stream().done
+    want = host.copy()
+    host[...] = 0 if host.size else host
+    assert out.dtype == host.dtype and out.shape == shape and out.flags.c_contiguous
+    np.testing.assert_array_equal(out.get(), want)
+    assert not waited or host.size == 0

@@ -18,7 +18,7 @@ from .jit import inline, kernel
 from .rows import LANES
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
+__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows", "to_device"]
 
 
 @kernel
@@ -160,3 +160,7 @@ def attend_varlen(qkv, pk, num_heads, scale, method, out):
         _by_sequence(qkv, pk, num_heads, scale, out)
     return out
 
+
+def to_device(host, dtype, like):
+    """A host array as a C-contiguous array of ``dtype`` for the arrays of ``like`` (here: NumPy's)."""
+    return np.ascontiguousarray(host, dtype)

@@ -12,7 +12,7 @@ from ...dtypes import bfloat16
 from .. import checks as shared
 from ..checks import flat_rows, key_mask_values, rows  # noqa: F401  (this backend's names for them)
 from .blocks import MAX_ROW
-from .runtime import device_id, xp_for
+from .runtime import device_id, host_to_device, xp_for
 
 DTYPES = ((np.dtype(np.float16),) + (() if bfloat16 is None else (bfloat16,))
           + (np.dtype(np.float32), np.dtype(np.float64)))
@@ -30,8 +30,7 @@ def key_mask(fn, mask, batch, keys, like):
     xp = xp_for(fn, name0, a0)
     if isinstance(mask, np.ndarray) and xp is not np:
         key_mask_values(fn, mask, batch, keys)     # first: CuPy refuses some NumPy dtypes (strings)
-        with xp.cuda.Device(device_id(a0)):
-            mask = xp.asarray(mask)
+        mask = host_to_device(mask, mask.dtype, device_id(a0))
     if xp_for(fn, "key_mask", mask) is not xp or device_id(mask) != device_id(a0):
         raise ValueError(f"{fn}: 'key_mask' must be on the device of '{name0}'")
     key_mask_values(fn, mask, batch, keys)

@@ -30,12 +30,12 @@ from .attention import attend_packed, row_exp_sum
 from .blocks import MAX_THREADS, PER, threads_for
 from .checks import device_id
 from .mathfn import compute_dtype
-from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
+from .runtime import SIMULATOR, blocks, cuda, host_to_device, launch, row_threads, xp_for
 from .storage import access
 from .words import address
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows"]
+__all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows", "to_device"]
 
 # The padded route of `attend_varlen` runs while B * L^2 <= PAD_WORK_RATIO * sum of squared lengths.
 PAD_WORK_RATIO = 8.0
@@ -152,16 +152,22 @@ def pack_offsets(fn, key_mask, batch, seq, like):
     """The `Packing` of key_mask (B, S) (checked: bool or 0/1 numbers; a CuPy mask is read on the
     host), with index and offsets on the device of `like` = (name, array)."""
     name, a = like
-    xp = xp_for(fn, name, a)
+    xp_for(fn, name, a)
     if not isinstance(key_mask, np.ndarray):
         xp_for(fn, "key_mask", key_mask)
     checks.key_mask_values(fn, key_mask, batch, seq)
     host = key_mask if isinstance(key_mask, np.ndarray) else key_mask.get()
     cu, index = packing.offsets(host)
-    if xp is np:
-        return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), index, cu)
-    with xp.cuda.Device(device_id(a)):
-        return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), xp.asarray(index), xp.asarray(cu))
+    return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), to_device(index, index.dtype, a),
+                           to_device(cu, cu.dtype, a))
+
+
+def to_device(host, dtype, like):
+    """A host array as a C-contiguous array of ``dtype`` on the device of the array ``like``
+    (copied without waiting for the GPU: `runtime.host_to_device`)."""
+    if SIMULATOR:
+        return np.ascontiguousarray(host, dtype)
+    return host_to_device(host, dtype, device_id(like))
 
 
 @functools.lru_cache(maxsize=None)

@@ -38,6 +38,7 @@ SIMULATOR = bool(_config.ENABLE_CUDASIM)
 MIN_THREADS = 4 if SIMULATOR else 32
 
 __all__ = ["cuda", "SIMULATOR", "MIN_THREADS", "xp_for", "device_id", "device_array", "stream", "launch",
+           "host_to_device",
            "recording", "recording_into", "blocks", "row_threads"]
 
 
@@ -117,6 +118,35 @@ def _current_stream(table, wrap):
             table.clear()
         s = table[ptr] = wrap(ptr)
     return s
+
+
+_STAGED = []      # (event, pinned buffer) of host-to-device copies the GPU may not have done yet
+_STAGED_LOCK = threading.Lock()
+
+
+def host_to_device(host, dtype, device):
+    """A NumPy array as a new C-contiguous CuPy array of ``dtype`` on GPU ``device``, copied on the
+    current stream without waiting for the GPU. ``cupy.asarray`` of pageable host memory waits
+    until the GPU has done all the work queued before it (the host could not run ahead of the
+    GPU in a step that sends a mask or packing offsets); this copies through a pinned buffer,
+    kept until an event after the copy has completed. While a graph is being captured: a plain
+    copy (a captured copy would read the buffer at every replay)."""
+    import cupy
+    host = np.ascontiguousarray(host, dtype)
+    with cupy.cuda.Device(device):
+        stream = cupy.cuda.get_current_stream()
+        if host.nbytes == 0 or stream.is_capturing():
+            return cupy.asarray(host)
+        out = cupy.empty(host.shape, host.dtype)
+        pinned = cupy.cuda.alloc_pinned_memory(host.nbytes)
+        np.frombuffer(pinned, np.uint8, host.nbytes)[:] = host.reshape(-1).view(np.uint8)
+        out.data.copy_from_host_async(pinned.ptr, host.nbytes, stream)
+        done = cupy.cuda.Event(block=False, disable_timing=True)
+        done.record(stream)
+    with _STAGED_LOCK:
+        _STAGED[:] = [(e, b) for e, b in _STAGED if not e.done]
+        _STAGED.append((done, pinned))
+    return out
 
 
 def launch(kernel, grid, block, *args):

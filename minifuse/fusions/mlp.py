@@ -14,7 +14,8 @@ Backward, with g the output gradient (all sums over the leading dims):
 Under ``mf.autocast`` (float32 input and weights) the node casts them to the autocast dtype
 itself, as ``fused_transformer_layer`` does: the GEMMs and the activation run in that dtype, the
 output is in it, and the parameters' gradients come back in float32, the weight-gradient GEMMs
-and bias sums writing their float32 sums directly. On a GPU the node's forward and backward are
+and fc2's bias sum writing their float32 sums directly (fc1's bias gradient comes from the
+activation's backward kernel in the autocast dtype, widened). On a GPU the node's forward and backward are
 replayed from CUDA graphs from a signature's second call on (``node_graphs``).
 """
 import numpy as np

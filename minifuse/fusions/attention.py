@@ -13,11 +13,11 @@ docs/fused-training.md):
     dV = P^T dO,   dP = dO V^T,   dS = P * (dP - rowsum(dO * O)),
     dQ = dS K * scale,   dK = dS^T Q * scale.
 
-q, k and v are copied once into head-major (B*H, S, Dh) blocks (saved for backward in place of
-qkv), so every product is one strided-batched GEMM on contiguous operands (the backend's ``bmm``:
-NumPy's matmul on the CPU, cuBLASLt on CUDA, where float16 runs on the tensor cores). dK and dV
-are computed transposed (Q^T dS, dO^T P, the transposed operand read in place: ``trans_a``),
-and land in dqkv with the copy that merges the heads anyway. The row-wise softmax and dS are one
+q, k and v are copied once into head-major (B*H, S, Dh) blocks (``to_heads``, one kernel; saved for
+backward in place of qkv), so every product is one strided-batched GEMM on contiguous operands
+(the backend's ``bmm``: NumPy's matmul on the CPU, cuBLASLt on CUDA, where float16 runs on the
+tensor cores; a transposed operand is read in place: ``trans_a``). dQ, dK and dV land in one
+(3, B*H, S, Dh) block that ``from_heads`` merges into dqkv in one kernel. The row-wise softmax and dS are one
 kernel each (``softmax_forward`` and ``softmax_backward`` of the tensors' kernel backend,
 ``minifuse/kernels/{cpu,cuda}/attention.py``).
 """
@@ -26,19 +26,11 @@ import numpy as np
 
 from ..autograd.function import Function, mixed_devices
 from ..kernels.checks import real_number
-from ..kernels.layout import head_scale, split_heads
+from ..kernels.layout import head_scale
 from ..tensor import Tensor
 from . import _args as A
 
 __all__ = ["fused_attention", "FusedAttention"]
-
-
-def _by_head(xp, a, offset, d, num_heads):
-    """Columns offset:offset+d of a (B, S, width) as a C-contiguous (B*H, S, Dh) copy."""
-    nb, s = a.shape[:2]
-    out = xp.empty((nb * num_heads, s, d // num_heads), a.dtype)
-    out.reshape(nb, num_heads, s, d // num_heads)[...] = split_heads(a, offset, d, num_heads)
-    return out
 
 
 class FusedAttention(Function):
@@ -53,14 +45,13 @@ class FusedAttention(Function):
         xp = K.xp
         nb, s, d3 = qkv.shape
         d, nh = d3 // 3, num_heads
-        q, k, v = (_by_head(xp, qkv, i * d, d, nh) for i in range(3))           # (B*H, S, Dh)
+        q, k, v = K.to_heads(qkv, 3, nh)                                        # (B*H, S, Dh)
         scores = K.bmm(q, k, xp.empty((nb * nh, s, s), qkv.dtype), trans_b=True)
         rowmax = xp.empty((nb, nh, s), A.stats_dtype(qkv.dtype))
         rowsum = xp.empty((nb, nh, s), A.stats_dtype(qkv.dtype))
         K.softmax_forward(scores.reshape(nb, nh, s, s), mask_add, has_mask, scale, rowmax, rowsum)
         o = K.bmm(scores, v, xp.empty(q.shape, qkv.dtype))
-        out = xp.empty((nb, s, d), qkv.dtype)
-        split_heads(out, 0, d, nh)[...] = o.reshape(nb, nh, s, d // nh)
+        out = K.from_heads(o[None], xp.empty((nb, s, d), qkv.dtype))
         ctx.save_for_backward(q, k, v, o, rowmax, rowsum, mask_add)
         ctx.meta = (K, has_mask, num_heads, scale)
         return out
@@ -72,20 +63,17 @@ class FusedAttention(Function):
         xp = K.xp
         bh, s, dh = q.shape
         nb, d = bh // nh, nh * dh
-        go = _by_head(xp, g, 0, d, nh)
+        go = K.to_heads(g, 1, nh)[0]
         scores = K.bmm(q, k, xp.empty((bh, s, s), q.dtype), trans_b=True)
         dp = K.bmm(go, v, xp.empty((bh, s, s), q.dtype), trans_b=True)
         # scores -> P and dp -> dS = P (dP - rowsum(dO O)) * scale, in place
         K.softmax_backward(scores.reshape(nb, nh, s, s), dp.reshape(nb, nh, s, s), mask_add, has_mask, scale,
                            rowmax, rowsum, go.reshape(nb, nh, s, dh), o.reshape(nb, nh, s, dh))
-        dq = K.bmm(dp, k, xp.empty(q.shape, q.dtype))                            # dS K
-        dk_t = K.bmm(q, dp, xp.empty((bh, dh, s), q.dtype), trans_a=True)          # (dS^T Q)^T = Q^T dS
-        dv_t = K.bmm(go, scores, xp.empty((bh, dh, s), q.dtype), trans_a=True)     # (P^T dO)^T = dO^T P
-        dqkv = xp.empty((nb, s, 3 * d), q.dtype)
-        split_heads(dqkv, 0, d, nh)[...] = dq.reshape(nb, nh, s, dh)
-        split_heads(dqkv, d, d, nh)[...] = dk_t.reshape(nb, nh, dh, s).transpose(0, 1, 3, 2)
-        split_heads(dqkv, 2 * d, d, nh)[...] = dv_t.reshape(nb, nh, dh, s).transpose(0, 1, 3, 2)
-        return (dqkv,)
+        dheads = xp.empty((3, bh, s, dh), q.dtype)
+        K.bmm(dp, k, dheads[0])                                                 # dQ = dS K
+        K.bmm(dp, q, dheads[1], trans_a=True)                                   # dK = dS^T Q
+        K.bmm(scores, go, dheads[2], trans_a=True)                              # dV = P^T dO
+        return (K.from_heads(dheads, xp.empty((nb, s, 3 * d), q.dtype)),)
 
 
 def fused_attention(qkv, key_mask, num_heads, scale=None):

@@ -26,7 +26,7 @@ ENTRY_POINTS = (
     "transformer_layer", "pack", "unpack", "attention_varlen", "transformer_layer_varlen",
     # primitives on checked arguments: the compositions (kernels/compose.py) and minifuse.fusions
     "linear", "bmm", "apply_bias_act", "apply_bias_glu", "apply_residual_layer_norm", "attend_packed", "mask_add",
-    "pack_offsets", "gather_rows", "scatter_rows", "attend_varlen", "to_device",
+    "pack_offsets", "gather_rows", "scatter_rows", "attend_varlen", "to_device", "to_heads", "from_heads",
     # the backward halves of fused training
     "bias_act_backward", "glu_backward", "residual_layer_norm_backward", "softmax_forward", "softmax_backward",
 )

@@ -162,3 +162,21 @@ def test_out_buffer(backend, rng):
     qkv = ref.randn(rng, (2, 3, 12), np.float64)
     assert backend.K.attention_packed(backend.to_dev(qkv), None, 2, 1.0, out=packed_out) is packed_out
     check(backend, packed_out, ref.attention_packed(qkv, None, 2, 1.0, np.float64), np.float64)
+
+
+@given_backend(dtype=dtypes, b=choice([0, 1, 3], [0, 1, 2]), s=choice([0, 1, 2, 5], [0, 1, 3]),
+               parts=st.sampled_from([1, 3]), heads=choice([1, 2, 3]), dh=choice([1, 3, 4, 8]),
+               contiguous=st.booleans(), seed=SEED)
+def test_to_heads_and_from_heads(backend, dtype, b, s, parts, heads, dh, contiguous, seed):
+    """to_heads: (B, S, P H Dh) -> (P, B*H, S, Dh) with C-contiguous parts, the head-major copy the
+    batched products take; from_heads merges them back, bit for bit (odd head widths move in
+    narrower words than 8 bytes)."""
+    rng = np.random.default_rng(seed)
+    a = ref.randn(rng, (b, s, parts * heads * dh), dtype, contiguous)
+    got = backend.K.to_heads(backend.to_dev(a), parts, heads)
+    assert got.shape == (parts, b * heads, s, dh) and all(got[p].flags.c_contiguous for p in range(parts))
+    want = a.reshape(b, s, parts, heads, dh).transpose(2, 0, 3, 1, 4).reshape(parts, b * heads, s, dh)
+    np.testing.assert_array_equal(backend.to_host(got), want)
+    out = backend.xp.full((b, s, parts * heads * dh), np.nan, dtype)
+    assert backend.K.from_heads(backend.xp.ascontiguousarray(got), out) is out
+    np.testing.assert_array_equal(backend.to_host(out), a)

@@ -29,7 +29,8 @@ from .jit import inline, kernel
 from .rows import LANES, row_max, row_sum
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
+__all__ = ["attend_packed", "attention", "attention_packed", "from_heads", "mask_add", "softmax_backward",
+           "softmax_forward", "to_heads"]
 
 
 # Query rows per block: the block's scores (ROWS x Sk) and accumulators (ROWS x D) stay in L1,
@@ -202,6 +203,29 @@ def attend(q, k, v, madd, has_mask, scale, method, out):
     """Checked-arguments entry: out = softmax(q k^T * scale + mask) v; q, out (B, H, Sq, D),
     k, v (B, H, Sk, D), any strides."""
     METHODS[method](q, k, v, madd, has_mask, q.dtype.type(scale), out)
+    return out
+
+
+def to_heads(a, parts, num_heads):
+    """a (B, S, parts * d), part p in columns p*d:(p+1)*d, head h of a part in its columns
+    h*Dh:(h+1)*Dh -> (parts, B*H, S, Dh), a C-contiguous copy (the batched products' operands)."""
+    nb, s, width = a.shape
+    d = width // parts
+    heads = np.empty((parts, nb * num_heads, s, d // num_heads), a.dtype)
+    for p in range(parts):
+        heads[p].reshape(nb, num_heads, s, d // num_heads)[...] = split_heads(a, p * d, d, num_heads)
+    return heads
+
+
+def from_heads(heads, out):
+    """The inverse of `to_heads`: heads (P, B*H, S, Dh) C-contiguous -> out (B, S, P*d)
+    C-contiguous, part p in columns p*d:(p+1)*d with its heads side by side. Returns out."""
+    parts, bh, s, dh = heads.shape
+    if out.size == 0:
+        return out
+    nb, d = out.shape[0], out.shape[2] // parts
+    for p in range(parts):
+        split_heads(out, p * d, d, bh // nb)[...] = heads[p].reshape(nb, bh // nb, s, dh)
     return out
 
 

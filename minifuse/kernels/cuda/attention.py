@@ -35,7 +35,8 @@ from .runtime import MIN_THREADS, SIMULATOR, blocks, cuda, launch, row_threads, 
 from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
-__all__ = ["attend_packed", "attention", "attention_packed", "mask_add", "softmax_backward", "softmax_forward"]
+__all__ = ["attend_packed", "attention", "attention_packed", "from_heads", "mask_add", "softmax_backward",
+           "softmax_forward", "to_heads"]
 
 
 # Threads per score row at least: 8, so that a row of 128 float16 scores is four words a thread
@@ -186,61 +187,82 @@ def softmax_forward(s, mask_add, has_mask, scale, rowmax, rowsum):
 
 
 @functools.lru_cache(maxsize=None)
-def _softmax_backward_kernel(dtype, stats):
-    """For s, dp, do and o of `dtype`, rowmax and rowsum of `stats`; the mask in the compute dtype."""
+def _softmax_backward_kernel(dtype, stats, fmt, per):
+    """For s, dp, do and o of `dtype` (s and dp in format `fmt`), rowmax and rowsum of `stats`;
+    the mask in the compute dtype."""
     ctype = compute_dtype(dtype).type
     zero = ctype(0)
-    load, store = access(dtype)
+    n = words.values_per_word(fmt)
+    held = per * n                  # values per thread (a compile-time size)
+    word2, _, value, put2 = words.functions(fmt, dtype)
+    load = access(dtype)[0]
     load_stat = access(stats)[0]
 
     @cuda.jit
     def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
-        nb, nh, sq, sk = s.shape
-        dh = o.shape[3]
+        """s, dp (R, Sk) rows of the (B, H, Sq, Sk) scores in place; do, o (B, H, Sq, Dh) any
+        strides; rowmax, rowsum (R,). The softmax forward's layout: row blockIdx.x * blockDim.y
+        + threadIdx.y, thread t takes its row's words t, t + T, ..."""
         row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
-        live = row < nb * nh * sq          # a row past the end still joins the block reduction
-        b = row // (nh * sq)
-        h = (row // sq) % nh
-        i = row % sq
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
+        nh, sq, dh = o.shape[1], o.shape[2], o.shape[3]
+        nw = s.shape[1] // n
+        live = row < s.shape[0]            # a row past the end still joins the block reduction
+        bh = row // sq
+        b = bh // nh
+        h = bh - b * nh
+        i = row - bh * sq
         buf = cuda.shared.array(MAX_THREADS, ctype)
         part = zero
         c = tid
         while c < dh and live:
             part += load(do[b, h, i, c]) * load(o[b, h, i, c])
             c += nt
-        d = block_sum(buf, part)
+        dsum = block_sum(buf, part)
         if not live:
             return
-        mx = load_stat(rowmax[b, h, i])
-        inv = ctype(1) / load_stat(rowsum[b, h, i])
-        j = tid
-        while j < sk:
-            t = load(s[b, h, i, j]) * scale
-            if has_mask:
-                t += mask_add[b, j]
-            p = math.exp(t - mx) * inv
-            s[b, h, i, j] = store(p)
-            dp[b, h, i, j] = store(p * (load(dp[b, h, i, j]) - d) * scale)
-            j += nt
+        mx = load_stat(rowmax[row])
+        inv = ctype(1) / load_stat(rowsum[row])
+        p = cuda.local.array(held, ctype)
+        ds = cuda.local.array(held, ctype)
+        for w in range(per):
+            wi = tid + w * nt
+            if wi < nw:
+                ws = word2(s, row, wi)
+                wd = word2(dp, row, wi)
+                for k in range(n):
+                    t = value(ws, k) * scale
+                    if has_mask:
+                        t += mask_add[b, wi * n + k]
+                    pk = math.exp(t - mx) * inv
+                    p[w * n + k] = pk
+                    ds[w * n + k] = pk * (value(wd, k) - dsum) * scale
+                put2(s, row, wi, p, w * n)
+                put2(dp, row, wi, ds, w * n)
     return softmax_backward
 
 
 def softmax_backward(s, dp, mask_add, has_mask, scale, rowmax, rowsum, do, o):
     """s: raw scores Q K^T -> P in place (recomputed); dp: dO V^T -> dS = P (dP - D) * scale in
-    place, D = rowsum(dO * O). s, dp (B, H, Sq, Sk); do, o (B, H, Sq, D) (any strides)."""
+    place, D = rowsum(dO * O). s, dp (B, H, Sq, Sk) C-contiguous; do, o (B, H, Sq, D) (any
+    strides)."""
     nb, nh, sq, sk = s.shape
     rows = nb * nh * sq
     if rows == 0:
         return
+    for name, a in (("s", s), ("dp", dp)):
+        if not a.flags.c_contiguous:   # the kernel works on the (rows, Sk) view, which must not be a copy
+            raise ValueError(f"softmax_backward: '{name}' must be C-contiguous, got strides {a.strides}")
     if SIMULATOR:   # it transfers only contiguous NumPy arrays; numba on a GPU takes the strided views
         do, o = np.ascontiguousarray(do), np.ascontiguousarray(o)
     ct = compute_dtype(s.dtype)
-    t = row_threads(max(sk, o.shape[3]))
+    s2, dp2 = flat_rows(s, sk), flat_rows(dp, sk)
+    fmt = words.format_for(sk, s2, dp2)
+    t, per = row_layout(words.words(sk, fmt), SOFTMAX_FEWEST)
     g = rows_per_block(t)
-    launch(_softmax_backward_kernel(s.dtype, rowmax.dtype), blocks(rows, g), (t, g), s, dp, mask_add, has_mask,
-           ct.type(scale), rowmax, rowsum, do, o)
+    launch(_softmax_backward_kernel(s.dtype, rowmax.dtype, fmt, per), blocks(rows, g), (t, g), s2, dp2, mask_add,
+           has_mask, ct.type(scale), rowmax.reshape(-1), rowsum.reshape(-1), do, o)
 
 
 def _attend(xp, q, k, v, madd, has_mask, scale, out):
@@ -294,79 +316,98 @@ def _word(a, *byte_counts):
 
 
 @cuda.jit
-def _split_heads(qkv, heads, seq, num_heads, dh):
-    """qkv (B*S, 3 H dh) -> heads (3, >= B H S dh): word c of head h of part p of row r = b S + i
-    goes to heads[p, ((b H + h) S + i) dh + c]. Block r; a thread loads its word of all three
-    parts before it stores them, three loads in flight where one kept the memory system idle."""
+def _split_heads(rows, heads, seq, num_heads, dh):
+    """rows (B*S, P H dh) -> heads (P, >= B H S dh): word c of head h of part p of row r = b S + i
+    goes to heads[p, ((b H + h) S + i) dh + c]. Block r, heads of all parts along y."""
     r = cuda.blockIdx.x
     b = r // seq
     i = r - b * seq
-    width = num_heads * dh
-    h = cuda.threadIdx.y
-    while h < num_heads:
-        dst = ((b * num_heads + h) * seq + i) * dh
+    ph = cuda.threadIdx.y
+    while ph < heads.shape[0] * num_heads:
+        p = ph // num_heads
+        dst = ((b * num_heads + ph - p * num_heads) * seq + i) * dh
         c = cuda.threadIdx.x
         while c < dh:
-            src = h * dh + c
-            q, k, v = qkv[r, src], qkv[r, width + src], qkv[r, 2 * width + src]
-            heads[0, dst + c] = q
-            heads[1, dst + c] = k
-            heads[2, dst + c] = v
+            heads[p, dst + c] = rows[r, ph * dh + c]
             c += cuda.blockDim.x
-        h += cuda.blockDim.y
+        ph += cuda.blockDim.y
 
 
 @cuda.jit
-def _merge_heads(ctx, out, seq, num_heads, dh):
-    """ctx (B H S dh,) flat (B, H, S, dh) -> out (B*S, H dh), heads side by side. Block r."""
+def _merge_heads(heads, rows, seq, num_heads, dh):
+    """The inverse of `_split_heads`: heads (P, >= B H S dh) -> rows (B*S, P H dh). Block r."""
     r = cuda.blockIdx.x
     b = r // seq
     i = r - b * seq
-    h = cuda.threadIdx.y
-    while h < num_heads:
-        src = ((b * num_heads + h) * seq + i) * dh
+    ph = cuda.threadIdx.y
+    while ph < heads.shape[0] * num_heads:
+        p = ph // num_heads
+        src = ((b * num_heads + ph - p * num_heads) * seq + i) * dh
         c = cuda.threadIdx.x
         while c < dh:
-            out[r, h * dh + c] = ctx[src + c]
+            rows[r, ph * dh + c] = heads[p, src + c]
             c += cuda.blockDim.x
-        h += cuda.blockDim.y
+        ph += cuda.blockDim.y
 
 
-def _head_block(words, num_heads):
+def _head_block(words, heads):
     """(x, y) threads: a head's words along x, heads along y, at most 1024 in all."""
     x = min(words, MAX_THREADS)
-    return x, max(1, min(num_heads, MAX_THREADS // x))
+    return x, max(1, min(heads, MAX_THREADS // x))
+
+
+def to_heads(a, parts, num_heads):
+    """a (B, S, parts * d), part p in columns p*d:(p+1)*d, head h of a part in its columns
+    h*Dh:(h+1)*Dh -> (parts, B*H, S, Dh), each part C-contiguous and starting on a 256-byte
+    boundary (what cuBLASLt's batched products need, and with them a CUDA graph capture).
+    One kernel for all parts, in 8-byte words where the widths allow."""
+    xp = xp_for("to_heads", "a", a)
+    nb, s, width = a.shape
+    dh = width // parts // num_heads
+    size = nb * num_heads * s * dh
+    pad = (-size) % max(1, 256 // a.dtype.itemsize)
+    base = xp.empty(parts * (size + pad), a.dtype).reshape(parts, size + pad)
+    heads = base[:, :size].reshape(parts, nb * num_heads, s, dh)
+    if size == 0:
+        return heads
+    item = a.dtype.itemsize
+    rows = contiguous(xp, a).reshape(nb * s, width)
+    w = _word(rows, dh * item, (size + pad) * item)
+    launch(_split_heads, nb * s, _head_block(dh * item // w, parts * num_heads), rows.view(_WORDS[w]),
+           base.view(_WORDS[w]), s, num_heads, dh * item // w)
+    return heads
+
+
+def from_heads(heads, out):
+    """The inverse of `to_heads`: heads (P, B*H, S, Dh) C-contiguous -> out (B, S, P*d)
+    C-contiguous, part p in columns p*d:(p+1)*d with its heads side by side. Returns out."""
+    parts, bh, s, dh = heads.shape
+    nb = out.shape[0]
+    if out.size == 0:
+        return out
+    item = heads.dtype.itemsize
+    flat = heads.reshape(parts, bh * s * dh)
+    rows = out.reshape(nb * s, out.shape[2])
+    w = min(_word(flat, flat.shape[1] * item), _word(rows, dh * item))
+    launch(_merge_heads, nb * s, _head_block(dh * item // w, parts * (bh // nb)), flat.view(_WORDS[w]),
+           rows.view(_WORDS[w]), s, bh // nb, dh * item // w)
+    return out
 
 
 def attend_packed(qkv, madd, has_mask, num_heads, scale, method, out):
     """Checked-arguments entry: the attention of the packed projection qkv (B, S, 3d) into the
     merged-heads context out (B, S, d)."""
     xp = xp_for("attention_packed", "qkv", qkv)
-    nb, s, width = qkv.shape
-    d = width // 3
-    dh = d // num_heads
-    # q, k, v as contiguous (B, H, S, Dh) blocks, each starting on a 256-byte boundary (what
-    # cuBLASLt's batched products need, and with them a CUDA graph capture)
-    size = nb * num_heads * s * dh
-    pad = (-size) % max(1, 256 // qkv.dtype.itemsize)
-    base = xp.empty(3 * (size + pad), qkv.dtype).reshape(3, size + pad)
-    heads = base[:, :size].reshape(3, nb, num_heads, s, dh)
-    if size == 0:                      # out (B, S, d) is empty too
+    heads = to_heads(qkv, 3, num_heads)                                  # q, k, v (B*H, S, Dh)
+    if heads.size == 0:                 # out (B, S, d) is empty too
         return out
-    item = qkv.dtype.itemsize
-    qkv2 = contiguous(xp, qkv).reshape(nb * s, width)
-    w = _word(qkv2, dh * item, (size + pad) * item)
-    wt, dhw = _WORDS[w], dh * item // w
-    launch(_split_heads, nb * s, _head_block(dhw, num_heads), qkv2.view(wt), base.view(wt), s, num_heads, dhw)
-    ctx = _attend(xp, heads[0], heads[1], heads[2], madd, has_mask, scale, None)   # (B, H, S, Dh)
-    ctx = contiguous(xp, ctx).reshape(-1)
-    direct = out.flags.c_contiguous and _word(out, d * item) >= w
-    merged = out.reshape(nb * s, d) if direct else xp.empty((nb * s, d), out.dtype)
-    w = min(w, _word(ctx, size * item), _word(merged, d * item))
-    wt, dhw = _WORDS[w], dh * item // w
-    launch(_merge_heads, nb * s, _head_block(dhw, num_heads), ctx.view(wt), merged.view(wt), s, num_heads, dhw)
-    if not direct:
-        out[...] = merged.reshape(out.shape)
+    bh, s, dh = heads.shape[1:]
+    shape = (qkv.shape[0], num_heads, s, dh)
+    ctx = _attend(xp, *(heads[p].reshape(shape) for p in range(3)), madd, has_mask, scale, None)
+    ctx = contiguous(xp, ctx).reshape(1, bh, s, dh)
+    if out.flags.c_contiguous:
+        return from_heads(ctx, out)
+    out[...] = from_heads(ctx, xp.empty(out.shape, out.dtype))
     return out
 
 

@@ -27,6 +27,9 @@ MAX_ROW = MAX_THREADS * PER
 # Threads per block at least, for rows of fewer threads (`rows_per_block`); under the simulator
 # (each thread a Python thread) two rows per block: grouping still runs, at little cost.
 GROUP_THREADS = 2 * MIN_THREADS if SIMULATOR else 128
+# Blocks that add up columns: (columns, row lanes) threads, each lane summing every Y-th row of its
+# column (reads along a row are coalesced), the lanes then added in order through shared memory.
+COLUMN_THREADS = (4, 2) if SIMULATOR else (32, 8)
 
 
 def threads_for(width):

@@ -12,10 +12,10 @@ one write of y, after cuBLAS wrote it.
 
 Backward: a thread per column (coalesced), walking the rows r = blockIdx.y, + gridDim.y, ...; it
 writes dy and adds its column's share of the bias gradient in a float64 register, stored once as
-row blockIdx.y of a (parts, M) float64 array of partial sums, then added over the parts by the
-array module (`xp.sum`, one small reduction) in a fixed order: no atomics, the same result on
-every run. The per-row weight gradient of the weighted SwiGLU (a sum over the columns of a row,
-which span several blocks) is a block reduction per row and block, then the same `xp.sum`.
+row blockIdx.y of a (parts, M) float64 array of partial sums, then added over the
+parts by one small kernel (`_sum_parts`) in a fixed order: no atomics, the same result on every
+run. The per-row weight gradient of the weighted SwiGLU (a sum over the columns of a row, which
+span several blocks) is a block reduction per row and block, then the same `_sum_parts`.
 """
 import functools
 
@@ -24,10 +24,10 @@ import numpy as np
 from .. import validate
 from ..activations import GATES
 from . import words
-from .blocks import MAX_THREADS, block_sum
+from .blocks import COLUMN_THREADS, MAX_THREADS, block_sum
 from .checks import CHECKS, flat_rows, rows
 from .mathfn import activations, compute_dtype, derivatives
-from .runtime import blocks, cuda, launch, row_threads, xp_for
+from .runtime import SIMULATOR, blocks, cuda, launch, row_threads, xp_for
 from .storage import access
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -40,9 +40,44 @@ ROW_BLOCKS = 1024   # blocks along the rows; each thread then handles rows/1024 
 PARTS = 256
 
 
-def _sum_parts(xp, partial, axis, out):
-    """out[...] = the float64 partial sums added over `axis` (fixed order: deterministic)."""
-    out[...] = xp.sum(partial, axis=axis)
+@functools.lru_cache(maxsize=None)
+def _sum_parts_kernel(dtype):
+    ctype = compute_dtype(dtype).type
+    store = access(dtype)[1]
+    across, down = COLUMN_THREADS
+
+    @cuda.jit
+    def sum_parts(partial, out):
+        """out[j] = sum over p of partial[p, j] (float64), rounded once to out's compute dtype
+        and stored. Block (X, Y): column blockIdx.x * X + x; lane y adds the parts y, y + Y, ...;
+        the lanes' sums are then added in order of y."""
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        j = cuda.blockIdx.x * across + tx
+        acc = np.float64(0)
+        if j < partial.shape[1]:
+            p = ty
+            while p < partial.shape[0]:
+                acc += partial[p, j]
+                p += down
+        lanes = cuda.shared.array((down, across), np.float64)
+        lanes[ty, tx] = acc
+        cuda.syncthreads()
+        if ty == 0 and j < partial.shape[1]:
+            total = lanes[0, tx]
+            for y in range(1, down):
+                total += lanes[y, tx]
+            out[j] = store(ctype(total))
+    return sum_parts
+
+
+def _sum_parts(partial, axis, out):
+    """out[...] = the float64 partial sums (2-D) added over `axis` in a fixed order (the same
+    result on every run), in one kernel; out 1-D C-contiguous."""
+    partial = partial if axis == 0 else partial.T
+    if SIMULATOR:      # it transfers only contiguous NumPy arrays
+        partial = np.ascontiguousarray(partial)
+    launch(_sum_parts_kernel(out.dtype), blocks(partial.shape[1], COLUMN_THREADS[0]), COLUMN_THREADS, partial, out)
 
 
 @functools.lru_cache(maxsize=None)
@@ -221,7 +256,7 @@ def bias_act_backward(g, y, bias, activation, dy, dbias=None):
     launch(_bias_act_backward_kernel(activation, g.dtype), (blocks(m, t), parts), t,
            g, y, y[0, :0] if bias is None else bias, bias is not None, dy, partial, want_dbias)
     if want_dbias:
-        _sum_parts(xp, partial, 0, dbias)
+        _sum_parts(partial, 0, dbias)
 
 
 @functools.lru_cache(maxsize=None)
@@ -291,6 +326,6 @@ def glu_backward(g, y, bias, gate, w, dy, dbias=None, dw=None):
            g, y, y[0, :0] if bias is None else bias, bias is not None, xp.ones(n, y.dtype) if w is None else w, dy, partial,
            want_dbias, dw_part)
     if want_dbias:
-        _sum_parts(xp, partial, 0, dbias)
+        _sum_parts(partial, 0, dbias)
     if has_w:
-        _sum_parts(xp, dw_part, 1, dw)
+        _sum_parts(dw_part, 1, dw)

@@ -2,9 +2,12 @@
 + beta over the last dim (biased variance), the row in registers (`blocks.py`; the forward
 moves it in 8-byte words, `words.py`), two-pass variance.
 
-Training keeps xhat = (v - mean) rstd and rstd per row. The backward is a block per group of rows,
-as in the forward; the gamma/beta gradients are float64 register sums per column, stored once per
-block as partial sums and added over the blocks by the array module in a fixed order.
+Training keeps xhat = (v - mean) rstd and rstd per row. The backward is two kernels: dx in the
+forward's layout (a row's words in registers, rows grouped into blocks of at least 128 threads),
+then the gamma/beta gradients as float64 column sums, each block summing a strip of columns over
+one part of the rows (reading along rows: coalesced), its partial sums added over the parts by
+the array module in a fixed order. One kernel doing both kept a block's share of every column in
+registers across a loop over rows: few blocks, each waiting on its row reductions in turn.
 """
 import functools
 import math
@@ -13,7 +16,7 @@ import numpy as np
 
 from .. import validate
 from . import words
-from .blocks import MAX_THREADS, PER, block_sum, row_layout, rows_per_block, threads_for
+from .blocks import COLUMN_THREADS, MAX_THREADS, block_sum, row_layout, rows_per_block
 from .checks import CHECKS, flat_rows, rows
 from .elementwise import _sum_parts
 from .mathfn import compute_dtype
@@ -23,7 +26,8 @@ from .storage import access
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
 __all__ = ["apply_residual_layer_norm", "residual_layer_norm", "residual_layer_norm_backward"]
 
-# Blocks of the LayerNorm backward, each over rows b, b + LN_PARTS, ...
+# The gamma/beta gradients: about LN_PARTS blocks of COLUMN_THREADS (words along the row, row
+# lanes), each summing its columns over one part of the rows.
 LN_PARTS = 512
 
 
@@ -142,57 +146,110 @@ def residual_layer_norm(x, residual, gamma, beta, eps, out=None):
 
 
 @functools.lru_cache(maxsize=None)
-def _layer_norm_backward_kernel(dtype, stats):
-    """For g, xhat, gamma and dx of `dtype`, rstd of `stats`."""
+def _layer_norm_backward_kernel(dtype, stats, fmt, per):
+    """dx for g, xhat, gamma and dx of `dtype` (in format `fmt`), rstd of `stats`."""
     ctype = compute_dtype(dtype).type
     zero = ctype(0)
-    load, store = access(dtype)
+    n = words.values_per_word(fmt)
+    held = per * n                  # values per thread (a compile-time size)
+    word2, word1, value, put2 = words.functions(fmt, dtype)
     load_stat = access(stats)[0]
 
     @cuda.jit
-    def layer_norm_backward(g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params):
-        n, d = g.shape
+    def layer_norm_backward(g, xhat, rstd, gamma, dx):
+        """dx = rstd (gh - mean(gh) - xhat mean(gh xhat)), gh = g gamma: the forward's layout,
+        row blockIdx.x * blockDim.y + threadIdx.y, thread t holds its row's words t, t + T, ..."""
+        row = cuda.blockIdx.x * cuda.blockDim.y + cuda.threadIdx.y
         tid = cuda.threadIdx.x
         nt = cuda.blockDim.x
+        d = g.shape[1]
+        nw = d // n
+        live = row < g.shape[0]            # a row past the end still joins every block reduction
         buf = cuda.shared.array(MAX_THREADS, ctype)
-        gh = cuda.local.array(PER, ctype)
-        xh = cuda.local.array(PER, ctype)
-        sg = cuda.local.array(PER, np.float64)     # this block's share of dgamma, dbeta
-        sb = cuda.local.array(PER, np.float64)
-        for i in range(PER):
-            sg[i] = 0
-            sb[i] = 0
-        row = cuda.blockIdx.x
-        while row < n:
-            s1 = zero
-            s2 = zero
-            for i in range(PER):
-                j = tid + i * nt
-                gh[i] = zero
-                xh[i] = zero
-                if j < d:
-                    gj = load(g[row, j])
-                    xh[i] = load(xhat[row, j])
-                    gh[i] = gj * load(gamma[j])
-                    s1 += gh[i]
-                    s2 += gh[i] * xh[i]
-                    sg[i] += np.float64(gj * xh[i])
-                    sb[i] += np.float64(gj)
-            m1 = block_sum(buf, s1) / ctype(d)
-            m2 = block_sum(buf, s2) / ctype(d)
-            r = load_stat(rstd[row])
-            for i in range(PER):
-                j = tid + i * nt
-                if j < d:
-                    dx[row, j] = store(r * (gh[i] - m1 - xh[i] * m2))
-            row += cuda.gridDim.x
-        if want_params:
-            for i in range(PER):
-                j = tid + i * nt
-                if j < d:
-                    pgamma[cuda.blockIdx.x, j] = sg[i]
-                    pbeta[cuda.blockIdx.x, j] = sb[i]
+        gh = cuda.local.array(held, ctype)
+        xh = cuda.local.array(held, ctype)
+        s1 = zero
+        s2 = zero
+        for i in range(per):
+            wi = tid + i * nt
+            for k in range(n):
+                gh[i * n + k] = zero
+                xh[i * n + k] = zero
+            if wi < nw and live:
+                wg = word2(g, row, wi)
+                wx = word2(xhat, row, wi)
+                wgm = word1(gamma, wi)
+                for k in range(n):
+                    a = value(wg, k) * value(wgm, k)
+                    b = value(wx, k)
+                    gh[i * n + k] = a
+                    xh[i * n + k] = b
+                    s1 += a
+                    s2 += a * b
+        m1 = block_sum(buf, s1) / ctype(d)
+        m2 = block_sum(buf, s2) / ctype(d)
+        if not live:
+            return
+        r = load_stat(rstd[row])
+        for i in range(per):
+            wi = tid + i * nt
+            if wi < nw:
+                for k in range(n):
+                    gh[i * n + k] = r * (gh[i * n + k] - m1 - xh[i * n + k] * m2)
+                put2(dx, row, wi, gh, i * n)
     return layer_norm_backward
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_norm_params_kernel(dtype, fmt):
+    """The per-part column sums of g xhat and g (float64) for g, xhat of `dtype` in format `fmt`."""
+    n = words.values_per_word(fmt)
+    word2, _, value, _ = words.functions(fmt, dtype)
+    across, down = COLUMN_THREADS
+    cols = across * n
+
+    @cuda.jit
+    def layer_norm_params(g, xhat, rows_per_part, pgamma, pbeta):
+        """Block (X, Y) of part blockIdx.y: thread (x, y) sums word blockIdx.x * X + x of rows
+        start + y, start + y + Y, ... of the part in registers, then the Y sums of each column
+        are added in order of y through shared memory (deterministic) into the part's row."""
+        tx = cuda.threadIdx.x
+        ty = cuda.threadIdx.y
+        wi = cuda.blockIdx.x * across + tx
+        nw = g.shape[1] // n
+        start = cuda.blockIdx.y * rows_per_part
+        stop = min(start + rows_per_part, g.shape[0])
+        tg = cuda.local.array(n, np.float64)
+        tb = cuda.local.array(n, np.float64)
+        for k in range(n):
+            tg[k] = 0
+            tb[k] = 0
+        if wi < nw:
+            row = start + ty
+            while row < stop:
+                wg = word2(g, row, wi)
+                wx = word2(xhat, row, wi)
+                for k in range(n):
+                    gj = value(wg, k)
+                    tg[k] += np.float64(gj * value(wx, k))
+                    tb[k] += np.float64(gj)
+                row += down
+        sg = cuda.shared.array((down, cols), np.float64)
+        sb = cuda.shared.array((down, cols), np.float64)
+        for k in range(n):
+            sg[ty, tx * n + k] = tg[k]
+            sb[ty, tx * n + k] = tb[k]
+        cuda.syncthreads()
+        if ty == 0 and wi < nw:
+            for k in range(n):
+                s_g = sg[0, tx * n + k]
+                s_b = sb[0, tx * n + k]
+                for y in range(1, down):
+                    s_g += sg[y, tx * n + k]
+                    s_b += sb[y, tx * n + k]
+                pgamma[cuda.blockIdx.y, wi * n + k] = s_g
+                pbeta[cuda.blockIdx.y, wi * n + k] = s_b
+    return layer_norm_params
 
 
 def residual_layer_norm_backward(g, xhat, rstd, gamma, dx, dgamma=None, dbeta=None):
@@ -207,11 +264,19 @@ def residual_layer_norm_backward(g, xhat, rstd, gamma, dx, dgamma=None, dbeta=No
             dbeta[...] = 0
         return
     xp = xp_for("residual_layer_norm_backward", "g", g)
-    parts = min(n, LN_PARTS)
-    shape = (parts, d) if want_params else (1, 1)                               # (1, 1): unused
-    pgamma, pbeta = xp.empty(shape, np.float64), xp.empty(shape, np.float64)
-    launch(_layer_norm_backward_kernel(g.dtype, rstd.dtype), parts, threads_for(d),
-           g, xhat, rstd, gamma, dx, pgamma, pbeta, want_params)
+    fmt = words.format_for(d, g, xhat, gamma, dx)
+    t, per = row_layout(words.words(d, fmt))
+    rows_in = rows_per_block(t)
+    launch(_layer_norm_backward_kernel(g.dtype, rstd.dtype, fmt, per), blocks(n, rows_in), (t, rows_in),
+           g, xhat, rstd, gamma, dx)
     if want_params:
-        _sum_parts(xp, pgamma, 0, dgamma)
-        _sum_parts(xp, pbeta, 0, dbeta)
+        fmt = words.format_for(d, g, xhat)
+        across = blocks(words.words(d, fmt), COLUMN_THREADS[0])
+        parts = max(1, min(-(-LN_PARTS // across), -(-n // COLUMN_THREADS[1])))
+        step = -(-n // parts)
+        parts = -(-n // step)
+        pgamma, pbeta = xp.empty((parts, d), np.float64), xp.empty((parts, d), np.float64)
+        launch(_layer_norm_params_kernel(g.dtype, fmt), (across, parts), COLUMN_THREADS, g, xhat, step,
+               pgamma, pbeta)
+        _sum_parts(pgamma, 0, dgamma)
+        _sum_parts(pbeta, 0, dbeta)

@@ -179,6 +179,18 @@ def test_softmax_forward_needs_contiguous_scores(rng):
         K.softmax_forward(s, madd, False, 1.0, K.xp.empty((1, 1, 2), np.float32), K.xp.empty((1, 1, 2), np.float32))
 
 
+@pytest.mark.parametrize("name", ["s", "dp"])
+def test_softmax_backward_needs_contiguous_scores(rng, name):
+    arrays = {n: to_dev(randn(rng, (1, 1, 2, 6), np.float32)) for n in ("s", "dp")}
+    arrays[name] = arrays[name][..., ::2]
+    arrays["s" if name == "dp" else "dp"] = arrays["s" if name == "dp" else "dp"][..., :3].copy()
+    madd = K.mask_add("f", None, 1, 3, ("s", arrays["s"]))
+    stats = K.xp.ones((1, 1, 2), np.float32)
+    o = to_dev(randn(rng, (1, 1, 2, 4), np.float32))
+    with pytest.raises(ValueError, match=f"softmax_backward: '{name}' must be C-contiguous"):
+        K.softmax_backward(arrays["s"], arrays["dp"], madd, False, 1.0, stats, stats, o, o)
+
+
 @pytest.mark.parametrize("config", ["64x64", "128x128"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tiled_gemm_matches_reference(rng, config, dtype):

@@ -315,39 +315,52 @@ def _word(a, *byte_counts):
     return 1
 
 
-@cuda.jit
-def _split_heads(rows, heads, seq, num_heads, dh):
-    """rows (B*S, P H dh) -> heads (P, >= B H S dh): word c of head h of part p of row r = b S + i
-    goes to heads[p, ((b H + h) S + i) dh + c]. Block r, heads of all parts along y."""
-    r = cuda.blockIdx.x
-    b = r // seq
-    i = r - b * seq
-    ph = cuda.threadIdx.y
-    while ph < heads.shape[0] * num_heads:
-        p = ph // num_heads
-        dst = ((b * num_heads + ph - p * num_heads) * seq + i) * dh
-        c = cuda.threadIdx.x
-        while c < dh:
-            heads[p, dst + c] = rows[r, ph * dh + c]
-            c += cuda.blockDim.x
-        ph += cuda.blockDim.y
+@functools.lru_cache(maxsize=None)
+def _head_copy_kernels(parts, word):
+    """(split, merge) for `parts` parts moved as words of numpy type `word`. A thread loads its
+    word of every part before it stores them: `parts` loads in flight where one kept the memory
+    system idle."""
+    @cuda.jit
+    def split(rows, heads, seq, num_heads, dh):
+        """rows (B*S, P H dh) -> heads (P, >= B H S dh): word c of head h of part p of row r =
+        b S + i goes to heads[p, ((b H + h) S + i) dh + c]. Block r, heads along y."""
+        r = cuda.blockIdx.x
+        b = r // seq
+        i = r - b * seq
+        width = num_heads * dh
+        vals = cuda.local.array(parts, word)
+        h = cuda.threadIdx.y
+        while h < num_heads:
+            dst = ((b * num_heads + h) * seq + i) * dh
+            c = cuda.threadIdx.x
+            while c < dh:
+                for p in range(parts):
+                    vals[p] = rows[r, p * width + h * dh + c]
+                for p in range(parts):
+                    heads[p, dst + c] = vals[p]
+                c += cuda.blockDim.x
+            h += cuda.blockDim.y
 
-
-@cuda.jit
-def _merge_heads(heads, rows, seq, num_heads, dh):
-    """The inverse of `_split_heads`: heads (P, >= B H S dh) -> rows (B*S, P H dh). Block r."""
-    r = cuda.blockIdx.x
-    b = r // seq
-    i = r - b * seq
-    ph = cuda.threadIdx.y
-    while ph < heads.shape[0] * num_heads:
-        p = ph // num_heads
-        src = ((b * num_heads + ph - p * num_heads) * seq + i) * dh
-        c = cuda.threadIdx.x
-        while c < dh:
-            rows[r, ph * dh + c] = heads[p, src + c]
-            c += cuda.blockDim.x
-        ph += cuda.blockDim.y
+    @cuda.jit
+    def merge(heads, rows, seq, num_heads, dh):
+        """The inverse of split: heads (P, >= B H S dh) -> rows (B*S, P H dh). Block r."""
+        r = cuda.blockIdx.x
+        b = r // seq
+        i = r - b * seq
+        width = num_heads * dh
+        vals = cuda.local.array(parts, word)
+        h = cuda.threadIdx.y
+        while h < num_heads:
+            src = ((b * num_heads + h) * seq + i) * dh
+            c = cuda.threadIdx.x
+            while c < dh:
+                for p in range(parts):
+                    vals[p] = heads[p, src + c]
+                for p in range(parts):
+                    rows[r, p * width + h * dh + c] = vals[p]
+                c += cuda.blockDim.x
+            h += cuda.blockDim.y
+    return split, merge
 
 
 def _head_block(words, heads):
@@ -373,8 +386,8 @@ def to_heads(a, parts, num_heads):
     item = a.dtype.itemsize
     rows = contiguous(xp, a).reshape(nb * s, width)
     w = _word(rows, dh * item, (size + pad) * item)
-    launch(_split_heads, nb * s, _head_block(dh * item // w, parts * num_heads), rows.view(_WORDS[w]),
-           base.view(_WORDS[w]), s, num_heads, dh * item // w)
+    launch(_head_copy_kernels(parts, _WORDS[w])[0], nb * s, _head_block(dh * item // w, num_heads),
+           rows.view(_WORDS[w]), base.view(_WORDS[w]), s, num_heads, dh * item // w)
     return heads
 
 
@@ -389,8 +402,8 @@ def from_heads(heads, out):
     flat = heads.reshape(parts, bh * s * dh)
     rows = out.reshape(nb * s, out.shape[2])
     w = min(_word(flat, flat.shape[1] * item), _word(rows, dh * item))
-    launch(_merge_heads, nb * s, _head_block(dh * item // w, parts * (bh // nb)), flat.view(_WORDS[w]),
-           rows.view(_WORDS[w]), s, bh // nb, dh * item // w)
+    launch(_head_copy_kernels(parts, _WORDS[w])[1], nb * s, _head_block(dh * item // w, bh // nb),
+           flat.view(_WORDS[w]), rows.view(_WORDS[w]), s, bh // nb, dh * item // w)
     return out
 
 

@@ -316,14 +316,14 @@ def _word(a, *byte_counts):
 
 
 @functools.lru_cache(maxsize=None)
-def _head_copy_kernels(parts, word):
-    """(split, merge) for `parts` parts moved as words of numpy type `word`. A thread loads its
+def _head_copy_kernel(parts, word, split):
+    """The copy between rows (B*S, P H dh) and heads (P, >= B H S dh), in words of numpy type
+    `word`: word c of head h of part p of row r = b S + i is heads[p, ((b H + h) S + i) dh + c];
+    `split` copies rows to heads, else heads to rows. Block r, heads along y. A thread loads its
     word of every part before it stores them: `parts` loads in flight where one kept the memory
     system idle."""
     @cuda.jit
-    def split(rows, heads, seq, num_heads, dh):
-        """rows (B*S, P H dh) -> heads (P, >= B H S dh): word c of head h of part p of row r =
-        b S + i goes to heads[p, ((b H + h) S + i) dh + c]. Block r, heads along y."""
+    def copy(rows, heads, seq, num_heads, dh):
         r = cuda.blockIdx.x
         b = r // seq
         i = r - b * seq
@@ -331,36 +331,19 @@ def _head_copy_kernels(parts, word):
         vals = cuda.local.array(parts, word)
         h = cuda.threadIdx.y
         while h < num_heads:
-            dst = ((b * num_heads + h) * seq + i) * dh
+            at = ((b * num_heads + h) * seq + i) * dh
             c = cuda.threadIdx.x
             while c < dh:
                 for p in range(parts):
-                    vals[p] = rows[r, p * width + h * dh + c]
+                    vals[p] = rows[r, p * width + h * dh + c] if split else heads[p, at + c]
                 for p in range(parts):
-                    heads[p, dst + c] = vals[p]
+                    if split:
+                        heads[p, at + c] = vals[p]
+                    else:
+                        rows[r, p * width + h * dh + c] = vals[p]
                 c += cuda.blockDim.x
             h += cuda.blockDim.y
-
-    @cuda.jit
-    def merge(heads, rows, seq, num_heads, dh):
-        """The inverse of split: heads (P, >= B H S dh) -> rows (B*S, P H dh). Block r."""
-        r = cuda.blockIdx.x
-        b = r // seq
-        i = r - b * seq
-        width = num_heads * dh
-        vals = cuda.local.array(parts, word)
-        h = cuda.threadIdx.y
-        while h < num_heads:
-            src = ((b * num_heads + h) * seq + i) * dh
-            c = cuda.threadIdx.x
-            while c < dh:
-                for p in range(parts):
-                    vals[p] = heads[p, src + c]
-                for p in range(parts):
-                    rows[r, p * width + h * dh + c] = vals[p]
-                c += cuda.blockDim.x
-            h += cuda.blockDim.y
-    return split, merge
+    return copy
 
 
 def _head_block(words, heads):
@@ -386,7 +369,7 @@ def to_heads(a, parts, num_heads):
     item = a.dtype.itemsize
     rows = contiguous(xp, a).reshape(nb * s, width)
     w = _word(rows, dh * item, (size + pad) * item)
-    launch(_head_copy_kernels(parts, _WORDS[w])[0], nb * s, _head_block(dh * item // w, num_heads),
+    launch(_head_copy_kernel(parts, _WORDS[w], True), nb * s, _head_block(dh * item // w, num_heads),
            rows.view(_WORDS[w]), base.view(_WORDS[w]), s, num_heads, dh * item // w)
     return heads
 
@@ -402,8 +385,8 @@ def from_heads(heads, out):
     flat = heads.reshape(parts, bh * s * dh)
     rows = out.reshape(nb * s, out.shape[2])
     w = min(_word(flat, flat.shape[1] * item), _word(rows, dh * item))
-    launch(_head_copy_kernels(parts, _WORDS[w])[1], nb * s, _head_block(dh * item // w, bh // nb),
-           flat.view(_WORDS[w]), rows.view(_WORDS[w]), s, bh // nb, dh * item // w)
+    launch(_head_copy_kernel(parts, _WORDS[w], False), nb * s, _head_block(dh * item // w, bh // nb),
+           rows.view(_WORDS[w]), flat.view(_WORDS[w]), s, bh // nb, dh * item // w)
     return out
 
 

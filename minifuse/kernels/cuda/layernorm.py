@@ -6,8 +6,9 @@ Training keeps xhat = (v - mean) rstd and rstd per row. The backward is two kern
 forward's layout (a row's words in registers, rows grouped into blocks of at least 128 threads),
 then the gamma/beta gradients as float64 column sums, each block summing a strip of columns over
 one part of the rows (reading along rows: coalesced), its partial sums added over the parts by
-the array module in a fixed order. One kernel doing both kept a block's share of every column in
-registers across a loop over rows: few blocks, each waiting on its row reductions in turn.
+one small kernel in a fixed order (deterministic). Why two: a single kernel would have to keep a
+block's share of every column in registers across a loop over its rows, so few blocks, each
+waiting on its row reductions one row after another.
 """
 import functools
 import math

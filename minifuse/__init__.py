@@ -6,15 +6,11 @@ what kernel fusion buys.
     (x.tanh() * 2).sum().backward()
     x.grad
 """
-import os
+# OpenBLAS's idle threads sleep at once instead of spinning beside the next Numba kernel, also in
+# a NumPy loaded before minifuse (threads.quiet_idle_blas_threads; a user's own value wins).
+from .threads import quiet_idle_blas_threads
 
-# After each GEMM, OpenBLAS's worker threads spin for 2^28 cycles (~0.1 s) before they sleep, and
-# a parallel Numba kernel that follows then shares a core with a spinning thread (measured on the
-# 2-core machine: a kernel after a GEMM ran at about half speed). 2^4 cycles makes them sleep at
-# once: BERT-base layer training step 409 -> 374 ms, MiniLM encode 2.17-2.28 -> 2.05-2.11 s
-# (BENCHMARKS.md). OpenBLAS reads the variable when NumPy loads it, so this takes effect only when
-# minifuse is imported before NumPy (or when the shell sets it), and a value set by the user wins.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+quiet_idle_blas_threads()
 
 # The kernels' vectors at the full AVX-512 width on Intel cores too (cpu_features.py): before
 # anything is compiled, and not over a user's own NUMBA_CPU_FEATURES / NUMBA_CPU_NAME.

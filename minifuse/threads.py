@@ -15,7 +15,7 @@ a pool of threads, each with BLAS at one thread (``kernels/cpu/batched.py`` insi
 ``single_threaded_blas``: handing each product of a few microseconds to the BLAS threads ends in a
 wait for all of them, which on a busy machine meets a descheduled thread), and OpenBLAS's idle
 threads sleep at once instead of spinning (``OPENBLAS_THREAD_TIMEOUT``,
-set in ``minifuse/__init__.py``). With those, the default keeps the fused layer ahead of the
+``quiet_idle_blas_threads``, applied by ``import minifuse``). With those, the default keeps the fused layer ahead of the
 unfused one with cores busy (BENCHMARKS.md, ``python -m minifuse.bench.busy_cpu``), and a quiet
 machine gets all its cores. The large GEMMs still split their work into one fixed part per thread,
 so when the number of free cores is known, ``set_num_threads(free cores)`` is faster still.
@@ -37,7 +37,8 @@ import ctypes
 import os
 import threading
 
-__all__ = ["set_num_threads", "get_num_threads", "blas_libraries", "apply_environment", "single_threaded_blas"]
+__all__ = ["set_num_threads", "get_num_threads", "blas_libraries", "apply_environment", "single_threaded_blas",
+           "quiet_idle_blas_threads"]
 
 _SETTERS = ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_",
             "scipy_openblas_set_num_threads")
@@ -70,6 +71,33 @@ def apply_environment():
         set_num_threads(int(value))
     except ValueError as e:
         raise ValueError(f"MINIFUSE_NUM_THREADS={value!r}: {e}") from None
+
+
+THREAD_TIMEOUT = "4"      # OpenBLAS: idle workers spin 2^4 cycles, then sleep
+_TIMEOUT_FUNCTIONS = ("openblas_thread_timeout", "openblas_read_env", "blas_thread_shutdown_")
+
+
+def quiet_idle_blas_threads():
+    """Make OpenBLAS's idle worker threads sleep at once after each call (``import minifuse``).
+
+    By default each worker spins for 2^28 cycles (about 0.1 s) after a GEMM before it sleeps, so
+    a parallel Numba kernel right after a GEMM shares its cores with spinning threads (on the
+    2-core machine a bias + GELU sweep after a GEMM took 4.0 ms instead of 2.3 ms).
+    ``OPENBLAS_THREAD_TIMEOUT=4`` (a value the user set wins) makes them sleep at once. OpenBLAS
+    reads the variable when it loads, so one loaded earlier (``import numpy`` before
+    ``import minifuse``) has not seen it: such a library re-reads its environment and its
+    workers are stopped, to start again, with the new timeout, at its next threaded call
+    (the same stop its own fork handler makes). Other BLAS libraries are left alone.
+    """
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", THREAD_TIMEOUT)
+    for path in _openblas_paths():
+        try:
+            lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+        except OSError:
+            continue
+        if all(hasattr(lib, f) for f in _TIMEOUT_FUNCTIONS) and lib.openblas_thread_timeout() == 0:
+            lib.openblas_read_env()
+            lib.blas_thread_shutdown_()
 
 
 def get_num_threads():
@@ -146,15 +174,8 @@ def _libraries():
 
 def _blas():
     """The loaded OpenBLAS libraries with a thread setter (NumPy and SciPy each bring one)."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()})
-    except OSError:
-        return []
     found = []
-    for path in paths:
-        if not os.path.isfile(path):
-            continue
+    for path in _openblas_paths():
         try:
             lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
         except OSError:
@@ -164,3 +185,13 @@ def _blas():
         if setter and getter:
             found.append((path, _Library(lib, setter, getter)))
     return found
+
+
+def _openblas_paths():
+    """The files of the OpenBLAS libraries this process has loaded (Linux; else none)."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()})
+    except OSError:
+        return []
+    return [path for path in paths if os.path.isfile(path)]

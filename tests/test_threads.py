@@ -161,3 +161,33 @@ def test_batched_run_reraises_a_task_error(restore_threads):
         batched.run([lambda: None, fail, lambda: None])
     with pytest.raises(ValueError, match="boom"):               # small: in the caller's thread
         batched.run([lambda: None, fail], work=1)
+
+
+_TIMEOUTS = """
+import ctypes, os
+import numpy as np                  # loads OpenBLAS before minifuse
+import minifuse as mf
+from minifuse import threads
+a = np.arange(40000, dtype=np.float64).reshape(200, 200) / 4e4
+assert np.allclose(a @ a, np.einsum("ij,jk->ik", a, a))     # the stopped workers start again
+for path in threads._openblas_paths():
+    lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    if hasattr(lib, "openblas_thread_timeout"):
+        print(lib.openblas_thread_timeout())
+"""
+
+
+@pytest.mark.parametrize("user_value", [None, "12"])
+def test_openblas_loaded_before_minifuse_gets_the_thread_timeout(user_value):
+    import os
+    import subprocess
+    import sys
+    if not any("openblas" in p.lower() for p, _ in threads.blas_libraries()):
+        pytest.skip("needs an OpenBLAS")
+    env = dict(os.environ)
+    env.pop("OPENBLAS_THREAD_TIMEOUT", None)
+    if user_value:
+        env["OPENBLAS_THREAD_TIMEOUT"] = user_value
+    out = subprocess.run([sys.executable, "-c", _TIMEOUTS], env=env, capture_output=True, text=True, check=True)
+    timeouts = out.stdout.split()
+    assert timeouts and set(timeouts) == {user_value or threads.THREAD_TIMEOUT}

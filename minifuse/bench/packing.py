@@ -90,7 +90,7 @@ def layer_cpu(b=8, s=128, repeat=7, seed=0):
     for name, lengths in cases:
         mask = mask_of(lengths, s)
         method = nn.dispatch.attention_method(b, s)
-        packed_method = nn.dispatch.packed_attention_method(D // HEADS, method)   # what the layers pick
+        packed_method = nn.dispatch.packed_attention_method(D // HEADS, method, b)   # what the layers pick
 
         def packed():
             rows_, pk = K.pack(x, mask)

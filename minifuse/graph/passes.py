@@ -435,7 +435,7 @@ class FuseTransformerLayer(Pass):
         p = packed(K, x, mask)
         if p is not None:             # the real tokens only (zeros at padded positions either way)
             rows, pk = p
-            method = packed_attention_method(x.shape[-1] // a["num_heads"], a["method"])
+            method = packed_attention_method(x.shape[-1] // a["num_heads"], a["method"], x.shape[0])
             return K.unpack(K.transformer_layer_varlen(rows, pk, weights, a["num_heads"], a["eps"], a["activation"],
                                                        method), pk)
         return K.transformer_layer(x, weights, mask, a["num_heads"], a["eps"], a["activation"], a["method"])

@@ -30,6 +30,7 @@ from ..autograd.autocast import dtype_for
 from ..autograd.grad_mode import _GradMode, is_grad_enabled
 from ..kernels import registry
 from ..kernels.checks import capturing
+from ..threads import get_num_threads
 
 __all__ = ["fusion_enabled", "set_fusion_enabled", "fusion", "use_fused", "fused_kernels",
            "attention_threshold", "set_attention_threshold", "attention_method", "packed_attention_method",
@@ -211,11 +212,24 @@ def attention_method(batch, seq):
 
 # The head dim for which attention over packed rows runs as the loop kernel whatever the
 # threshold: there (MiniLM's 32) its register-blocked form beats the per-sequence products at
-# every length measured; at BERT-base's 64 the products are faster (BENCHMARKS.md).
+# every length measured; at BERT-base's 64 the products are faster on 2 threads (BENCHMARKS.md).
 PACKED_LOOP_HEAD_DIM = 32
+# 'bmm' over packed rows is one task per sequence: with more than 2 threads it keeps them busy
+# only from this many sequences per thread on; below that the loop kernel, which cuts the work
+# into equal shares per thread, is faster (16-core Xeon, BERT-base heads: 2-3x at 16 threads,
+# B = 4-64; BENCHMARKS.md).
+PACKED_BMM_SEQUENCES_PER_THREAD = 8
 
 
-def packed_attention_method(head_dim, method):
-    """The method for attention over packed rows (``attend_varlen``) of heads of ``head_dim``:
-    'loop' for `PACKED_LOOP_HEAD_DIM`, else ``method`` (`attention_method`'s choice for the batch)."""
-    return "loop" if head_dim == PACKED_LOOP_HEAD_DIM else method
+def packed_attention_method(head_dim, method, batch=None):
+    """The method for attention over packed rows (``attend_varlen``) of ``batch`` sequences with
+    heads of ``head_dim``: 'loop' for `PACKED_LOOP_HEAD_DIM`; 'loop' for a 'bmm' ``method``
+    when more than 2 threads run and ``batch`` gives them fewer than
+    `PACKED_BMM_SEQUENCES_PER_THREAD` sequences each; else ``method`` (`attention_method`'s
+    choice for the batch). ``batch`` None: no thread rule."""
+    if head_dim == PACKED_LOOP_HEAD_DIM:
+        return "loop"
+    threads = get_num_threads()
+    if method == "bmm" and batch is not None and threads > 2 and batch < PACKED_BMM_SEQUENCES_PER_THREAD * threads:
+        return "loop"
+    return method

@@ -57,7 +57,7 @@ def attention_block(k, x, qkv_w, qkv_b, out_w, out_b, key_mask, num_heads, scale
     if p is not None:
         rows, pk = p
         projected = k.linear_act(rows, qkv_w, qkv_b, "none")
-        method = packed_attention_method(x.shape[-1] // num_heads, method)
+        method = packed_attention_method(x.shape[-1] // num_heads, method, x.shape[0])
         context = k.attend_varlen(projected, pk, num_heads, scale, method, k.xp.empty(rows.shape, rows.dtype))
         return k.unpack(k.linear_act(context, out_w, out_b, "none"), pk)
     b, s = x.shape[:2]
@@ -106,7 +106,7 @@ def transformer_layers(x, layers, key_mask, all_outputs=False, weights=None):
     for layer, w in zip(layers, weights):
         heads = layer.attn.num_heads
         rows = k.transformer_layer_varlen(rows, pk, LayerWeights(*map(_data, w)), heads, layer.ln1.eps,
-                                          layer.activation, packed_attention_method(x.shape[-1] // heads, method))
+                                          layer.activation, packed_attention_method(x.shape[-1] // heads, method, x.shape[0]))
         if all_outputs:
             outputs.append(_wrap(k.unpack(rows, pk)))
     return outputs if all_outputs else _wrap(k.unpack(rows, pk))

@@ -128,6 +128,7 @@ def test_packed_attention_takes_the_loop_kernel_at_head_dim_32(monkeypatch, thre
     """Packed rows: the loop kernel for heads of 32 (faster there at every length measured), the
     threshold's choice for other head dims; eager layers, encoders and the graph pass alike."""
     threshold(-1)                               # the default: padded attention as batched products
+    monkeypatch.setattr(nn.dispatch, "get_num_threads", lambda: 2)     # (the thread rule: below)
     assert nn.dispatch.packed_attention_method(32, "bmm") == "loop"
     assert nn.dispatch.packed_attention_method(16, "bmm") == "bmm"
     assert nn.dispatch.packed_attention_method(64, "loop") == "loop"
@@ -141,6 +142,25 @@ def test_packed_attention_takes_the_loop_kernel_at_head_dim_32(monkeypatch, thre
             nn.MultiHeadAttention(d, heads)(x, mask)
             nn.TransformerEncoder(nn.TransformerLayer(d, heads, 2 * d), 1)(x, mask)
     assert methods == ["loop", "loop", "bmm", "bmm"]
+
+
+@pytest.mark.parametrize("threads, batch, expected", [
+    (1, 2, "bmm"), (2, 2, "bmm"), (2, 100, "bmm"),       # 2 threads or fewer: the products
+    (4, 31, "loop"), (4, 32, "bmm"), (16, 64, "loop"), (16, 128, "bmm")])
+def test_packed_attention_takes_the_loop_kernel_when_the_sequences_are_few_for_the_threads(
+        monkeypatch, threads, batch, expected):
+    monkeypatch.setattr(nn.dispatch, "get_num_threads", lambda: threads)
+    assert nn.dispatch.PACKED_BMM_SEQUENCES_PER_THREAD == 8
+    assert nn.dispatch.packed_attention_method(64, "bmm", batch) == expected
+    assert nn.dispatch.packed_attention_method(64, "loop", batch) == "loop"
+    assert nn.dispatch.packed_attention_method(64, "bmm") == "bmm"           # no batch: no thread rule
+    methods = []
+    real = cpu.attend_varlen
+    monkeypatch.setattr(cpu, "attend_varlen", lambda *a: methods.append(a[4]) or real(*a))
+    mask = mf.tensor([[1] * 3] + [[1, 1, 0]] * (batch - 1))
+    with mf.no_grad():
+        nn.MultiHeadAttention(8, 2)(mf.randn(batch, 3, 8), mask)          # head dim 4
+    assert methods == [expected]
 
 
 def test_training_mode_dropout_is_never_fused(spy):

@@ -26,3 +26,7 @@ summation = njit(cache=True, error_model="numpy", fastmath=FLAGS | {"reassoc"})
 
 # A helper inlined into kernels (row loops, activation dispatch).
 inline = njit(cache=True, inline="always", error_model="numpy", fastmath=FLAGS)
+
+# A serial helper called (not inlined) from a parallel kernel: a large loop body compiled once
+# on its own, outside the parallel pipeline, whose passes grow much faster than the code they see.
+helper = njit(cache=True, error_model="numpy", fastmath=FLAGS)

@@ -36,8 +36,11 @@ from .jit import inline
 
 # Inlining these overloads at the Numba IR level (needed: LLVM alone does not inline tanh_, and
 # the loop then stays scalar, 15x slower) trips a pedantic SSA self-check that Numba itself
-# calls harmless ("internal pedantic check"). Silence only that warning, only from numba's ssa.
+# calls harmless ("internal pedantic check"). Silence only that warning, only from numba's ssa
+# and where it names a line of these kernels (a compiled helper's call: the module it gives is
+# the source file's path).
 warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r"numba\.core\.ssa")
+warnings.filterwarnings("ignore", category=NumbaIRAssumptionWarning, module=r".*minifuse.kernels.cpu.")
 
 
 @intrinsic

@@ -14,7 +14,7 @@ from numba import prange
 from .. import packing
 from . import attention_blocks, batched, checks
 from .attention import _head, _normalize
-from .jit import inline, kernel
+from .jit import helper, kernel
 from .rows import LANES
 
 # this module's entry points (minifuse.kernels.registry.ENTRY_POINTS)
@@ -55,11 +55,12 @@ def pack_offsets(fn, key_mask, batch, seq, like):
     return packing.Packing(batch, seq, cu, int(np.diff(cu).max(initial=0)), index, cu)
 
 
-@inline
+@helper
 def _rows(qkv, lo, n, c, d, dh, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes):
     """Rows r0:r1 of one (sequence, head) of n tokens from row lo, head columns c:c+dh: the blocked
     code for a head dim in `attention_blocks.SPECIALISED` (each call below compiles it for that
-    constant), `_head` for any other."""
+    constant), `_head` for any other. Called, not inlined: the kernel around it compiled in a
+    fraction of the time (a call per (sequence, head) share costs nothing next to its rows)."""
     if dh == 32:
         attention_blocks.rows_blocked(qkv, lo, n, c, d, 32, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes)
     elif dh == 64:
@@ -155,7 +156,9 @@ def attend_varlen(qkv, pk, num_heads, scale, method, out):
     its rows of the packed projection qkv (T, 3d) over its own rows."""
     scale = qkv.dtype.type(scale)
     if method == "loop":
-        _attention_varlen(qkv, pk.seqlens, num_heads, scale, out, numba.get_num_threads())
+        # the layers' qkv is C-contiguous; a strided one is copied rather than compiled for (the
+        # kernel takes minutes to compile per array layout)
+        _attention_varlen(np.ascontiguousarray(qkv), pk.seqlens, num_heads, scale, out, numba.get_num_threads())
     else:
         _by_sequence(qkv, pk, num_heads, scale, out)
     return out

@@ -15,9 +15,9 @@ a pool of threads, each with BLAS at one thread (``kernels/cpu/batched.py`` insi
 ``single_threaded_blas``: handing each product of a few microseconds to the BLAS threads ends in a
 wait for all of them, which on a busy machine meets a descheduled thread), and OpenBLAS's idle
 threads sleep at once instead of spinning (``OPENBLAS_THREAD_TIMEOUT``,
-``quiet_idle_blas_threads``, applied by ``import minifuse``). With those, the default keeps the fused layer ahead of the
-unfused one with cores busy (BENCHMARKS.md, ``python -m minifuse.bench.busy_cpu``), and a quiet
-machine gets all its cores. The large GEMMs still split their work into one fixed part per thread,
+``quiet_idle_blas_threads``, applied by ``import minifuse``). With those, the default keeps the
+fused layer ahead of the unfused one with cores busy (BENCHMARKS.md, ``python -m
+minifuse.bench.busy_cpu``), and a quiet machine gets all its cores. The large GEMMs still split their work into one fixed part per thread,
 so when the number of free cores is known, ``set_num_threads(free cores)`` is faster still.
 
 Scope: Numba's count is per calling thread (a thread that never calls ``set_num_threads`` uses

@@ -230,6 +230,5 @@ def packed_attention_method(head_dim, method, batch=None):
     if head_dim == PACKED_LOOP_HEAD_DIM:
         return "loop"
     threads = get_num_threads()
-    if method == "bmm" and batch is not None and threads > 2 and batch < PACKED_BMM_SEQUENCES_PER_THREAD * threads:
-        return "loop"
-    return method
+    few = batch is not None and threads > 2 and batch < PACKED_BMM_SEQUENCES_PER_THREAD * threads
+    return "loop" if method == "bmm" and few else method

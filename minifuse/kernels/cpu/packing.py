@@ -59,8 +59,8 @@ def pack_offsets(fn, key_mask, batch, seq, like):
 def _rows(qkv, lo, n, c, d, dh, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes):
     """Rows r0:r1 of one (sequence, head) of n tokens from row lo, head columns c:c+dh: the blocked
     code for a head dim in `attention_blocks.SPECIALISED` (each call below compiles it for that
-    constant), `_head` for any other. Called, not inlined: the kernel around it compiled in a
-    fraction of the time (a call per (sequence, head) share costs nothing next to its rows)."""
+    constant), `_head` for any other. Called, not inlined: the kernel around it compiles in less
+    than half the time, at 0.93-1.14x the inlined kernel's time by thread count (BENCHMARKS.md)."""
     if dh == 32:
         attention_blocks.rows_blocked(qkv, lo, n, c, d, 32, scale, out, r0, r1, kb, vb, qb, s, acc, tot, lanes)
     elif dh == 64:

@@ -23,23 +23,49 @@ CHUNK = 8     # head-dim steps per pass of the score sums (a longer unrolled bod
 
 
 @inline
-def _keys_blocked(qkv, lo, n, col, dh, kb, vb, vcol):
+def _keys_blocked(qkv, lo, n, kcol, vcol, dh, kb, vb):
     """kb[(jb*dh + e)*KEYS + jj] = K[jb*KEYS + jj, e] (K^T per key block); vb (L padded to KEYS, dh)
-    = V. A padded key's entries are 0 in both: its probability is 0, and 0 * garbage could be NaN;
-    its score is computed before it is masked, and a product with garbage could be a denormal
-    (slow on Intel cores, mathfn._EXP32)."""
-    for jb in range((n + KEYS - 1) // KEYS):
-        m = min(KEYS, n - jb * KEYS)
-        for jj in range(m):
-            for e in range(dh):
-                kb[(jb * dh + e) * KEYS + jj] = qkv[lo + jb * KEYS + jj, col + e]
-        for jj in range(m, KEYS):
-            for e in range(dh):
-                kb[(jb * dh + e) * KEYS + jj] = 0
-                vb[(jb * KEYS + jj) * dh + e] = 0
+    = V, for K, V the dh columns of qkv from kcol / vcol in rows lo:lo+n. Rows are read as 1-D
+    slices (C-contiguous to Numba) indexed by loop counters: an index like qkv[lo + j, col + e]
+    gets a negative-index fix-up per element, which keeps these copies scalar and slow (here and
+    in `_load_q` / `_store_out`). A padded key's entries are 0 in both: its probability is 0, and 0 * garbage could be NaN; its score is computed
+    before it is masked, and a product with garbage could be a denormal (slow on Intel cores,
+    mathfn._EXP32)."""
     for j in range(n):
+        krow = qkv[lo + j, kcol:kcol + dh]
+        vrow = qkv[lo + j, vcol:vcol + dh]
+        kbase = (j // KEYS) * dh * KEYS + j % KEYS
         for e in range(dh):
-            vb[j * dh + e] = qkv[lo + j, vcol + e]
+            kb[kbase + e * KEYS] = krow[e]
+        for e in range(dh):
+            vb[j * dh + e] = vrow[e]
+    for j in range(n, (n + KEYS - 1) // KEYS * KEYS):
+        kbase = (j // KEYS) * dh * KEYS + j % KEYS
+        for e in range(dh):
+            kb[kbase + e * KEYS] = 0
+        for e in range(dh):
+            vb[j * dh + e] = 0
+
+
+@inline
+def _load_q(qkv, lo, c, dh, i0, r1, qb):
+    """qb[r*dh + e] = Q[i0 + r, e], the head's query rows i0:i0+ROWS (a short last block repeats
+    its last row, which is not written)."""
+    for r in range(ROWS):
+        qrow = qkv[lo + min(i0 + r, r1 - 1), c:c + dh]
+        for e in range(dh):
+            qb[r * dh + e] = qrow[e]
+
+
+@inline
+def _store_out(out, lo, c, dh, i0, r1, acc, tot):
+    """The block's rows of out = acc / row sum (times the float64 reciprocal, rounded once: the
+    quotient, nearly always to the bit; a float32 division per element does not vectorize here)."""
+    for r in range(min(ROWS, r1 - i0)):
+        orow = out[lo + i0 + r, c:c + dh]
+        inv = 1 / np.float64(tot[r])
+        for e in range(dh):
+            orow[e] = acc[r * dh + e] * inv
 
 
 @inline
@@ -143,18 +169,13 @@ def rows_blocked(qkv, lo, n, c, d, dh, scale, out, r0, r1, kb, vb, qb, s, acc, t
     """Rows r0:r1 of one (sequence, head) of L = n tokens at row lo, head columns c:c+dh, dh a
     compile-time constant, with the scratch of `scratch`."""
     nblk = (n + KEYS - 1) // KEYS
-    _keys_blocked(qkv, lo, n, d + c, dh, kb, vb, 2 * d + c)
+    _keys_blocked(qkv, lo, n, d + c, 2 * d + c, dh, kb, vb)
     for i0 in range(r0, r1, ROWS):
-        for r in range(ROWS):             # a short last block repeats its last row (not written)
-            i = lo + min(i0 + r, r1 - 1)
-            for e in range(dh):
-                qb[r * dh + e] = qkv[i, c + e]
+        _load_q(qkv, lo, c, dh, i0, r1, qb)
         _block_scores(qb, kb, s, nblk, dh)
         _block_softmax(s, nblk, n, lanes, tot, scale)
         _block_values(s, vb, acc, nblk, dh)
-        for r in range(min(ROWS, r1 - i0)):
-            for e in range(dh):
-                out[lo + i0 + r, c + e] = acc[r * dh + e] / tot[r]
+        _store_out(out, lo, c, dh, i0, r1, acc, tot)
 
 
 @inline

@@ -21,16 +21,24 @@ from .rows import LANES
 __all__ = ["attend_varlen", "gather_rows", "pack_offsets", "scatter_rows", "to_device"]
 
 
+# The row copies are loops over the row's elements: assigning a row to a row (out[t] = src[i])
+# goes through Numba's general array assignment, which took twice the time.
 @kernel
 def _gather(src, index, out):
     for t in prange(index.shape[0]):
-        out[t] = src[index[t]]
+        srow = src[index[t]]
+        orow = out[t]
+        for j in range(orow.shape[0]):
+            orow[j] = srow[j]
 
 
 @kernel
 def _scatter(src, index, out):
     for t in prange(index.shape[0]):
-        out[index[t]] = src[t]
+        srow = src[t]
+        orow = out[index[t]]
+        for j in range(srow.shape[0]):
+            orow[j] = srow[j]
 
 
 def gather_rows(src2, index, out2):

@@ -28,9 +28,9 @@ def _keys_blocked(qkv, lo, n, kcol, vcol, dh, kb, vb):
     = V, for K, V the dh columns of qkv from kcol / vcol in rows lo:lo+n. Rows are read as 1-D
     slices (C-contiguous to Numba) indexed by loop counters: an index like qkv[lo + j, col + e]
     gets a negative-index fix-up per element, which keeps these copies scalar and slow (here and
-    in `_load_q` / `_store_out`). A padded key's entries are 0 in both: its probability is 0, and 0 * garbage could be NaN; its score is computed
-    before it is masked, and a product with garbage could be a denormal (slow on Intel cores,
-    mathfn._EXP32)."""
+    in `_load_q` / `_store_out`). A padded key's entries are 0 in both: its probability is 0,
+    and 0 * garbage could be NaN; its score is computed before it is masked, and a product with
+    garbage could be a denormal (slow on Intel cores, mathfn._EXP32)."""
     for j in range(n):
         krow = qkv[lo + j, kcol:kcol + dh]
         vrow = qkv[lo + j, vcol:vcol + dh]
@@ -59,8 +59,9 @@ def _load_q(qkv, lo, c, dh, i0, r1, qb):
 
 @inline
 def _store_out(out, lo, c, dh, i0, r1, acc, tot):
-    """The block's rows of out = acc / row sum (times the float64 reciprocal, rounded once: the
-    quotient, nearly always to the bit; a float32 division per element does not vectorize here)."""
+    """The block's rows of out = acc / row sum, as acc times the float64 reciprocal of the sum,
+    rounded once: in float32 the quotient to the bit but for about one case in 10^8, in float64
+    within an ulp of it (a division per element does not vectorize here)."""
     for r in range(min(ROWS, r1 - i0)):
         orow = out[lo + i0 + r, c:c + dh]
         inv = 1 / np.float64(tot[r])
